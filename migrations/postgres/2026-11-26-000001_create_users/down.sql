@@ -1,0 +1,3 @@
+DROP SEQUENCE tickets;
+DROP TABLE users;
+DROP TYPE mood;

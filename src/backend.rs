@@ -1,0 +1,260 @@
+//! What the router needs from each Diesel backend: URL checks, read-only replica handles,
+//! SQL rendering for classification, and a retryable replica load.
+//!
+//! Implemented for `PgConnection` (feature `postgres`) and `SqliteConnection` (feature
+//! `sqlite`). The traits are sealed: the router's correctness depends on each backend's details.
+
+use diesel::connection::{AnsiTransactionManager, Connection, DefaultLoadingMode, LoadConnection};
+use diesel::query_builder::{Query, QueryFragment, QueryId};
+use diesel::r2d2::R2D2Connection;
+use diesel::result::QueryResult;
+use diesel::backend::Backend;
+use diesel::expression::QueryMetadata;
+
+mod private {
+    #[allow(unreachable_pub)]
+    pub trait Sealed {}
+}
+
+/// A Diesel connection type the router can route: `PgConnection` or `SqliteConnection`.
+pub trait RoutedBackend:
+    Connection<TransactionManager = AnsiTransactionManager> + R2D2Connection + private::Sealed + 'static
+{
+    /// The backend's name in messages (`PostgreSQL`, `SQLite`).
+    const NAME: &'static str;
+
+    /// The statement that opens a read-only transaction.
+    #[doc(hidden)]
+    const BEGIN_READ_ONLY: &'static str;
+
+    /// Does `url` fit this backend? The error says what a fitting URL looks like.
+    #[doc(hidden)]
+    fn check_url(url: &str) -> Result<(), &'static str>;
+
+    /// The URL to open a replica with, read-only where the backend needs it in the URL.
+    #[doc(hidden)]
+    fn replica_url(url: &str) -> String;
+
+    /// Makes a freshly opened replica connection read-only, so a misrouted write fails loudly.
+    #[doc(hidden)]
+    fn prepare_replica(conn: &mut Self) -> QueryResult<()>;
+
+    /// Renders a query's SQL, for classification.
+    #[doc(hidden)]
+    fn render_sql<T: QueryFragment<Self::Backend> + ?Sized>(query: &T) -> QueryResult<String>;
+}
+
+/// The outcome of a load tried on a replica.
+#[doc(hidden)]
+#[allow(missing_debug_implementations)]
+pub enum ReplicaLoad<Cursor, T> {
+    /// The replica ran the query (successfully or with a query error).
+    Done(QueryResult<Cursor>),
+    /// The replica's connection broke before it answered; the query can run elsewhere.
+    Retry(diesel::result::Error, T),
+}
+
+/// A loading mode (`B`) the router can send to a replica, with a retry on the primary when the
+/// replica's connection turns out to be dead.
+pub trait RoutedLoad<B = DefaultLoadingMode>: RoutedBackend + LoadConnection<B> {
+    /// Runs `source` on the replica connection `conn`.
+    #[doc(hidden)]
+    fn load_on_replica<'conn, 'query, T>(
+        conn: &'conn mut Self,
+        source: T,
+    ) -> ReplicaLoad<<Self as LoadConnection<B>>::Cursor<'conn, 'query>, T>
+    where
+        T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
+        Self::Backend: QueryMetadata<T::SqlType>;
+}
+
+/// Is this error a broken connection (the server went away), as opposed to a query error?
+pub(crate) fn is_connection_error(e: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    matches!(
+        e,
+        Error::DatabaseError(
+            DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
+            _
+        )
+    )
+}
+
+fn render_with<DB, T>(query: &T, mut qb: DB::QueryBuilder, backend: &DB) -> QueryResult<String>
+where
+    DB: Backend,
+    T: QueryFragment<DB> + ?Sized,
+{
+    use diesel::query_builder::QueryBuilder;
+    query.to_sql(&mut qb, backend)?;
+    Ok(qb.finish())
+}
+
+#[cfg(feature = "postgres")]
+mod pg {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel::pg::{Pg, PgConnection, PgQueryBuilder, PgRowByRowLoadingMode};
+
+    impl private::Sealed for PgConnection {}
+
+    impl RoutedBackend for PgConnection {
+        const NAME: &'static str = "PostgreSQL";
+        const BEGIN_READ_ONLY: &'static str = "BEGIN READ ONLY";
+
+        fn check_url(url: &str) -> Result<(), &'static str> {
+            const EXPECTED: &str = "expected postgres://user@host:port/database";
+            match crate::settings::scheme(url).as_deref() {
+                Some("postgres" | "postgresql") => Ok(()),
+                // libpq also takes `host=... dbname=...` strings
+                None if url.contains('=') && !url.contains("://") => Ok(()),
+                _ => Err(EXPECTED),
+            }
+        }
+
+        fn replica_url(url: &str) -> String {
+            url.to_owned()
+        }
+
+        fn prepare_replica(conn: &mut Self) -> QueryResult<()> {
+            conn.batch_execute("SET default_transaction_read_only = on")
+        }
+
+        fn render_sql<T: QueryFragment<Pg> + ?Sized>(query: &T) -> QueryResult<String> {
+            render_with(query, PgQueryBuilder::default(), &Pg)
+        }
+    }
+
+    impl RoutedLoad<DefaultLoadingMode> for PgConnection {
+        fn load_on_replica<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> ReplicaLoad<<Self as LoadConnection>::Cursor<'conn, 'query>, T>
+        where
+            T: Query + QueryFragment<Pg> + QueryId + 'query,
+            Pg: QueryMetadata<T::SqlType>,
+        {
+            // PostgreSQL's default cursor holds the whole result and borrows nothing, so the
+            // query can be lent to the replica and, if the replica's connection is dead, still
+            // be sent to the primary.
+            match <PgConnection as LoadConnection>::load(conn, &source) {
+                Err(e) if is_connection_error(&e) => ReplicaLoad::Retry(e, source),
+                result => ReplicaLoad::Done(result),
+            }
+        }
+    }
+
+    impl RoutedLoad<PgRowByRowLoadingMode> for PgConnection {
+        fn load_on_replica<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> ReplicaLoad<<Self as LoadConnection<PgRowByRowLoadingMode>>::Cursor<'conn, 'query>, T>
+        where
+            T: Query + QueryFragment<Pg> + QueryId + 'query,
+            Pg: QueryMetadata<T::SqlType>,
+        {
+            ReplicaLoad::Done(<PgConnection as LoadConnection<PgRowByRowLoadingMode>>::load(
+                conn, source,
+            ))
+        }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel::sqlite::{Sqlite, SqliteConnection, SqliteQueryBuilder};
+
+    impl private::Sealed for SqliteConnection {}
+
+    impl RoutedBackend for SqliteConnection {
+        const NAME: &'static str = "SQLite";
+        const BEGIN_READ_ONLY: &'static str = "BEGIN";
+
+        fn check_url(url: &str) -> Result<(), &'static str> {
+            match crate::settings::scheme(url).as_deref() {
+                None | Some("sqlite") | Some("file") => Ok(()),
+                Some(_) => Err("expected a file path, `:memory:`, a `file:` URI or sqlite://path"),
+            }
+        }
+
+        fn replica_url(url: &str) -> String {
+            let uri = if let Some(rest) = url.strip_prefix("sqlite://") {
+                format!("file:{rest}")
+            } else if url.starts_with("file:") {
+                url.to_owned()
+            } else {
+                format!("file:{url}")
+            };
+            let (base, query) = match uri.split_once('?') {
+                Some((b, q)) => (b.to_owned(), q.to_owned()),
+                None => (uri.clone(), String::new()),
+            };
+            let mut params: Vec<&str> = query
+                .split('&')
+                .filter(|p| !p.is_empty() && !p.starts_with("mode="))
+                .collect();
+            params.push("mode=ro");
+            format!("{base}?{}", params.join("&"))
+        }
+
+        fn prepare_replica(conn: &mut Self) -> QueryResult<()> {
+            conn.batch_execute("PRAGMA query_only = ON; PRAGMA busy_timeout = 5000;")
+        }
+
+        fn render_sql<T: QueryFragment<Sqlite> + ?Sized>(query: &T) -> QueryResult<String> {
+            render_with(query, SqliteQueryBuilder::default(), &Sqlite)
+        }
+    }
+
+    impl RoutedLoad<DefaultLoadingMode> for SqliteConnection {
+        fn load_on_replica<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> ReplicaLoad<<Self as LoadConnection>::Cursor<'conn, 'query>, T>
+        where
+            T: Query + QueryFragment<Sqlite> + QueryId + 'query,
+            Sqlite: QueryMetadata<T::SqlType>,
+        {
+            ReplicaLoad::Done(<SqliteConnection as LoadConnection>::load(conn, source))
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn sqlite_replica_urls_are_read_only_uris() {
+            assert_eq!(SqliteConnection::replica_url("/tmp/a.db"), "file:/tmp/a.db?mode=ro");
+            assert_eq!(
+                SqliteConnection::replica_url("file:/tmp/a.db?cache=shared&mode=rwc"),
+                "file:/tmp/a.db?cache=shared&mode=ro"
+            );
+            assert_eq!(SqliteConnection::replica_url("sqlite:///tmp/a.db"), "file:/tmp/a.db?mode=ro");
+        }
+
+        #[test]
+        fn sqlite_urls_of_other_backends_are_refused() {
+            assert!(SqliteConnection::check_url("/tmp/a.db").is_ok());
+            assert!(SqliteConnection::check_url(":memory:").is_ok());
+            assert!(SqliteConnection::check_url("postgres://x/y").is_err());
+        }
+    }
+}
+
+#[cfg(all(test, feature = "postgres"))]
+mod tests {
+    use super::*;
+    use diesel::pg::PgConnection;
+
+    #[test]
+    fn postgres_urls_of_other_backends_are_refused() {
+        assert!(PgConnection::check_url("postgres://a@h/db").is_ok());
+        assert!(PgConnection::check_url("postgresql://a@h/db").is_ok());
+        assert!(PgConnection::check_url("host=h dbname=db").is_ok());
+        assert!(PgConnection::check_url("mysql://a@h/db").is_err());
+        assert!(PgConnection::check_url("/tmp/a.db").is_err());
+    }
+}

@@ -1,0 +1,171 @@
+//! The cluster: every database of the settings, one pool per primary.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::backend::RoutedBackend;
+use crate::database::Database;
+use crate::error::{Error, Result};
+use crate::manager::RoutedConnectionManager;
+use crate::routing::Classifier;
+use crate::settings::Settings;
+use crate::stats::Stats;
+
+/// The r2d2 pool of one primary; `pool.get()` hands out routed connections.
+pub type Pool<C> = r2d2::Pool<RoutedConnectionManager<C>>;
+
+/// A routed connection checked out of a [`Pool`]; pass `&mut` of it to Diesel.
+pub type PooledConnection<C> = r2d2::PooledConnection<RoutedConnectionManager<C>>;
+
+/// Every database of the settings: one pool per primary, each routing reads to its replicas.
+///
+/// Cheap to clone (the state is shared) and `Send + Sync`: threads share one.
+///
+/// ```no_run
+/// use diesel::prelude::*;
+/// use diesel::pg::PgConnection;
+/// use diesel_sharding::{Cluster, Settings};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let settings = Settings::from_file("databases.toml")?;
+/// let cluster = Cluster::<PgConnection>::new(settings)?;
+/// let mut conn = cluster.pool("default")?.get()?;
+/// let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result(&mut conn)?;
+/// # Ok(()) }
+/// ```
+pub struct Cluster<C: RoutedBackend> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C: RoutedBackend> {
+    primaries: BTreeMap<String, (Arc<Database>, Pool<C>)>,
+    /// Replica name -> its primary's name.
+    replicas: BTreeMap<String, String>,
+}
+
+impl<C: RoutedBackend> Clone for Cluster<C> {
+    fn clone(&self) -> Self {
+        Cluster {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<C: RoutedBackend> Cluster<C> {
+    /// Validates the settings and builds one pool per primary. Opens no connection: servers
+    /// need not be up yet.
+    pub fn new(settings: Settings) -> Result<Self> {
+        let topology = settings.validate(C::NAME, C::check_url)?;
+        let classifier = Classifier::with_write_functions(&topology.write_functions);
+        let mut primaries = BTreeMap::new();
+        let mut replicas = BTreeMap::new();
+        for spec in &topology.primaries {
+            let db = Arc::new(Database::new(
+                spec,
+                classifier.clone(),
+                topology.pin_window,
+                topology.replica_retry,
+                C::replica_url,
+            ));
+            let pool = r2d2::Pool::builder()
+                .max_size(spec.pool_size)
+                .min_idle(Some(0))
+                .test_on_check_out(true)
+                .build_unchecked(RoutedConnectionManager::new(db.clone()));
+            for r in &spec.replicas {
+                replicas.insert(r.name.clone(), spec.name.clone());
+            }
+            primaries.insert(spec.name.clone(), (db, pool));
+        }
+        Ok(Cluster {
+            inner: Arc::new(Inner {
+                primaries,
+                replicas,
+            }),
+        })
+    }
+
+    /// The pool of the primary `name` (a cheap handle to the shared pool).
+    ///
+    /// An unknown name, or a replica's name, is an error that names it.
+    pub fn pool(&self, name: &str) -> Result<Pool<C>> {
+        self.database(name).map(|(_, pool)| pool.clone())
+    }
+
+    /// A routed connection from the pool of the primary `name`.
+    pub fn get(&self, name: &str) -> Result<PooledConnection<C>> {
+        let (_, pool) = self.database(name)?;
+        pool.get().map_err(|source| Error::Pool {
+            database: name.to_owned(),
+            source,
+        })
+    }
+
+    /// The names of the primaries, in name order.
+    pub fn primaries(&self) -> impl Iterator<Item = &str> {
+        self.inner.primaries.keys().map(String::as_str)
+    }
+
+    /// Where statements ran so far, per primary.
+    pub fn stats(&self) -> Stats {
+        Stats {
+            databases: self
+                .inner
+                .primaries
+                .iter()
+                .map(|(name, (db, _))| (name.clone(), db.stats()))
+                .collect(),
+        }
+    }
+
+    fn database(&self, name: &str) -> Result<&(Arc<Database>, Pool<C>)> {
+        if let Some(entry) = self.inner.primaries.get(name) {
+            return Ok(entry);
+        }
+        match self.inner.replicas.get(name) {
+            Some(primary) => Err(Error::NotAPrimary {
+                name: name.to_owned(),
+                primary: primary.clone(),
+            }),
+            None => Err(Error::UnknownDatabase {
+                name: name.to_owned(),
+            }),
+        }
+    }
+}
+
+impl<C: RoutedBackend> fmt::Debug for Cluster<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        struct Primary<'a>(&'a Database, u32);
+        impl fmt::Debug for Primary<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Primary")
+                    .field("url", &self.0.url)
+                    .field("pool_size", &self.1)
+                    .field(
+                        "replicas",
+                        &self
+                            .0
+                            .replicas
+                            .iter()
+                            .map(|r| (r.name.as_str(), &r.url))
+                            .collect::<BTreeMap<_, _>>(),
+                    )
+                    .finish()
+            }
+        }
+        f.debug_struct("Cluster")
+            .field("backend", &C::NAME)
+            .field(
+                "primaries",
+                &self
+                    .inner
+                    .primaries
+                    .iter()
+                    .map(|(n, (db, pool))| (n.as_str(), Primary(db, pool.max_size())))
+                    .collect::<BTreeMap<_, _>>(),
+            )
+            .finish()
+    }
+}

@@ -1,0 +1,418 @@
+//! The routed connection: one Diesel connection made of a primary and its replicas.
+//!
+//! A [`RoutedConnection`] implements Diesel's connection traits, so Diesel code runs on it
+//! unchanged. It opens its physical connections lazily (a checkout that only reads never
+//! opens the primary) and sends each statement where the [routing rules](crate::routing) say.
+
+mod diesel_impls;
+mod instrumentation;
+
+use std::sync::Arc;
+
+use diesel::connection::{
+    AnsiTransactionManager, CacheSize, SimpleConnection, TransactionManager,
+};
+use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
+
+use self::instrumentation::SharedInstrumentation;
+use crate::backend::RoutedBackend;
+use crate::database::Database;
+use crate::routing::{KindCache, RouteReason, StatementKind};
+
+/// Where the last statement of a connection ran; see [`RoutedConnection::last_route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Route {
+    /// The database that ran it: the primary's or a replica's name from the settings.
+    pub server: String,
+    /// Why.
+    pub reason: RouteReason,
+}
+
+/// A Diesel connection that routes reads to replicas and everything else to the primary.
+///
+/// Get one from a pool ([`Cluster::pool`](crate::Cluster::pool)); `&mut` of the pooled
+/// connection is what Diesel's query methods take.
+pub struct RoutedConnection<C: RoutedBackend> {
+    db: Arc<Database>,
+    primary: Option<C>,
+    replicas: Vec<Option<C>>,
+    /// The replica this connection reads from while it stays healthy.
+    current_replica: Option<usize>,
+    /// A replica whose connection broke during the last load; dropped at the next call.
+    dead_replica: Option<usize>,
+    /// Stands in for the primary's transaction state while the primary is closed.
+    placeholder_tm: AnsiTransactionManager,
+    /// Everything goes to the primary until the connection is returned to the pool.
+    session_on_primary: bool,
+    /// A `BEGIN` went through `batch_execute` and no `COMMIT`/`ROLLBACK` yet.
+    transaction_by_sql: bool,
+    /// The open transaction wrote: its commit pins the thread.
+    transaction_wrote: bool,
+    kinds: KindCache,
+    instrumentation: SharedInstrumentation,
+    cache_size: Option<CacheSize>,
+    last: Option<(RouteReason, Option<usize>)>,
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    pub(crate) fn new(db: Arc<Database>) -> Self {
+        let replicas = (0..db.replicas.len()).map(|_| None).collect();
+        RoutedConnection {
+            db,
+            primary: None,
+            replicas,
+            current_replica: None,
+            dead_replica: None,
+            placeholder_tm: AnsiTransactionManager::default(),
+            session_on_primary: false,
+            transaction_by_sql: false,
+            transaction_wrote: false,
+            kinds: KindCache::default(),
+            instrumentation: SharedInstrumentation::default(),
+            cache_size: None,
+            last: None,
+        }
+    }
+
+    /// The name of this connection's primary in the settings.
+    pub fn database(&self) -> &str {
+        &self.db.name
+    }
+
+    /// Where the last routed statement ran, and why.
+    pub fn last_route(&self) -> Option<Route> {
+        self.last.map(|(reason, replica)| Route {
+            server: match replica.and_then(|i| self.db.replicas.get(i)) {
+                Some(r) => r.name.clone(),
+                None => self.db.name.clone(),
+            },
+            reason,
+        })
+    }
+
+    /// The physical primary connection, opened if needed: for what does not go through
+    /// Diesel's connection traits (`COPY`, `LISTEN`, SQLite function registration, ...).
+    ///
+    /// Statements sent here bypass routing, so this counts as a write: the thread is pinned to
+    /// the primary for the pin window afterwards.
+    pub fn primary(&mut self) -> QueryResult<&mut C> {
+        self.db.wrote();
+        open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
+            .map_err(connection_error)
+    }
+
+    /// The physical connection of the replica this connection reads from, opened if needed;
+    /// the primary when the database has no reachable replica.
+    pub fn replica(&mut self) -> QueryResult<&mut C> {
+        self.drop_dead_replica();
+        match self.choose_replica() {
+            Some(i) => match self.replicas[i].as_mut() {
+                Some(c) => Ok(c),
+                None => Err(connection_error(ConnectionError::BadConnection(
+                    "replica connection vanished".into(),
+                ))),
+            },
+            None => open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
+                .map_err(connection_error),
+        }
+    }
+
+    /// Runs `f` in a read-only transaction on a replica (on the primary when no replica can be
+    /// reached). Use it for several reads that must see one snapshot.
+    ///
+    /// The closure gets the physical connection; a write inside fails (the replica is opened
+    /// read-only, and the transaction is read-only).
+    pub fn read_only_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut C) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        let conn = self.replica()?;
+        AnsiTransactionManager::begin_transaction_sql(conn, C::BEGIN_READ_ONLY)?;
+        match f(conn) {
+            Ok(value) => {
+                <AnsiTransactionManager as TransactionManager<C>>::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(e) => {
+                <AnsiTransactionManager as TransactionManager<C>>::rollback_transaction(conn)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sends every statement to the primary until the connection goes back to the pool.
+    pub fn stick_to_primary(&mut self) {
+        self.session_on_primary = true;
+    }
+
+    /// Forgets per-checkout state; the pool calls this on check-in and check-out.
+    pub(crate) fn reset_session(&mut self) {
+        self.session_on_primary = false;
+        self.last = None;
+    }
+
+    /// Is a transaction open on the primary (through Diesel's transaction manager or a
+    /// hand-written `BEGIN`)?
+    pub(crate) fn in_transaction(&mut self) -> bool {
+        if self.transaction_by_sql {
+            return true;
+        }
+        match self.primary.as_mut() {
+            None => false,
+            Some(p) => !matches!(
+                <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(p)
+                    .transaction_depth(),
+                Ok(None)
+            ),
+        }
+    }
+
+    /// A statement ran on the primary for `reason`; if it wrote, remember it.
+    fn on_primary(&mut self, reason: RouteReason, writes: bool) {
+        self.db.routed(reason, None);
+        self.last = Some((reason, None));
+        if writes {
+            if self.in_transaction() {
+                self.transaction_wrote = true;
+            } else {
+                self.db.wrote();
+            }
+        }
+    }
+
+    fn drop_dead_replica(&mut self) {
+        if let Some(i) = self.dead_replica.take() {
+            if let Some(slot) = self.replicas.get_mut(i) {
+                *slot = None;
+            }
+            if self.current_replica == Some(i) {
+                self.current_replica = None;
+            }
+        }
+    }
+
+    /// The replica to read from: the current one while healthy, else one picked by the
+    /// strategy whose connection opens. `None` when none can be reached.
+    fn choose_replica(&mut self) -> Option<usize> {
+        if let Some(i) = self.current_replica {
+            if self.replicas[i].is_some() && self.db.replicas.is_healthy(i) {
+                return Some(i);
+            }
+        }
+        for _ in 0..self.db.replicas.len() {
+            let i = self.db.replicas.pick()?;
+            if self.replicas[i].is_none() {
+                match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
+                    Ok(conn) => {
+                        self.db.replicas.mark_up(i);
+                        self.replicas[i] = Some(conn);
+                    }
+                    Err(e) => {
+                        self.db.replicas.mark_down(i);
+                        self.db.counters.replica_failed();
+                        let name = self.db.replicas.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+                        tracing::warn!(
+                            target: "diesel_sharding::route",
+                            database = %self.db.name,
+                            replica = name,
+                            error = %e,
+                            "replica unreachable: reading from the primary, retrying it after the backoff"
+                        );
+                        continue;
+                    }
+                }
+            }
+            self.current_replica = Some(i);
+            return Some(i);
+        }
+        None
+    }
+
+    /// The kind of a statement's SQL, cached per query type when Diesel gives a static id.
+    fn kind_of<T>(&mut self, query: &T) -> StatementKind
+    where
+        T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
+    {
+        let id = T::query_id();
+        if let Some(id) = id {
+            if let Some(kind) = self.kinds.get(id) {
+                return kind;
+            }
+        }
+        let kind = match C::render_sql(query) {
+            Ok(sql) => self.db.classifier.classify(&sql),
+            Err(_) => StatementKind::Unknown,
+        };
+        if let Some(id) = id {
+            self.kinds.insert(id, kind);
+        }
+        kind
+    }
+
+    /// Handles the transaction bookkeeping of SQL sent through `batch_execute`; returns
+    /// whether the SQL counts as a write.
+    fn note_batch(&mut self, sql: &str) -> bool {
+        match transaction_control(sql) {
+            Some(TxControl::Begin) => {
+                self.transaction_by_sql = true;
+                false
+            }
+            Some(TxControl::Commit) => {
+                let wrote = self.transaction_wrote;
+                self.transaction_by_sql = false;
+                self.transaction_wrote = false;
+                if wrote {
+                    self.db.wrote();
+                }
+                false
+            }
+            Some(TxControl::Rollback) => {
+                self.transaction_by_sql = false;
+                self.transaction_wrote = false;
+                false
+            }
+            Some(TxControl::Savepoint) => false,
+            None => !self.db.classifier.classify(sql).is_read(),
+        }
+    }
+}
+
+/// Transaction-control statements, as Diesel's transaction manager sends them.
+#[derive(Debug, PartialEq, Eq)]
+enum TxControl {
+    Begin,
+    Commit,
+    Rollback,
+    Savepoint,
+}
+
+fn transaction_control(sql: &str) -> Option<TxControl> {
+    let mut words = sql.split(|c: char| c.is_whitespace() || c == ';').filter(|w| !w.is_empty());
+    let first = words.next()?;
+    let is = |w: &str| first.eq_ignore_ascii_case(w);
+    if is("BEGIN") || is("START") {
+        Some(TxControl::Begin)
+    } else if is("COMMIT") || is("END") {
+        Some(TxControl::Commit)
+    } else if is("ROLLBACK") || is("ABORT") {
+        match words.next() {
+            Some(w) if w.eq_ignore_ascii_case("TO") => Some(TxControl::Savepoint),
+            _ => Some(TxControl::Rollback),
+        }
+    } else if is("SAVEPOINT") || is("RELEASE") {
+        Some(TxControl::Savepoint)
+    } else {
+        None
+    }
+}
+
+fn connection_error(e: ConnectionError) -> diesel::result::Error {
+    diesel::result::Error::DatabaseError(
+        diesel::result::DatabaseErrorKind::UnableToSendCommand,
+        Box::new(e.to_string()),
+    )
+}
+
+/// Opens the primary if needed. A free function over fields, so that a cursor borrowed from a
+/// replica and this borrow of the primary can coexist in `load`.
+fn open_primary<'a, C: RoutedBackend>(
+    slot: &'a mut Option<C>,
+    db: &Database,
+    instrumentation: &SharedInstrumentation,
+    cache_size: Option<CacheSize>,
+) -> ConnectionResult<&'a mut C> {
+    if slot.is_none() {
+        let mut conn = C::establish(db.url.expose()).map_err(|e| redact_connection_error(e, db))?;
+        instrumentation.install(&mut conn);
+        if let Some(size) = cache_size {
+            conn.set_prepared_statement_cache_size(size);
+        }
+        *slot = Some(conn);
+    }
+    match slot.as_mut() {
+        Some(c) => Ok(c),
+        None => Err(ConnectionError::BadConnection("primary connection vanished".into())),
+    }
+}
+
+fn open_replica<C: RoutedBackend>(
+    db: &Database,
+    index: usize,
+    instrumentation: &SharedInstrumentation,
+    cache_size: Option<CacheSize>,
+) -> ConnectionResult<C> {
+    let replica = db
+        .replicas
+        .get(index)
+        .ok_or_else(|| ConnectionError::BadConnection("no such replica".into()))?;
+    let mut conn = C::establish(replica.url.expose()).map_err(|e| redact_connection_error(e, db))?;
+    C::prepare_replica(&mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
+    instrumentation.install(&mut conn);
+    if let Some(size) = cache_size {
+        conn.set_prepared_statement_cache_size(size);
+    }
+    Ok(conn)
+}
+
+/// libpq error messages do not contain passwords, but be sure: strip the URL if it appears.
+fn redact_connection_error(e: ConnectionError, db: &Database) -> ConnectionError {
+    match e {
+        ConnectionError::BadConnection(msg) if msg.contains(db.url.expose()) => {
+            ConnectionError::BadConnection(msg.replace(db.url.expose(), &db.url.to_string()))
+        }
+        other => other,
+    }
+}
+
+impl<C: RoutedBackend> std::fmt::Debug for RoutedConnection<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoutedConnection")
+            .field("database", &self.db.name)
+            .field("primary_open", &self.primary.is_some())
+            .field("replicas_open", &self.replicas.iter().filter(|r| r.is_some()).count())
+            .field("session_on_primary", &self.session_on_primary)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
+    /// Always the primary.
+    fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        self.drop_dead_replica();
+        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
+            .map_err(connection_error)?;
+        primary.batch_execute(query)?;
+        let writes = self.note_batch(query);
+        let reason = if self.in_transaction() { RouteReason::Transaction } else { RouteReason::Write };
+        self.on_primary(reason, writes);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_the_transaction_manager_statements() {
+        assert_eq!(transaction_control("BEGIN"), Some(TxControl::Begin));
+        assert_eq!(transaction_control("begin read only"), Some(TxControl::Begin));
+        assert_eq!(transaction_control("START TRANSACTION"), Some(TxControl::Begin));
+        assert_eq!(transaction_control("BEGIN IMMEDIATE"), Some(TxControl::Begin));
+        assert_eq!(transaction_control("COMMIT"), Some(TxControl::Commit));
+        assert_eq!(transaction_control("ROLLBACK"), Some(TxControl::Rollback));
+        assert_eq!(
+            transaction_control("ROLLBACK TO SAVEPOINT diesel_savepoint_1"),
+            Some(TxControl::Savepoint)
+        );
+        assert_eq!(transaction_control("SAVEPOINT diesel_savepoint_1"), Some(TxControl::Savepoint));
+        assert_eq!(
+            transaction_control("RELEASE SAVEPOINT diesel_savepoint_1"),
+            Some(TxControl::Savepoint)
+        );
+        assert_eq!(transaction_control("INSERT INTO t VALUES (1)"), None);
+        assert_eq!(transaction_control(""), None);
+    }
+}

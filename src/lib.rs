@@ -1,0 +1,61 @@
+//! Read/write splitting, consistency and sharding for [Diesel](https://diesel.rs).
+//!
+//! Applications outgrow one database server: reads should go to replicas, writes to the
+//! primary, and replication lag must never show a user stale data. `diesel-sharding` puts a
+//! routed connection behind an r2d2 pool. Diesel code runs on it unchanged; each statement goes
+//! where it must:
+//!
+//! * writes (`execute`, `INSERT`/`UPDATE`/`DELETE` also with `RETURNING`, DDL), everything
+//!   inside a transaction, locking reads and reads calling write functions: the **primary**;
+//! * every other read: a **replica**, chosen by the read strategy among healthy replicas;
+//! * reads on a thread that wrote within `pinning.seconds`, or is [pinned](pin): the primary.
+//!
+//! ```no_run
+//! use diesel::prelude::*;
+//! use diesel::sqlite::SqliteConnection;
+//! use diesel_sharding::{Cluster, Settings};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let settings = Settings::from_toml_str(r#"
+//!     [databases.default]
+//!     url = "app.sqlite"
+//!
+//!     [databases.default_replica]
+//!     url = "app.sqlite"
+//!     primary = "default"
+//! "#)?;
+//! let cluster = Cluster::<SqliteConnection>::new(settings)?;
+//! let mut conn = cluster.pool("default")?.get()?;
+//! diesel::sql_query("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)").execute(&mut conn)?;
+//! # Ok(()) }
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+extern crate self as diesel_sharding;
+
+mod backend;
+mod cluster;
+mod connection;
+mod database;
+mod error;
+mod manager;
+pub mod pin;
+pub mod routing;
+mod settings;
+mod stats;
+
+pub use crate::backend::{RoutedBackend, RoutedLoad};
+pub use crate::cluster::{Cluster, Pool, PooledConnection};
+pub use crate::connection::{Route, RoutedConnection};
+pub use crate::error::{Error, Result, SettingsError};
+pub use crate::manager::RoutedConnectionManager;
+pub use crate::routing::RouteReason;
+pub use crate::settings::{
+    DatabaseSettings, ReadStrategy, Settings, DEFAULT_PINNING_SECONDS, DEFAULT_POOL_SIZE,
+    DEFAULT_REPLICA_RETRY,
+};
+pub use crate::stats::{DatabaseStats, Stats};
+
+/// The r2d2 crate, whose `Pool` and `PooledConnection` the cluster hands out.
+pub use r2d2;

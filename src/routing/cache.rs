@@ -1,0 +1,75 @@
+//! A per-connection cache of statement kinds, keyed by Diesel's static query id.
+//!
+//! A query type with a static query id always renders the same SQL shape, so its kind is
+//! computed once per connection and then found in about ten nanoseconds. Queries without one
+//! (`eq_any`, boxed queries, multi-row inserts, `sql_query`) are classified every time.
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+use super::StatementKind;
+
+/// `TypeId`s are already hashes: take their bits instead of hashing them again.
+#[derive(Default)]
+struct TypeIdHasher(u64);
+
+impl Hasher for TypeIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 ^= n;
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 ^= (n as u64) ^ ((n >> 64) as u64);
+    }
+}
+
+/// Statement kinds by query type.
+#[derive(Debug, Default)]
+pub(crate) struct KindCache {
+    map: HashMap<TypeId, StatementKind, BuildHasherDefault<TypeIdHasher>>,
+}
+
+impl KindCache {
+    pub(crate) fn get(&self, id: TypeId) -> Option<StatementKind> {
+        self.map.get(&id).copied()
+    }
+
+    pub(crate) fn insert(&mut self, id: TypeId, kind: StatementKind) {
+        // A program has a bounded number of query types; the bound only guards against misuse.
+        if self.map.len() < 4096 {
+            self.map.insert(id, kind);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remembers_kinds_by_type() {
+        let mut cache = KindCache::default();
+        assert_eq!(cache.get(TypeId::of::<u8>()), None);
+        cache.insert(TypeId::of::<u8>(), StatementKind::Read);
+        cache.insert(TypeId::of::<u16>(), StatementKind::Write);
+        assert_eq!(cache.get(TypeId::of::<u8>()), Some(StatementKind::Read));
+        assert_eq!(cache.get(TypeId::of::<u16>()), Some(StatementKind::Write));
+        assert_eq!(cache.len(), 2);
+    }
+}

@@ -1,0 +1,1081 @@
+//! Classification of SQL statements for read/write splitting.
+//!
+//! [`Classifier::classify`] looks at the SQL text of one statement (as rendered by Diesel's
+//! query builders with PostgreSQL `$1` binds or SQLite/MySQL `?` binds, or typed by hand) and
+//! decides whether it may run on a read-only replica ([`StatementKind::Read`]) or must go to
+//! the primary, and why. Every doubt errs towards the primary.
+//!
+//! # Rules
+//!
+//! * A single-pass, allocation-free lexer splits the text. It understands whitespace, `--`
+//!   and nestable `/* */` comments, `'...'` strings (`''` escapes), `E'...'` strings
+//!   (backslash escapes), `"..."` and `` `...` `` quoted identifiers, `$1` and `?` binds,
+//!   `$tag$ ... $tag$` / `$$ ... $$` bodies, numbers and punctuation. Words inside literals,
+//!   quoted identifiers, comments and dollar bodies never count. An unterminated construct
+//!   anywhere, or text without any statement, is [`StatementKind::Unknown`].
+//! * After skipping leading `(`, the first word decides: `SELECT`, `WITH`, `VALUES`, `TABLE`
+//!   and `SHOW` are read candidates. `EXPLAIN` classifies the statement it explains, unless
+//!   its options ask for `ANALYZE`/`ANALYSE`, which executes it. Anything else is a
+//!   [`StatementKind::Write`].
+//! * Every further token of a read candidate is scanned, at any parenthesis depth:
+//!   - `FOR UPDATE`, `FOR NO KEY UPDATE`, `FOR SHARE`, `FOR KEY SHARE` and MySQL's
+//!     `LOCK IN SHARE MODE` make it [`StatementKind::Locking`];
+//!   - the bare words `INSERT`, `UPDATE`, `DELETE`, `MERGE`, `INTO`, `TRUNCATE`, `LOCK`,
+//!     `CREATE`, `DROP` and `ALTER` make it a [`StatementKind::Write`] (data-modifying CTEs,
+//!     `SELECT ... INTO`), except right after a `.` where they name a column (`t.update`);
+//!   - a call of a name from [`BUILTIN_WRITE_FUNCTIONS`] or from the user's list makes it a
+//!     [`StatementKind::WriteFunction`].
+//!
+//!   The strongest finding wins: `Write` > `Locking` > `WriteFunction` > `Read`.
+//! * Text holding several `;`-separated statements gets the strongest kind among them.
+//! * MySQL executable comments `/*! ... */` are lexed as SQL, since MySQL runs their content.
+
+use std::fmt;
+
+/// What a statement needs from the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StatementKind {
+    /// A plain read: may run on a replica.
+    Read,
+    /// Writes data or schema, changes session state, or is not a read (INSERT, UPDATE, DELETE,
+    /// MERGE, DDL, SET, CALL, COPY, SELECT ... INTO, data-modifying CTEs, EXPLAIN ANALYZE, ...).
+    Write,
+    /// A locking read: SELECT ... FOR UPDATE / FOR NO KEY UPDATE / FOR SHARE / FOR KEY SHARE,
+    /// MySQL's LOCK IN SHARE MODE.
+    Locking,
+    /// A read that calls a write or session-bound function (nextval, advisory locks,
+    /// last_insert_rowid, a user-configured name, ...).
+    WriteFunction,
+    /// The lexer could not decide (empty text, unterminated string/comment/identifier/
+    /// dollar-quote): treated as primary.
+    Unknown,
+}
+
+impl StatementKind {
+    /// True only for [`StatementKind::Read`], the one kind a replica may serve.
+    #[must_use]
+    pub fn is_read(self) -> bool {
+        self == StatementKind::Read
+    }
+
+    /// Short lowercase name: "read", "write", "locking", "write_function", "unknown".
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StatementKind::Read => "read",
+            StatementKind::Write => "write",
+            StatementKind::Locking => "locking",
+            StatementKind::WriteFunction => "write_function",
+            StatementKind::Unknown => "unknown",
+        }
+    }
+
+    /// Strength used to combine several findings: the strongest one wins.
+    fn strength(self) -> u8 {
+        match self {
+            StatementKind::Read => 0,
+            StatementKind::WriteFunction => 1,
+            StatementKind::Locking => 2,
+            StatementKind::Write => 3,
+            StatementKind::Unknown => 4,
+        }
+    }
+
+    /// The stronger of `self` and `other`.
+    fn stronger(self, other: Self) -> Self {
+        if other.strength() > self.strength() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+impl fmt::Display for StatementKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Built-in write/session function names (lowercase) that force the primary.
+///
+/// They match a call with any schema qualifier (`pg_catalog.nextval(...)`).
+#[rustfmt::skip]
+pub const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[
+    // PostgreSQL: sequences.
+    "nextval", "setval", "currval", "lastval",
+    // PostgreSQL: advisory locks.
+    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
+    "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock",
+    "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
+    // PostgreSQL: transactions, notifications, settings.
+    "txid_current", "pg_current_xact_id", "pg_notify", "set_config",
+    // PostgreSQL: large objects.
+    "lo_create", "lo_creat", "lo_import", "lo_export", "lo_unlink", "lo_from_bytea", "lo_put",
+    "lo_truncate", "lowrite",
+    // PostgreSQL: WAL, replication and server administration.
+    "pg_current_wal_lsn", "pg_current_wal_insert_lsn", "pg_current_wal_flush_lsn",
+    "pg_switch_wal", "pg_create_restore_point", "pg_logical_emit_message",
+    "pg_create_physical_replication_slot", "pg_create_logical_replication_slot",
+    "pg_drop_replication_slot", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
+    "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_statements_reset",
+    // SQLite.
+    "last_insert_rowid", "changes", "total_changes",
+    // MySQL / MariaDB.
+    "get_lock", "release_lock", "release_all_locks", "is_used_lock", "is_free_lock",
+    "last_insert_id", "found_rows", "row_count", "master_pos_wait", "master_gtid_wait",
+    "source_pos_wait", "wait_for_executed_gtid_set",
+];
+
+/// First words of statements that may be plain reads.
+const READ_HEADS: &[&str] = &["SELECT", "WITH", "VALUES", "TABLE", "SHOW"];
+/// Bare words that make a read candidate a write.
+const WRITE_WORDS: &[&str] = &[
+    "INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "TRUNCATE", "LOCK", "CREATE", "DROP", "ALTER",
+];
+/// Words of a locking strength after `FOR` (`UPDATE`, `NO KEY UPDATE`, `SHARE`, `KEY SHARE`).
+const LOCK_STRENGTH_WORDS: &[&str] = &["UPDATE", "SHARE", "KEY", "NO"];
+/// `EXPLAIN` options that execute the explained statement.
+const EXPLAIN_ANALYZE: &[&str] = &["ANALYZE", "ANALYSE"];
+/// Bare `EXPLAIN` options that do not execute anything (PostgreSQL, SQLite).
+const EXPLAIN_NOISE: &[&str] = &["VERBOSE", "QUERY", "PLAN"];
+/// How many trailing parts of a qualified function name are remembered.
+const MAX_NAME_PARTS: usize = 4;
+
+/// Classifies SQL text. Holds the extra user-configured function names.
+#[derive(Debug, Clone, Default)]
+pub struct Classifier {
+    /// User-configured write function names, lowercase, possibly qualified (`app.touch`).
+    extra: Vec<String>,
+}
+
+impl Classifier {
+    /// A classifier with only the built-in function list.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A classifier that also treats these function names as write functions.
+    ///
+    /// Names are ASCII case-insensitive. A schema-qualified name like `app.touch` matches a
+    /// call written `app.touch(` (or `"app"."touch"(`); a bare name matches any schema.
+    #[must_use]
+    pub fn with_write_functions<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let extra = names
+            .into_iter()
+            .map(|name| name.as_ref().trim().to_ascii_lowercase())
+            .filter(|name| !name.is_empty())
+            .collect();
+        Self { extra }
+    }
+
+    /// Classifies one statement's SQL text.
+    #[must_use]
+    pub fn classify(&self, sql: &str) -> StatementKind {
+        let mut lexer = Lexer { src: sql, pos: 0 };
+        let mut overall: Option<StatementKind> = None;
+        loop {
+            match self.statement(&mut lexer) {
+                Err(Unterminated) => return StatementKind::Unknown,
+                Ok((kind, more)) => {
+                    if let Some(kind) = kind {
+                        overall = Some(overall.map_or(kind, |seen| seen.stronger(kind)));
+                    }
+                    if !more {
+                        return overall.unwrap_or(StatementKind::Unknown);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Classifies the statement at the lexer's position, consuming it and its `;`.
+    ///
+    /// Returns its kind (`None` for an empty statement) and whether a `;` ended it.
+    fn statement(&self, lx: &mut Lexer<'_>) -> Result<(Option<StatementKind>, bool), Unterminated> {
+        let mut explaining = false;
+        let head = loop {
+            let token = lx.next_token()?;
+            match token {
+                None | Some(Token::Punct(b';')) => {
+                    // A bare `EXPLAIN` is not a read; an empty statement is nothing.
+                    let kind = explaining.then_some(StatementKind::Write);
+                    return Ok((kind, token.is_some()));
+                }
+                Some(Token::Punct(b'(')) if explaining => {
+                    if explain_options_analyze(lx)? {
+                        break StatementKind::Write;
+                    }
+                }
+                Some(Token::Punct(b'(')) => {} // leading parentheses
+                Some(Token::Word(w)) if explaining && is_one_of(w, EXPLAIN_ANALYZE) => {
+                    break StatementKind::Write;
+                }
+                Some(Token::Word(w)) if explaining && is_one_of(w, EXPLAIN_NOISE) => {}
+                Some(Token::Word(w)) if !explaining && w.eq_ignore_ascii_case("EXPLAIN") => {
+                    explaining = true;
+                }
+                Some(Token::Word(w)) if is_one_of(w, READ_HEADS) => break StatementKind::Read,
+                Some(_) => break StatementKind::Write,
+            }
+        };
+        if head == StatementKind::Write {
+            return skip_statement(lx).map(|more| (Some(StatementKind::Write), more));
+        }
+        self.scan_read(lx).map(|(kind, more)| (Some(kind), more))
+    }
+
+    /// Scans the rest of a read candidate; returns its kind and whether a `;` ended it.
+    fn scan_read(&self, lx: &mut Lexer<'_>) -> Result<(StatementKind, bool), Unterminated> {
+        let mut found = StatementKind::Read;
+        let mut name = NameChain::default();
+        loop {
+            let Some(token) = lx.next_token()? else {
+                return Ok((found, false));
+            };
+            match token {
+                Token::Punct(b';') => return Ok((found, true)),
+                Token::Word(w) => {
+                    // After a `.` a word is part of a qualified name, never a keyword.
+                    if !name.after_dot {
+                        // Checked first: the clause's `UPDATE`/`LOCK` is not a write.
+                        let locking = (w.eq_ignore_ascii_case("FOR") && locking_clause(lx)?)
+                            || (w.eq_ignore_ascii_case("LOCK") && lock_in_share_mode(lx)?);
+                        if locking {
+                            found = found.stronger(StatementKind::Locking);
+                            name.reset();
+                            continue;
+                        }
+                        if is_one_of(w, WRITE_WORDS) {
+                            found = found.stronger(StatementKind::Write);
+                        }
+                    }
+                    name.push(w);
+                }
+                Token::Quoted(q) => name.push(q),
+                Token::Punct(b'.') => name.dot(),
+                Token::Punct(b'(') => {
+                    if name
+                        .called()
+                        .is_some_and(|parts| self.is_write_function(parts))
+                    {
+                        found = found.stronger(StatementKind::WriteFunction);
+                    }
+                    name.reset();
+                }
+                Token::Punct(_) | Token::Other => name.reset(),
+            }
+        }
+    }
+
+    /// Whether a call of the qualified name `parts` (last part = function) forces the primary.
+    fn is_write_function(&self, parts: &[&str]) -> bool {
+        let Some(last) = parts.last() else {
+            return false;
+        };
+        BUILTIN_WRITE_FUNCTIONS
+            .iter()
+            .any(|f| f.eq_ignore_ascii_case(last))
+            || self.extra.iter().any(|configured| {
+                // Compare from the end: `touch` matches `x.touch`, `app.touch` needs `app.`.
+                let mut called = parts.iter().rev();
+                configured
+                    .rsplit('.')
+                    .all(|part| called.next().is_some_and(|c| c.eq_ignore_ascii_case(part)))
+            })
+    }
+}
+
+/// True when `word` equals one of `list`, ignoring ASCII case.
+fn is_one_of(word: &str, list: &[&str]) -> bool {
+    list.iter().any(|k| word.eq_ignore_ascii_case(k))
+}
+
+/// Consumes tokens up to and including the next `;`; returns whether one was found.
+fn skip_statement(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
+    loop {
+        match lx.next_token()? {
+            None => return Ok(false),
+            Some(Token::Punct(b';')) => return Ok(true),
+            Some(_) => {}
+        }
+    }
+}
+
+/// Consumes a parenthesised `EXPLAIN` option list (after its `(`); true if it asks for ANALYZE.
+fn explain_options_analyze(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
+    let mut depth = 1usize;
+    let mut analyze = false;
+    while depth > 0 {
+        match lx.next_token()? {
+            None => break,
+            Some(Token::Punct(b'(')) => depth += 1,
+            Some(Token::Punct(b')')) => depth -= 1,
+            Some(Token::Word(w)) if is_one_of(w, EXPLAIN_ANALYZE) => analyze = true,
+            Some(_) => {}
+        }
+    }
+    Ok(analyze)
+}
+
+/// After a bare `FOR`: consumes a locking strength (`UPDATE`, `NO KEY UPDATE`, `SHARE`,
+/// `KEY SHARE`) so its `UPDATE` is not taken for a write, and reports whether there was one.
+fn locking_clause(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
+    let mut found = false;
+    loop {
+        let mut probe = lx.clone();
+        match probe.next_token()? {
+            Some(Token::Word(w)) if is_one_of(w, LOCK_STRENGTH_WORDS) => {
+                *lx = probe;
+                found = true;
+            }
+            _ => return Ok(found),
+        }
+    }
+}
+
+/// After a bare `LOCK`: consumes MySQL's `IN SHARE MODE` and reports whether it was there.
+fn lock_in_share_mode(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
+    let mut probe = lx.clone();
+    for expected in ["IN", "SHARE", "MODE"] {
+        match probe.next_token()? {
+            Some(Token::Word(w)) if w.eq_ignore_ascii_case(expected) => {}
+            _ => return Ok(false),
+        }
+    }
+    *lx = probe;
+    Ok(true)
+}
+
+/// The trailing parts of the (possibly qualified) name just read, to recognise calls.
+#[derive(Default)]
+struct NameChain<'a> {
+    /// The last `len` parts, oldest first.
+    parts: [&'a str; MAX_NAME_PARTS],
+    /// How many parts are held; 0 when the last token was not part of a name.
+    len: usize,
+    /// The last token was a `.` right after a name part.
+    after_dot: bool,
+}
+
+impl<'a> NameChain<'a> {
+    /// Adds a name part: continues the name after a `.`, otherwise starts a new one.
+    fn push(&mut self, part: &'a str) {
+        if !self.after_dot {
+            self.len = 0;
+        } else if self.len == MAX_NAME_PARTS {
+            self.parts.rotate_left(1);
+            self.len -= 1;
+        }
+        self.parts[self.len] = part;
+        self.len += 1;
+        self.after_dot = false;
+    }
+
+    /// Records a `.`: it qualifies the name only if one was just read.
+    fn dot(&mut self) {
+        if self.len > 0 && !self.after_dot {
+            self.after_dot = true;
+        } else {
+            self.reset();
+        }
+    }
+
+    /// Forgets the name.
+    fn reset(&mut self) {
+        self.len = 0;
+        self.after_dot = false;
+    }
+
+    /// The complete name that a following `(` would call, if any.
+    fn called(&self) -> Option<&[&'a str]> {
+        (self.len > 0 && !self.after_dot).then(|| &self.parts[..self.len])
+    }
+}
+
+/// Marker error: a string, comment, quoted identifier or dollar quote never ends.
+struct Unterminated;
+
+/// One lexical token; comments and whitespace are skipped.
+#[derive(Clone, Copy)]
+enum Token<'a> {
+    /// An unquoted identifier or keyword, `[A-Za-z_][A-Za-z0-9_$]*`.
+    Word(&'a str),
+    /// The raw content of a `"..."` or `` `...` `` quoted identifier.
+    Quoted(&'a str),
+    /// A single ASCII punctuation byte (including the `?` bind and a lone `$`).
+    Punct(u8),
+    /// A string literal, number, `$1` bind, dollar-quoted body or non-ASCII character.
+    Other,
+}
+
+/// A single-pass SQL lexer over bytes. Token boundaries always fall on ASCII bytes, so the
+/// slices it hands out are valid `str` slices.
+#[derive(Clone)]
+struct Lexer<'a> {
+    src: &'a str,
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    /// The byte `offset` bytes ahead of the position, if any.
+    fn byte(&self, offset: usize) -> Option<u8> {
+        self.src.as_bytes().get(self.pos + offset).copied()
+    }
+
+    /// Advances over bytes for which `keep` holds.
+    fn eat_while(&mut self, keep: impl Fn(u8) -> bool) {
+        while self.byte(0).is_some_and(&keep) {
+            self.pos += 1;
+        }
+    }
+
+    /// The next token, `None` at the end, or an error for an unterminated construct.
+    fn next_token(&mut self) -> Result<Option<Token<'a>>, Unterminated> {
+        self.skip_trivia()?;
+        let Some(b) = self.byte(0) else {
+            return Ok(None);
+        };
+        let start = self.pos;
+        let token = match b {
+            b'\'' => {
+                self.pos += 1;
+                self.quoted(b'\'', false)?;
+                Token::Other
+            }
+            b'e' | b'E' if self.byte(1) == Some(b'\'') => {
+                self.pos += 2;
+                self.quoted(b'\'', true)?;
+                Token::Other
+            }
+            b'"' | b'`' => {
+                self.pos += 1;
+                self.quoted(b, false)?;
+                Token::Quoted(&self.src[start + 1..self.pos - 1])
+            }
+            b'$' => self.dollar()?,
+            // MySQL executes `/*! ... */`: lex its content; `*/` then lexes as punctuation.
+            b'/' if self.byte(1) == Some(b'*') => {
+                self.pos += 3;
+                Token::Other
+            }
+            _ if is_ident_start(b) => {
+                self.eat_while(is_ident_char);
+                Token::Word(&self.src[start..self.pos])
+            }
+            _ if b.is_ascii_digit() => {
+                self.eat_while(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.');
+                Token::Other
+            }
+            _ if b.is_ascii() => {
+                self.pos += 1;
+                Token::Punct(b)
+            }
+            _ => {
+                // A non-ASCII character: its lead byte and continuation bytes.
+                self.pos += 1;
+                self.eat_while(|c| c & 0xC0 == 0x80);
+                Token::Other
+            }
+        };
+        Ok(Some(token))
+    }
+
+    /// Skips whitespace, `--` line comments and (nested) `/* */` block comments.
+    fn skip_trivia(&mut self) -> Result<(), Unterminated> {
+        loop {
+            match (self.byte(0), self.byte(1)) {
+                (Some(b), _) if b.is_ascii_whitespace() => self.pos += 1,
+                (Some(b'-'), Some(b'-')) => self.eat_while(|c| c != b'\n'),
+                (Some(b'/'), Some(b'*')) if self.byte(2) != Some(b'!') => self.block_comment()?,
+                _ => return Ok(()),
+            }
+        }
+    }
+
+    /// Skips a block comment starting at `/*`; nested comments must close too.
+    fn block_comment(&mut self) -> Result<(), Unterminated> {
+        self.pos += 2;
+        let mut depth = 1usize;
+        loop {
+            match (self.byte(0), self.byte(1)) {
+                (None, _) => return Err(Unterminated),
+                (Some(b'/'), Some(b'*')) => {
+                    depth += 1;
+                    self.pos += 2;
+                }
+                (Some(b'*'), Some(b'/')) => {
+                    depth -= 1;
+                    self.pos += 2;
+                    if depth == 0 {
+                        return Ok(());
+                    }
+                }
+                _ => self.pos += 1,
+            }
+        }
+    }
+
+    /// Skips past the closing `close` byte. A doubled `close` is an escaped one; with
+    /// `backslash`, a `\` escapes the next byte.
+    fn quoted(&mut self, close: u8, backslash: bool) -> Result<(), Unterminated> {
+        loop {
+            match self.byte(0) {
+                None => return Err(Unterminated),
+                Some(b'\\') if backslash => self.pos += 2,
+                Some(c) if c == close => {
+                    self.pos += 1;
+                    if self.byte(0) != Some(close) {
+                        return Ok(());
+                    }
+                    self.pos += 1;
+                }
+                Some(_) => self.pos += 1,
+            }
+        }
+    }
+
+    /// Lexes at a `$`: a `$1` bind, a `$tag$ ... $tag$` / `$$ ... $$` body, or a lone `$`.
+    fn dollar(&mut self) -> Result<Token<'a>, Unterminated> {
+        let start = self.pos;
+        self.pos += 1;
+        match self.byte(0) {
+            Some(c) if c.is_ascii_digit() => {
+                self.eat_while(|c| c.is_ascii_digit());
+                return Ok(Token::Other);
+            }
+            Some(b'$') => {}
+            Some(c) if is_ident_start(c) => {
+                let mut end = self.pos;
+                let bytes = self.src.as_bytes();
+                while bytes
+                    .get(end)
+                    .is_some_and(|&c| c.is_ascii_alphanumeric() || c == b'_')
+                {
+                    end += 1;
+                }
+                if bytes.get(end) != Some(&b'$') {
+                    return Ok(Token::Punct(b'$'));
+                }
+                self.pos = end;
+            }
+            _ => return Ok(Token::Punct(b'$')),
+        }
+        self.pos += 1; // the `$` closing the opening tag
+        let tag = &self.src[start..self.pos];
+        match self.src[self.pos..].find(tag) {
+            Some(offset) => {
+                self.pos += offset + tag.len();
+                Ok(Token::Other)
+            }
+            None => Err(Unterminated),
+        }
+    }
+}
+
+/// Whether `b` can start a bare word.
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_'
+}
+
+/// Whether `b` can continue a bare word.
+fn is_ident_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(sql: &str) -> StatementKind {
+        Classifier::new().classify(sql)
+    }
+
+    fn assert_all(expected: StatementKind, sqls: &[&str]) {
+        for sql in sqls {
+            assert_eq!(kind(sql), expected, "{sql}");
+        }
+    }
+
+    #[test]
+    fn diesel_rendered_postgres_select_is_read() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                r#"SELECT "users"."id", "users"."name" FROM "users" WHERE ("users"."id" = $1) LIMIT $2"#,
+                r#"SELECT COUNT(*) FROM "users" WHERE "users"."name" IN ($1, $2, $3)"#,
+                r#"SELECT "users"."update", "users"."insert" FROM "users""#,
+            ],
+        );
+    }
+
+    #[test]
+    fn diesel_rendered_sqlite_select_with_question_mark_binds_is_read() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                r#"SELECT `users`.`id` FROM `users` WHERE `users`.`id` = ? LIMIT ?"#,
+                r#"SELECT "users"."id", "users"."name" FROM "users" WHERE ("users"."id" = ?) LIMIT ?"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn insert_update_and_delete_with_returning_are_write() {
+        assert_all(
+            StatementKind::Write,
+            &[
+                r#"INSERT INTO "users" ("name") VALUES ($1) RETURNING "users"."id", "users"."name""#,
+                r#"UPDATE "users" SET "name" = $1 WHERE ("users"."id" = $2) RETURNING "users"."id""#,
+                r#"DELETE FROM "users" WHERE ("users"."id" = $1) RETURNING "users"."id""#,
+                "insert into users (name) values (?)",
+            ],
+        );
+    }
+
+    #[test]
+    fn select_with_for_update_is_locking() {
+        assert_eq!(
+            kind(r#"SELECT "t"."id" FROM "t" WHERE "t"."id" = $1 FOR UPDATE"#),
+            StatementKind::Locking
+        );
+    }
+
+    #[test]
+    fn every_row_lock_strength_and_its_options_are_locking() {
+        assert_all(
+            StatementKind::Locking,
+            &[
+                "SELECT * FROM t FOR NO KEY UPDATE",
+                "SELECT * FROM t FOR SHARE",
+                "SELECT * FROM t FOR KEY SHARE",
+                r#"SELECT * FROM "t" FOR UPDATE OF "t" NOWAIT"#,
+                r#"SELECT * FROM "t" FOR NO KEY UPDATE OF "t" SKIP LOCKED"#,
+                "select * from t for share skip locked",
+                "SELECT * FROM t WHERE a = $1 FOR /* strength */ UPDATE",
+                "SELECT * FROM t -- lock it\nFOR UPDATE",
+            ],
+        );
+    }
+
+    #[test]
+    fn mysql_lock_in_share_mode_is_locking() {
+        assert_eq!(
+            kind("SELECT * FROM `t` WHERE `id` = ? LOCK IN SHARE MODE"),
+            StatementKind::Locking
+        );
+    }
+
+    #[test]
+    fn sequence_and_session_function_calls_are_write_functions() {
+        assert_all(
+            StatementKind::WriteFunction,
+            &[
+                "SELECT nextval('s')",
+                "select NEXTVAL($1)",
+                "SELECT pg_catalog.nextval('s')",
+                "SELECT pg_catalog . nextval /* spaced */ ('s')",
+                r#"SELECT "nextval"('s')"#,
+                r#"SELECT "pg_catalog"."nextval"('s')"#,
+                "SELECT pg_advisory_lock(42)",
+                "SELECT pg_try_advisory_xact_lock($1, $2)",
+                "SELECT last_insert_rowid()",
+                "SELECT GET_LOCK('x', 10)",
+                "SELECT * FROM t WHERE id = (SELECT lastval())",
+            ],
+        );
+    }
+
+    #[test]
+    fn function_name_without_a_call_is_read() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                "SELECT nextval_report FROM t",
+                "SELECT nextval FROM t",
+                "SELECT t.nextval, changes FROM t",
+            ],
+        );
+    }
+
+    #[test]
+    fn user_function_names_match_case_insensitively_in_any_schema() {
+        let c = Classifier::with_write_functions([" Touch_Row "]);
+        assert_eq!(
+            c.classify("SELECT touch_row($1)"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            c.classify("SELECT APP.TOUCH_ROW($1)"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(c.classify("SELECT touch_row FROM t"), StatementKind::Read);
+        assert_eq!(
+            Classifier::new().classify("SELECT touch_row($1)"),
+            StatementKind::Read
+        );
+    }
+
+    #[test]
+    fn schema_qualified_user_function_matches_only_that_schema() {
+        let c = Classifier::with_write_functions(vec![String::from("app.touch")]);
+        assert_eq!(
+            c.classify("SELECT app.touch(1)"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            c.classify(r#"SELECT "App"."Touch"(1)"#),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            c.classify("SELECT db.app.touch(1)"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(c.classify("SELECT other.touch(1)"), StatementKind::Read);
+        assert_eq!(c.classify("SELECT touch(1)"), StatementKind::Read);
+        assert_eq!(
+            c.classify("SELECT nextval('s')"),
+            StatementKind::WriteFunction
+        );
+    }
+
+    #[test]
+    fn data_modifying_cte_is_write_and_plain_cte_is_read() {
+        assert_all(
+            StatementKind::Write,
+            &[
+                "WITH x AS (DELETE FROM t RETURNING *) SELECT * FROM x",
+                "with x as (update t set a = 1 returning *) select * from x",
+                "WITH x AS (SELECT 1) INSERT INTO t SELECT * FROM x",
+            ],
+        );
+        assert_all(
+            StatementKind::Read,
+            &[
+                "WITH x AS (SELECT * FROM t) SELECT * FROM x",
+                "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 5) SELECT * FROM r",
+            ],
+        );
+    }
+
+    #[test]
+    fn select_into_is_write() {
+        assert_all(
+            StatementKind::Write,
+            &["SELECT * INTO new_t FROM t", "SELECT a INTO @v FROM t"],
+        );
+    }
+
+    #[test]
+    fn write_words_win_over_locking_and_write_functions() {
+        assert_eq!(
+            kind("WITH d AS (DELETE FROM t RETURNING id) SELECT nextval('s') FROM d FOR UPDATE"),
+            StatementKind::Write
+        );
+        assert_eq!(
+            kind("SELECT nextval('s') FROM t FOR UPDATE"),
+            StatementKind::Locking
+        );
+        assert_eq!(
+            kind("SELECT * FROM t FOR UPDATE; SELECT nextval('s')"),
+            StatementKind::Locking
+        );
+    }
+
+    #[test]
+    fn keywords_inside_literals_comments_and_quoted_identifiers_do_not_count() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                "SELECT 'update' FROM t",
+                "SELECT 'it''s for update; insert into x' FROM t",
+                "SELECT 'nextval(' FROM t",
+                r#"SELECT "update", "for" "update", "insert" FROM t"#,
+                r#"SELECT "a""b update" FROM t"#,
+                "SELECT `delete` FROM `t`",
+                "SELECT 1 -- for update\n",
+                "SELECT 1 /* insert into t; nextval('s') */",
+                "SELECT $$ delete from t $$",
+                "SELECT $fn$ nextval('s') for update $fn$",
+                "SELECT t.update, t.into FROM t",
+            ],
+        );
+    }
+
+    #[test]
+    fn escape_string_backslash_hides_the_quote() {
+        assert_eq!(kind(r"SELECT E'it\'s update' FROM t"), StatementKind::Read);
+        assert_eq!(
+            kind(r"SELECT e'\\' FROM t FOR UPDATE"),
+            StatementKind::Locking
+        );
+        // In a standard string a backslash is ordinary, so this one never ends.
+        assert_eq!(
+            kind(r"SELECT 'it\'s update' FROM t"),
+            StatementKind::Unknown
+        );
+    }
+
+    #[test]
+    fn unterminated_constructs_are_unknown() {
+        assert_all(
+            StatementKind::Unknown,
+            &[
+                "SELECT 'abc",
+                "SELECT /* abc",
+                "SELECT 1 /* outer /* inner */ still open",
+                r#"SELECT "abc"#,
+                "SELECT `abc",
+                r"SELECT E'abc\'",
+                "SELECT $tag$ body",
+                "SELECT $a$ body $b$",
+                "SELECT $$ body",
+                "INSERT INTO t VALUES ('x)",
+                "SELECT 1; SELECT 'x",
+            ],
+        );
+    }
+
+    #[test]
+    fn empty_and_comment_only_text_is_unknown() {
+        assert_all(
+            StatementKind::Unknown,
+            &["", "   \n\t", "-- nothing", "/* nothing */", ";", " ; ;"],
+        );
+    }
+
+    #[test]
+    fn leading_parentheses_are_skipped() {
+        assert_all(
+            StatementKind::Read,
+            &["((SELECT 1))", "(SELECT 1) UNION (SELECT 2)"],
+        );
+        assert_eq!(kind("(SELECT 1) FOR UPDATE"), StatementKind::Locking);
+        assert_eq!(kind("((INSERT INTO t VALUES (1)))"), StatementKind::Write);
+    }
+
+    #[test]
+    fn explain_classifies_the_explained_statement() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                "EXPLAIN SELECT * FROM t",
+                "EXPLAIN VERBOSE SELECT * FROM t",
+                "EXPLAIN (FORMAT JSON, COSTS OFF) SELECT * FROM t",
+                "EXPLAIN QUERY PLAN SELECT * FROM t",
+            ],
+        );
+        assert_eq!(
+            kind("EXPLAIN SELECT * FROM t FOR UPDATE"),
+            StatementKind::Locking
+        );
+        assert_eq!(kind("EXPLAIN UPDATE t SET a = 1"), StatementKind::Write);
+        assert_eq!(kind("EXPLAIN"), StatementKind::Write);
+    }
+
+    #[test]
+    fn explain_analyze_is_write() {
+        assert_all(
+            StatementKind::Write,
+            &[
+                "EXPLAIN ANALYZE SELECT * FROM t",
+                "explain analyse select 1",
+                "EXPLAIN (ANALYZE) SELECT * FROM t",
+                "EXPLAIN (ANALYZE, BUFFERS) SELECT * FROM t",
+                "EXPLAIN (FORMAT JSON, ANALYZE TRUE) SELECT 1",
+            ],
+        );
+    }
+
+    #[test]
+    fn session_transaction_maintenance_and_ddl_statements_are_write() {
+        assert_all(
+            StatementKind::Write,
+            &[
+                "SET search_path TO app",
+                "RESET ALL",
+                "BEGIN",
+                "COMMIT",
+                "VACUUM t",
+                "ANALYZE t",
+                "CREATE TABLE t (id int)",
+                "DROP TABLE t",
+                "ALTER TABLE t ADD COLUMN c int",
+                "TRUNCATE t",
+                "GRANT SELECT ON t TO r",
+                "CALL p($1)",
+                "DO $$ BEGIN PERFORM 1; END $$",
+                "COPY t FROM STDIN",
+                "LOCK TABLE t",
+                "REFRESH MATERIALIZED VIEW v",
+                "NOTIFY ch",
+                "LISTEN ch",
+                "PRAGMA foreign_keys = ON",
+                "REPLACE INTO t VALUES (?)",
+                "MERGE INTO t USING s ON t.id = s.id WHEN MATCHED THEN DELETE",
+                "? SELECT 1",
+                r#""select" 1"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn show_values_and_table_are_read() {
+        assert_all(
+            StatementKind::Read,
+            &[
+                "SHOW search_path",
+                "VALUES (1),(2)",
+                "TABLE users",
+                "table \"users\"",
+            ],
+        );
+    }
+
+    #[test]
+    fn numbered_binds_are_not_dollar_quotes() {
+        assert_eq!(
+            kind("SELECT * FROM t WHERE a = $1 AND b = $2"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            kind("SELECT * FROM t WHERE a = $1 FOR UPDATE"),
+            StatementKind::Locking
+        );
+        assert_eq!(
+            kind("SELECT $1, $10 FROM t WHERE nextval($2) > 0"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(kind("SELECT $a$ $b$ update $b$ $a$"), StatementKind::Read);
+        assert_eq!(
+            kind("SELECT $_x1$ for update $_x1$ FROM t"),
+            StatementKind::Read
+        );
+    }
+
+    #[test]
+    fn nested_block_comments_must_all_close() {
+        assert_eq!(
+            kind("SELECT 1 /* outer /* inner */ still a comment: update */"),
+            StatementKind::Read
+        );
+        assert_eq!(kind("/* a /* b */ */ SELECT 1"), StatementKind::Read);
+        assert_eq!(kind("/* a /* b */ */ DELETE FROM t"), StatementKind::Write);
+    }
+
+    #[test]
+    fn mysql_executable_comments_are_lexed_as_sql() {
+        assert_eq!(
+            kind("SELECT * FROM t /*!50000 FOR UPDATE */"),
+            StatementKind::Locking
+        );
+        assert_eq!(
+            kind("SELECT * FROM t /* FOR UPDATE */"),
+            StatementKind::Read
+        );
+    }
+
+    #[test]
+    fn several_statements_take_the_strongest_kind() {
+        assert_eq!(kind("SELECT 1; SELECT 2;"), StatementKind::Read);
+        assert_eq!(kind("SELECT 1; DELETE FROM t"), StatementKind::Write);
+        assert_eq!(kind("SELECT 1; SET x = 1"), StatementKind::Write);
+        assert_eq!(kind(";; SELECT 1 ;"), StatementKind::Read);
+    }
+
+    #[test]
+    fn display_prints_the_short_name_and_only_read_is_read() {
+        let all = [
+            (StatementKind::Read, "read"),
+            (StatementKind::Write, "write"),
+            (StatementKind::Locking, "locking"),
+            (StatementKind::WriteFunction, "write_function"),
+            (StatementKind::Unknown, "unknown"),
+        ];
+        for (kind, name) in all {
+            assert_eq!(kind.as_str(), name);
+            assert_eq!(kind.to_string(), name);
+            assert_eq!(kind.is_read(), kind == StatementKind::Read);
+        }
+    }
+
+    #[test]
+    fn builtin_function_names_are_lowercase_words() {
+        for name in BUILTIN_WRITE_FUNCTIONS {
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{name}"
+            );
+            assert_eq!(
+                kind(&format!("SELECT {}(1)", name.to_uppercase())),
+                StatementKind::WriteFunction
+            );
+        }
+    }
+
+    #[test]
+    fn odd_inputs_never_panic() {
+        let odd = [
+            "$",
+            "$$",
+            "$a",
+            "$a$",
+            "$1",
+            "E'",
+            "e",
+            "\"",
+            "`",
+            "'",
+            "/*",
+            "/*!",
+            "*/",
+            "--",
+            "-",
+            "(",
+            "((((",
+            ")",
+            "?",
+            ".",
+            "..(",
+            "a.b.c.d.e.f(",
+            "é",
+            "SELECT 'é",
+            "SELECT \"ünïcødé\"(1)",
+            "SÉLECT 1",
+            "SELECT ünï",
+            "SELECT E'\\",
+            "SELECT E'\\é'",
+            "SELECT $é$ x $é$",
+            "EXPLAIN (",
+            "EXPLAIN ((",
+            "FOR",
+            "SELECT FOR",
+            "SELECT LOCK IN",
+            "SELECT 1e",
+            "\u{feff}SELECT 1",
+            "\0",
+            "SELECT\u{a0}1",
+        ];
+        let c = Classifier::with_write_functions(["", ".", "a..b", "x."]);
+        for sql in odd {
+            let _ = c.classify(sql);
+            // Every prefix, cut at a char boundary, must be fine too.
+            for (i, _) in sql.char_indices() {
+                let _ = c.classify(&sql[..i]);
+            }
+        }
+        assert_eq!(
+            kind("SELECT a.b.c.d.e.nextval(1)"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(kind("SELECT ünï FROM t"), StatementKind::Read);
+    }
+}

@@ -1,0 +1,263 @@
+//! A primary's replicas: which one takes the next read, and which are skipped after a failure.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use crate::settings::{ReadStrategy, ReplicaSpec, SecretUrl};
+
+/// One replica as the router sees it.
+#[derive(Debug)]
+pub(crate) struct Replica {
+    pub(crate) name: String,
+    /// The URL to open it with (read-only form).
+    pub(crate) url: SecretUrl,
+    pub(crate) weight: u32,
+    /// Skipped until this many milliseconds after the set's epoch; 0 = healthy.
+    down_until_ms: AtomicU64,
+}
+
+/// The replicas of one primary, with the read strategy and health state shared by every
+/// connection of the primary's pool.
+#[derive(Debug)]
+pub(crate) struct ReplicaSet {
+    replicas: Vec<Replica>,
+    strategy: ReadStrategy,
+    next: AtomicUsize,
+    retry_after: Duration,
+    epoch: Instant,
+}
+
+impl ReplicaSet {
+    pub(crate) fn new(
+        specs: &[ReplicaSpec],
+        strategy: ReadStrategy,
+        retry_after: Duration,
+        replica_url: fn(&str) -> String,
+    ) -> Self {
+        let replicas = specs
+            .iter()
+            .map(|s| Replica {
+                name: s.name.clone(),
+                url: SecretUrl::new(replica_url(s.url.expose())),
+                weight: s.weight,
+                down_until_ms: AtomicU64::new(0),
+            })
+            .collect::<Vec<_>>();
+        // Round-robin starts at a random replica, so that every process does not hit the
+        // first one at once (django-multidb-router shuffles for the same reason).
+        let start = if replicas.is_empty() {
+            0
+        } else {
+            rand::thread_rng().gen_range(0..replicas.len())
+        };
+        ReplicaSet {
+            replicas,
+            strategy,
+            next: AtomicUsize::new(start),
+            retry_after,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Does this primary read from replicas at all?
+    pub(crate) fn reads_from_replicas(&self) -> bool {
+        self.strategy != ReadStrategy::PrimaryOnly && !self.replicas.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.replicas.len()
+    }
+
+    pub(crate) fn get(&self, index: usize) -> Option<&Replica> {
+        self.replicas.get(index)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &Replica> {
+        self.replicas.iter()
+    }
+
+    fn now_ms(&self) -> u64 {
+        // +1 so that 0 keeps meaning "healthy"
+        self.epoch.elapsed().as_millis() as u64 + 1
+    }
+
+    /// Is the replica not being skipped after a failure?
+    pub(crate) fn is_healthy(&self, index: usize) -> bool {
+        match self.replicas.get(index) {
+            None => false,
+            Some(r) => {
+                let until = r.down_until_ms.load(Ordering::Relaxed);
+                until == 0 || self.now_ms() >= until
+            }
+        }
+    }
+
+    /// Skips the replica for `retry_after`, after a failed connect or a dead connection.
+    pub(crate) fn mark_down(&self, index: usize) {
+        if let Some(r) = self.replicas.get(index) {
+            let until = self.now_ms() + self.retry_after.as_millis() as u64;
+            r.down_until_ms.store(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Marks the replica healthy again (a connection to it opened).
+    pub(crate) fn mark_up(&self, index: usize) {
+        if let Some(r) = self.replicas.get(index) {
+            if r.down_until_ms.load(Ordering::Relaxed) != 0 {
+                r.down_until_ms.store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Picks a healthy replica by the read strategy; `None` when none is healthy.
+    pub(crate) fn pick(&self) -> Option<usize> {
+        self.pick_among(|i| self.is_healthy(i), &mut rand::thread_rng())
+    }
+
+    /// The strategy itself, over any notion of "usable".
+    pub(crate) fn pick_among(&self, usable: impl Fn(usize) -> bool, rng: &mut impl Rng) -> Option<usize> {
+        let n = self.replicas.len();
+        if n == 0 {
+            return None;
+        }
+        match self.strategy {
+            ReadStrategy::PrimaryOnly => None,
+            ReadStrategy::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+            }
+            ReadStrategy::Random => {
+                let candidates: Vec<usize> = (0..n).filter(|&i| usable(i)).collect();
+                if candidates.is_empty() {
+                    None
+                } else {
+                    Some(candidates[rng.gen_range(0..candidates.len())])
+                }
+            }
+            ReadStrategy::Weighted => {
+                let total: u64 = (0..n)
+                    .filter(|&i| usable(i))
+                    .map(|i| u64::from(self.replicas[i].weight))
+                    .sum();
+                if total == 0 {
+                    return None;
+                }
+                let mut ticket = rng.gen_range(0..total);
+                for i in (0..n).filter(|&i| usable(i)) {
+                    let w = u64::from(self.replicas[i].weight);
+                    if ticket < w {
+                        return Some(i);
+                    }
+                    ticket -= w;
+                }
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn set(strategy: ReadStrategy, weights: &[u32]) -> ReplicaSet {
+        let specs: Vec<ReplicaSpec> = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| ReplicaSpec {
+                name: format!("r{i}"),
+                url: SecretUrl::new(format!("postgres://h/r{i}")),
+                weight: *w,
+            })
+            .collect();
+        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), |u| u.to_owned())
+    }
+
+    fn counts(s: &ReplicaSet, picks: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut rng = StdRng::seed_from_u64(7);
+        let mut c = vec![0; s.len()];
+        for _ in 0..picks {
+            if let Some(i) = s.pick_among(&usable, &mut rng) {
+                c[i] += 1;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn round_robin_visits_replicas_in_turn() {
+        let s = set(ReadStrategy::RoundRobin, &[1, 1, 1]);
+        let mut rng = StdRng::seed_from_u64(1);
+        let picks: Vec<usize> = (0..6).map(|_| s.pick_among(|_| true, &mut rng).unwrap()).collect();
+        for w in picks.windows(2) {
+            assert_eq!(w[1], (w[0] + 1) % 3, "{picks:?}");
+        }
+    }
+
+    #[test]
+    fn round_robin_starts_at_a_random_replica() {
+        let starts: std::collections::HashSet<usize> = (0..60)
+            .map(|_| set(ReadStrategy::RoundRobin, &[1, 1, 1]).pick().unwrap())
+            .collect();
+        assert!(starts.len() > 1, "always started at {starts:?}");
+    }
+
+    #[test]
+    fn round_robin_skips_unusable_replicas() {
+        let s = set(ReadStrategy::RoundRobin, &[1, 1, 1]);
+        assert_eq!(counts(&s, 30, |i| i != 1), vec![15, 0, 15]);
+    }
+
+    #[test]
+    fn random_spreads_over_usable_replicas() {
+        let s = set(ReadStrategy::Random, &[1, 1, 1, 1]);
+        let c = counts(&s, 4000, |i| i != 0);
+        assert_eq!(c[0], 0);
+        for &n in &c[1..] {
+            assert!((1100..1570).contains(&n), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn weighted_follows_the_weights() {
+        let s = set(ReadStrategy::Weighted, &[1, 3]);
+        let c = counts(&s, 4000, |_| true);
+        assert!((800..1200).contains(&c[0]), "{c:?}");
+        assert!((2800..3200).contains(&c[1]), "{c:?}");
+    }
+
+    #[test]
+    fn primary_only_never_picks_a_replica() {
+        let s = set(ReadStrategy::PrimaryOnly, &[1, 1]);
+        assert!(!s.reads_from_replicas());
+        assert_eq!(counts(&s, 10, |_| true), vec![0, 0]);
+    }
+
+    #[test]
+    fn no_usable_replica_means_no_pick() {
+        for strategy in [ReadStrategy::RoundRobin, ReadStrategy::Random, ReadStrategy::Weighted] {
+            let s = set(strategy, &[1, 1]);
+            assert_eq!(counts(&s, 5, |_| false), vec![0, 0], "{strategy}");
+        }
+    }
+
+    #[test]
+    fn a_replica_marked_down_is_skipped_then_retried_after_the_backoff() {
+        let s = set(ReadStrategy::RoundRobin, &[1, 1]);
+        s.mark_down(0);
+        assert!(!s.is_healthy(0));
+        assert!(s.is_healthy(1));
+        for _ in 0..4 {
+            assert_eq!(s.pick(), Some(1));
+        }
+        std::thread::sleep(Duration::from_millis(70));
+        assert!(s.is_healthy(0), "tried again after the backoff");
+        s.mark_down(1);
+        s.mark_up(1);
+        assert!(s.is_healthy(1));
+    }
+}

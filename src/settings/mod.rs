@@ -1,0 +1,336 @@
+//! Settings: the databases, their primaries and replicas, pinning and routing options.
+//!
+//! Loaded from TOML ([`Settings::from_toml_str`], [`Settings::from_file`]) or built in code.
+//! Parsing only checks the TOML syntax and value types; everything else (unknown keys, a
+//! replica without a primary, a URL of the wrong backend, ...) is checked once, when the
+//! [`Cluster`](crate::Cluster) is built, and every mistake is a [`SettingsError`] naming the
+//! database and the key.
+//!
+//! ```toml
+//! [pinning]
+//! seconds = 15                      # reads stay on the primary this long after this thread writes
+//!
+//! [routing]
+//! write_functions = ["touch_user"]  # more functions whose calls must run on the primary
+//! replica_retry = "5s"              # how long an unreachable replica is skipped
+//!
+//! [databases.default]               # a primary
+//! url = "postgres://app@127.0.0.1:5432/app"
+//! url_env = "DATABASE_URL"          # optional: taken from this variable when it is set
+//! pool_size = 10                    # optional
+//! read_strategy = "round_robin"     # optional: primary_only | round_robin | random | weighted
+//!
+//! [databases.default_replica]       # a replica of "default"
+//! url = "postgres://app@127.0.0.1:5433/app"
+//! primary = "default"
+//! weight = 1                        # optional, used by read_strategy = "weighted"
+//! ```
+
+mod url;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::SettingsError;
+
+pub(crate) use self::url::{redact, scheme, SecretUrl};
+pub(crate) use self::validate::{PrimarySpec, ReplicaSpec};
+
+/// The default pool size of a primary.
+pub const DEFAULT_POOL_SIZE: u32 = 10;
+/// The default pin window after a write, in seconds (django-multidb-router's default).
+pub const DEFAULT_PINNING_SECONDS: u64 = 15;
+/// The default time an unreachable replica is skipped before it is tried again.
+pub const DEFAULT_REPLICA_RETRY: Duration = Duration::from_secs(5);
+
+/// The whole configuration of a [`Cluster`](crate::Cluster).
+///
+/// `Debug` prints every URL with its password replaced by `***`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pinning: PinningSettings,
+    routing: RoutingSettings,
+    databases: BTreeMap<String, DatabaseSettings>,
+    /// Keys the format does not know, found while parsing; reported at build time.
+    #[serde(skip)]
+    unknown_keys: Vec<String>,
+}
+
+/// `[pinning]`: the time-window pin after a write.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(default)]
+struct PinningSettings {
+    seconds: u64,
+}
+
+impl Default for PinningSettings {
+    fn default() -> Self {
+        PinningSettings {
+            seconds: DEFAULT_PINNING_SECONDS,
+        }
+    }
+}
+
+/// `[routing]`: classification and failover options.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct RoutingSettings {
+    write_functions: Vec<String>,
+    replica_retry: Option<String>,
+}
+
+/// One `[databases.<name>]` entry: a primary, or a replica of one.
+///
+/// `Debug` prints the URL with its password replaced by `***`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    url: Option<String>,
+    url_env: Option<String>,
+    primary: Option<String>,
+    pool_size: Option<i64>,
+    read_strategy: Option<String>,
+    weight: Option<i64>,
+}
+
+/// How a primary spreads its reads over its replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ReadStrategy {
+    /// Every read goes to the primary; replicas are never used.
+    PrimaryOnly,
+    /// Replicas in turn, starting at a random one (django-multidb-router's behaviour).
+    #[default]
+    RoundRobin,
+    /// A replica picked at random for each checkout.
+    Random,
+    /// A replica picked at random, in proportion to its `weight`.
+    Weighted,
+}
+
+impl ReadStrategy {
+    /// The name used in the settings (`round_robin`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadStrategy::PrimaryOnly => "primary_only",
+            ReadStrategy::RoundRobin => "round_robin",
+            ReadStrategy::Random => "random",
+            ReadStrategy::Weighted => "weighted",
+        }
+    }
+
+    /// Every strategy name the settings accept.
+    pub const NAMES: &'static str = "primary_only, round_robin, random, weighted";
+}
+
+impl fmt::Display for ReadStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ReadStrategy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "primary_only" => Ok(ReadStrategy::PrimaryOnly),
+            "round_robin" => Ok(ReadStrategy::RoundRobin),
+            "random" => Ok(ReadStrategy::Random),
+            "weighted" => Ok(ReadStrategy::Weighted),
+            other => Err(format!(
+                "unknown read strategy `{other}` (expected one of: {})",
+                ReadStrategy::NAMES
+            )),
+        }
+    }
+}
+
+/// The keys allowed at each level, for "unknown key" hints.
+const TOP_KEYS: &str = "pinning, routing, databases";
+const PINNING_KEYS: &str = "seconds";
+const ROUTING_KEYS: &str = "write_functions, replica_retry";
+const DATABASE_KEYS: &str = "url, url_env, primary, pool_size, read_strategy, weight";
+
+impl Settings {
+    /// Empty settings, to be filled in code with [`Settings::database`].
+    pub fn new() -> Self {
+        Settings::default()
+    }
+
+    /// Parses settings from TOML text.
+    ///
+    /// Fails only on TOML syntax and value types (the error names the key); the rest is checked
+    /// when the cluster is built.
+    pub fn from_toml_str(text: &str) -> Result<Self, SettingsError> {
+        let mut unknown = Vec::new();
+        let deserializer = toml::Deserializer::new(text);
+        let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+        let ignored = serde_ignored::Deserializer::new(deserializer, &mut on_unknown);
+        let mut settings: Settings =
+            serde_path_to_error::deserialize(ignored).map_err(|e| {
+                let key = e.path().to_string();
+                let key = (key != "." && !key.is_empty()).then_some(key);
+                SettingsError::Parse {
+                    key,
+                    message: e.into_inner().message().trim().to_owned(),
+                }
+            })?;
+        settings.unknown_keys = unknown;
+        Ok(settings)
+    }
+
+    /// Reads and parses a TOML settings file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, SettingsError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Settings::from_toml_str(&text)
+    }
+
+    /// Adds (or replaces) the database `name`.
+    #[must_use]
+    pub fn database(mut self, name: impl Into<String>, database: DatabaseSettings) -> Self {
+        self.databases.insert(name.into(), database);
+        self
+    }
+
+    /// Sets how long reads stay on the primary after this thread writes to it.
+    /// Defaults to 15 seconds.
+    #[must_use]
+    pub fn pinning_seconds(mut self, seconds: u64) -> Self {
+        self.pinning.seconds = seconds;
+        self
+    }
+
+    /// Adds function names whose calls send a read to the primary (on top of the built-in
+    /// list: `nextval`, advisory locks, `last_insert_rowid`, ...). Defaults to none.
+    #[must_use]
+    pub fn write_functions<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.routing
+            .write_functions
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets how long an unreachable replica is skipped before it is tried again.
+    /// Defaults to 5 seconds.
+    #[must_use]
+    pub fn replica_retry(mut self, after: Duration) -> Self {
+        self.routing.replica_retry = Some(format!("{}ms", after.as_millis()));
+        self
+    }
+
+    /// The names of all declared databases, in name order.
+    pub fn database_names(&self) -> impl Iterator<Item = &str> {
+        self.databases.keys().map(String::as_str)
+    }
+
+    /// The pin window in seconds.
+    pub fn pinning_window(&self) -> Duration {
+        Duration::from_secs(self.pinning.seconds)
+    }
+}
+
+impl DatabaseSettings {
+    /// A primary at `url`.
+    pub fn primary(url: impl Into<String>) -> Self {
+        DatabaseSettings {
+            url: Some(url.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A replica at `url` of the primary named `primary`.
+    pub fn replica(url: impl Into<String>, primary: impl Into<String>) -> Self {
+        DatabaseSettings {
+            url: Some(url.into()),
+            primary: Some(primary.into()),
+            ..Default::default()
+        }
+    }
+
+    /// Takes the URL from this environment variable when it is set. Defaults to none.
+    #[must_use]
+    pub fn url_env(mut self, var: impl Into<String>) -> Self {
+        self.url_env = Some(var.into());
+        self
+    }
+
+    /// Sets the size of a primary's connection pool. Defaults to 10.
+    #[must_use]
+    pub fn pool_size(mut self, size: u32) -> Self {
+        self.pool_size = Some(i64::from(size));
+        self
+    }
+
+    /// Sets how a primary spreads reads over its replicas. Defaults to round-robin.
+    #[must_use]
+    pub fn read_strategy(mut self, strategy: ReadStrategy) -> Self {
+        self.read_strategy = Some(strategy.as_str().to_owned());
+        self
+    }
+
+    /// Sets a replica's weight for the weighted strategy. Defaults to 1.
+    #[must_use]
+    pub fn weight(mut self, weight: u32) -> Self {
+        self.weight = Some(i64::from(weight));
+        self
+    }
+
+    /// Is this entry a replica (it names a primary)?
+    pub fn is_replica(&self) -> bool {
+        self.primary.is_some()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("pinning_seconds", &self.pinning.seconds)
+            .field("routing", &self.routing)
+            .field("databases", &self.databases)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &self.url.as_deref().map(redact))
+            .field("url_env", &self.url_env)
+            .field("primary", &self.primary)
+            .field("pool_size", &self.pool_size)
+            .field("read_strategy", &self.read_strategy)
+            .field("weight", &self.weight)
+            .finish()
+    }
+}
+
+/// The keys allowed next to an unknown key path, for the error's hint.
+fn keys_hint(path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.split('.').collect();
+    match parts.as_slice() {
+        [_] => Some(TOP_KEYS),
+        ["pinning", _] => Some(PINNING_KEYS),
+        ["routing", _] => Some(ROUTING_KEYS),
+        ["databases", _, _] => Some(DATABASE_KEYS),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,204 @@
+//! Cross-field validation: from [`Settings`] to the checked topology a cluster is built from.
+
+use std::time::Duration;
+
+use super::{
+    keys_hint, DatabaseSettings, ReadStrategy, SecretUrl, Settings, DEFAULT_POOL_SIZE,
+    DEFAULT_REPLICA_RETRY,
+};
+use crate::error::SettingsError;
+
+/// Validated settings: every primary with its replicas.
+#[derive(Debug, Clone)]
+pub(crate) struct Topology {
+    /// Primaries in name order.
+    pub(crate) primaries: Vec<PrimarySpec>,
+    /// How long reads stay on the primary after a write on the same thread.
+    pub(crate) pin_window: Duration,
+    /// Extra function names that force the primary.
+    pub(crate) write_functions: Vec<String>,
+    /// How long an unreachable replica is skipped.
+    pub(crate) replica_retry: Duration,
+}
+
+/// A validated primary.
+#[derive(Debug, Clone)]
+pub(crate) struct PrimarySpec {
+    pub(crate) name: String,
+    pub(crate) url: SecretUrl,
+    pub(crate) pool_size: u32,
+    pub(crate) read_strategy: ReadStrategy,
+    /// Replicas in name order.
+    pub(crate) replicas: Vec<ReplicaSpec>,
+}
+
+/// A validated replica.
+#[derive(Debug, Clone)]
+pub(crate) struct ReplicaSpec {
+    pub(crate) name: String,
+    pub(crate) url: SecretUrl,
+    pub(crate) weight: u32,
+}
+
+impl Settings {
+    /// Checks everything and resolves URLs from the environment. `check_url` tells whether a
+    /// URL fits the backend (and what a fitting one looks like when it does not).
+    pub(crate) fn validate(
+        &self,
+        backend: &'static str,
+        check_url: fn(&str) -> Result<(), &'static str>,
+    ) -> Result<Topology, SettingsError> {
+        if let Some(key) = self.unknown_keys.first() {
+            return Err(SettingsError::UnknownKey {
+                key: key.clone(),
+                hint: keys_hint(key),
+            });
+        }
+        if self.databases.is_empty() {
+            return Err(SettingsError::NoDatabases);
+        }
+        let replica_retry = match &self.routing.replica_retry {
+            None => DEFAULT_REPLICA_RETRY,
+            Some(text) => humantime::parse_duration(text).map_err(|e| {
+                SettingsError::InvalidValue {
+                    database: None,
+                    key: "routing.replica_retry",
+                    value: format!("{text:?}"),
+                    reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
+                }
+            })?,
+        };
+
+        let mut primaries = Vec::new();
+        for (name, db) in &self.databases {
+            if db.primary.is_some() {
+                continue;
+            }
+            if db.weight.is_some() {
+                return Err(misplaced(name, "weight", "only applies to replicas (it weighs a replica in `read_strategy = \"weighted\"`)"));
+            }
+            let pool_size = match db.pool_size {
+                None => DEFAULT_POOL_SIZE,
+                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+                Some(n) => {
+                    return Err(invalid(name, "pool_size", n.to_string(), "must be at least 1"))
+                }
+            };
+            let read_strategy = match &db.read_strategy {
+                None => ReadStrategy::default(),
+                Some(s) => s.parse().map_err(|_| {
+                    invalid(
+                        name,
+                        "read_strategy",
+                        format!("{s:?}"),
+                        format!("unknown read strategy (expected one of: {})", ReadStrategy::NAMES),
+                    )
+                })?,
+            };
+            primaries.push(PrimarySpec {
+                name: name.clone(),
+                url: resolve_url(name, db, backend, check_url)?,
+                pool_size,
+                read_strategy,
+                replicas: Vec::new(),
+            });
+        }
+
+        for (name, db) in &self.databases {
+            let Some(primary) = &db.primary else { continue };
+            match self.databases.get(primary) {
+                None => {
+                    return Err(SettingsError::UnknownPrimary {
+                        database: name.clone(),
+                        primary: primary.clone(),
+                    })
+                }
+                Some(p) if p.primary.is_some() => {
+                    return Err(SettingsError::PrimaryIsReplica {
+                        database: name.clone(),
+                        primary: primary.clone(),
+                        its_primary: p.primary.clone().unwrap_or_default(),
+                    })
+                }
+                Some(_) => {}
+            }
+            if db.pool_size.is_some() {
+                return Err(misplaced(name, "pool_size", "only applies to primaries (a replica's connections live in its primary's pool)"));
+            }
+            if db.read_strategy.is_some() {
+                return Err(misplaced(name, "read_strategy", "only applies to primaries (set it on the primary the replica belongs to)"));
+            }
+            let weight = match db.weight {
+                None => 1,
+                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+                Some(n) => return Err(invalid(name, "weight", n.to_string(), "must be at least 1")),
+            };
+            let url = resolve_url(name, db, backend, check_url)?;
+            if let Some(p) = primaries.iter_mut().find(|p| &p.name == primary) {
+                p.replicas.push(ReplicaSpec {
+                    name: name.clone(),
+                    url,
+                    weight,
+                });
+            }
+        }
+
+        Ok(Topology {
+            primaries,
+            pin_window: self.pinning_window(),
+            write_functions: self.routing.write_functions.clone(),
+            replica_retry,
+        })
+    }
+}
+
+fn resolve_url(
+    name: &str,
+    db: &DatabaseSettings,
+    backend: &'static str,
+    check_url: fn(&str) -> Result<(), &'static str>,
+) -> Result<SecretUrl, SettingsError> {
+    let from_env = match &db.url_env {
+        None => None,
+        Some(var) => match std::env::var(var) {
+            Ok(v) if !v.is_empty() => Some(v),
+            Ok(_) | Err(std::env::VarError::NotPresent) => None,
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err(SettingsError::UrlEnvNotUnicode {
+                    database: name.to_owned(),
+                    var: var.clone(),
+                })
+            }
+        },
+    };
+    let url = from_env
+        .or_else(|| db.url.clone().filter(|u| !u.trim().is_empty()))
+        .ok_or_else(|| SettingsError::MissingUrl {
+            database: name.to_owned(),
+            url_env: db.url_env.clone(),
+        })?;
+    check_url(&url).map_err(|expected| SettingsError::UrlScheme {
+        database: name.to_owned(),
+        url: super::redact(&url),
+        backend,
+        expected,
+    })?;
+    Ok(SecretUrl::new(url))
+}
+
+fn misplaced(database: &str, key: &'static str, reason: &'static str) -> SettingsError {
+    SettingsError::MisplacedKey {
+        database: database.to_owned(),
+        key,
+        reason,
+    }
+}
+
+fn invalid(database: &str, key: &'static str, value: String, reason: impl Into<String>) -> SettingsError {
+    SettingsError::InvalidValue {
+        database: Some(database.to_owned()),
+        key,
+        value,
+        reason: reason.into(),
+    }
+}

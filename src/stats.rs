@@ -1,0 +1,93 @@
+//! Counters of where statements ran, per database ([`Cluster::stats`](crate::Cluster::stats)).
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::routing::RouteReason;
+
+/// Live counters of one primary and its replicas.
+#[derive(Debug)]
+pub(crate) struct Counters {
+    by_reason: [AtomicU64; RouteReason::ALL.len()],
+    by_replica: Vec<AtomicU64>,
+    replica_failures: AtomicU64,
+}
+
+impl Counters {
+    pub(crate) fn new(replicas: usize) -> Self {
+        Counters {
+            by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
+            by_replica: (0..replicas).map(|_| AtomicU64::new(0)).collect(),
+            replica_failures: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn count(&self, reason: RouteReason, replica: Option<usize>) {
+        self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
+        if let Some(c) = replica.and_then(|i| self.by_replica.get(i)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn replica_failed(&self) {
+        self.replica_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot<'a>(&self, replica_names: impl Iterator<Item = &'a str>) -> DatabaseStats {
+        let by_reason: BTreeMap<RouteReason, u64> = RouteReason::ALL
+            .iter()
+            .map(|r| (*r, self.by_reason[r.index()].load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let replica = by_reason.get(&RouteReason::Replica).copied().unwrap_or(0);
+        let primary = by_reason.values().sum::<u64>() - replica;
+        DatabaseStats {
+            primary,
+            replica,
+            by_reason,
+            replicas: replica_names
+                .zip(&self.by_replica)
+                .map(|(n, c)| (n.to_owned(), c.load(Ordering::Relaxed)))
+                .collect(),
+            replica_failures: self.replica_failures.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A snapshot of where statements ran, for every primary of a cluster.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Per primary, by name.
+    pub databases: BTreeMap<String, DatabaseStats>,
+}
+
+impl Stats {
+    /// The counters of one primary (and its replicas).
+    pub fn database(&self, name: &str) -> Option<&DatabaseStats> {
+        self.databases.get(name)
+    }
+}
+
+/// Where the statements of one primary's pool ran.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DatabaseStats {
+    /// Statements that ran on the primary.
+    pub primary: u64,
+    /// Statements that ran on a replica.
+    pub replica: u64,
+    /// Statements by the reason of their route (only reasons that occurred).
+    pub by_reason: BTreeMap<RouteReason, u64>,
+    /// Statements per replica, by replica name.
+    pub replicas: BTreeMap<String, u64>,
+    /// Replica connections that failed to open or broke.
+    pub replica_failures: u64,
+}
+
+impl DatabaseStats {
+    /// How many statements were routed for `reason`.
+    pub fn reason(&self, reason: RouteReason) -> u64 {
+        self.by_reason.get(&reason).copied().unwrap_or(0)
+    }
+}
