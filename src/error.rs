@@ -51,7 +51,7 @@ pub enum SettingsError {
         source: std::io::Error,
     },
     /// The text is not valid TOML, or a value has the wrong type.
-    #[error("settings: {message}")]
+    #[error("{}{message}", key_prefix(.key))]
     Parse {
         /// The key path where parsing failed (`databases.default.pool_size`), if known.
         key: Option<String>,
@@ -141,6 +141,12 @@ pub enum SettingsError {
 
 fn hint_suffix(hint: &Option<&'static str>) -> String {
     hint.map(|h| format!(" (expected one of: {h})")).unwrap_or_default()
+}
+
+fn key_prefix(key: &Option<String>) -> String {
+    key.as_ref()
+        .map(|k| format!("settings key `{k}`: "))
+        .unwrap_or_else(|| "settings: ".to_owned())
 }
 
 fn env_suffix(var: &Option<String>) -> String {

@@ -1,0 +1,226 @@
+//! One test per settings rule: every mistake is an error naming the database and the key.
+
+use super::*;
+
+const BACKEND: &str = "PostgreSQL";
+
+fn pg_url(url: &str) -> Result<(), &'static str> {
+    match scheme(url).as_deref() {
+        Some("postgres" | "postgresql") => Ok(()),
+        _ => Err("expected postgres://user@host:port/database"),
+    }
+}
+
+fn check(toml: &str) -> Result<validate::Topology, SettingsError> {
+    Settings::from_toml_str(toml)?.validate(BACKEND, pg_url)
+}
+
+fn error(toml: &str) -> String {
+    match check(toml) {
+        Ok(t) => panic!("expected an error, got {t:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+const GOOD: &str = r#"
+[pinning]
+seconds = 15
+
+[databases.default]
+url = "postgres://app@127.0.0.1:5432/app"
+pool_size = 10
+read_strategy = "round_robin"
+
+[databases.default_replica]
+url = "postgres://app@127.0.0.1:5433/app"
+primary = "default"
+weight = 1
+"#;
+
+#[test]
+fn the_documented_format_parses_and_validates() {
+    let t = check(GOOD).unwrap();
+    assert_eq!(t.pin_window, Duration::from_secs(15));
+    assert_eq!(t.primaries.len(), 1);
+    let p = &t.primaries[0];
+    assert_eq!(p.name, "default");
+    assert_eq!(p.pool_size, 10);
+    assert_eq!(p.read_strategy, ReadStrategy::RoundRobin);
+    assert_eq!(p.replicas.len(), 1);
+    assert_eq!(p.replicas[0].name, "default_replica");
+    assert_eq!(p.replicas[0].weight, 1);
+}
+
+#[test]
+fn defaults_apply_when_keys_are_left_out() {
+    let t = check("[databases.default]\nurl = \"postgres://h/db\"").unwrap();
+    assert_eq!(t.pin_window, Duration::from_secs(DEFAULT_PINNING_SECONDS));
+    assert_eq!(t.replica_retry, DEFAULT_REPLICA_RETRY);
+    assert_eq!(t.primaries[0].pool_size, DEFAULT_POOL_SIZE);
+    assert_eq!(t.primaries[0].read_strategy, ReadStrategy::RoundRobin);
+}
+
+#[test]
+fn an_unknown_database_key_names_the_database_and_the_key() {
+    let e = error("[databases.default]\nurl = \"postgres://h/db\"\npoolsize = 3");
+    assert!(e.contains("databases.default.poolsize"), "{e}");
+    assert!(e.contains("pool_size"), "lists the valid keys: {e}");
+}
+
+#[test]
+fn an_unknown_top_level_or_pinning_key_is_an_error() {
+    let e = error("[databases.default]\nurl = \"postgres://h/db\"\n[pining]\nseconds = 1");
+    assert!(e.contains("`pining`"), "{e}");
+    let e = error("[databases.default]\nurl = \"postgres://h/db\"\n[pinning]\nsecs = 1");
+    assert!(e.contains("pinning.secs"), "{e}");
+}
+
+#[test]
+fn a_replica_of_a_missing_primary_is_an_error() {
+    let e = error("[databases.r]\nurl = \"postgres://h/db\"\nprimary = \"nope\"");
+    assert!(e.contains("`r`") && e.contains("primary") && e.contains("nope"), "{e}");
+}
+
+#[test]
+fn a_replica_of_a_replica_is_an_error() {
+    let e = error(
+        "[databases.p]\nurl = \"postgres://h/p\"\n\
+         [databases.r1]\nurl = \"postgres://h/r1\"\nprimary = \"p\"\n\
+         [databases.r2]\nurl = \"postgres://h/r2\"\nprimary = \"r1\"",
+    );
+    assert!(e.contains("`r2`") && e.contains("r1") && e.contains("itself a replica"), "{e}");
+}
+
+#[test]
+fn a_database_without_url_is_an_error() {
+    let e = error("[databases.default]\npool_size = 2");
+    assert!(e.contains("`default`") && e.contains("`url`"), "{e}");
+}
+
+#[test]
+fn url_env_names_its_variable_when_unset_and_no_url() {
+    let e = error("[databases.default]\nurl_env = \"DIESEL_SHARDING_TEST_SURELY_UNSET\"");
+    assert!(e.contains("DIESEL_SHARDING_TEST_SURELY_UNSET"), "{e}");
+}
+
+#[test]
+fn url_env_overrides_the_url_when_set() {
+    std::env::set_var("DIESEL_SHARDING_TEST_URL_ENV", "postgres://from-env/db");
+    let t = check(
+        "[databases.default]\nurl = \"postgres://from-file/db\"\nurl_env = \"DIESEL_SHARDING_TEST_URL_ENV\"",
+    )
+    .unwrap();
+    assert_eq!(t.primaries[0].url.expose(), "postgres://from-env/db");
+    let t = check(
+        "[databases.default]\nurl = \"postgres://from-file/db\"\nurl_env = \"DIESEL_SHARDING_TEST_URL_ENV_UNSET\"",
+    )
+    .unwrap();
+    assert_eq!(t.primaries[0].url.expose(), "postgres://from-file/db");
+}
+
+#[test]
+fn a_url_of_another_backend_is_an_error_without_its_password() {
+    let e = error("[databases.default]\nurl = \"mysql://app:hunter2@h/db\"");
+    assert!(e.contains("`default`") && e.contains("url") && e.contains("PostgreSQL"), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
+
+#[test]
+fn a_pool_size_of_zero_is_an_error() {
+    let e = error("[databases.default]\nurl = \"postgres://h/db\"\npool_size = 0");
+    assert!(e.contains("`default`") && e.contains("pool_size"), "{e}");
+}
+
+#[test]
+fn an_unknown_read_strategy_is_an_error_listing_the_strategies() {
+    let e = error("[databases.default]\nurl = \"postgres://h/db\"\nread_strategy = \"fastest\"");
+    assert!(e.contains("`default`") && e.contains("read_strategy") && e.contains("fastest"), "{e}");
+    assert!(e.contains("round_robin") && e.contains("weighted"), "{e}");
+}
+
+#[test]
+fn a_weight_of_zero_is_an_error() {
+    let e = error(
+        "[databases.p]\nurl = \"postgres://h/p\"\n[databases.r]\nurl = \"postgres://h/r\"\nprimary = \"p\"\nweight = 0",
+    );
+    assert!(e.contains("`r`") && e.contains("weight"), "{e}");
+}
+
+#[test]
+fn primary_only_keys_on_a_replica_are_errors() {
+    let base = "[databases.p]\nurl = \"postgres://h/p\"\n[databases.r]\nurl = \"postgres://h/r\"\nprimary = \"p\"\n";
+    let e = error(&format!("{base}pool_size = 3"));
+    assert!(e.contains("`r`") && e.contains("pool_size"), "{e}");
+    let e = error(&format!("{base}read_strategy = \"random\""));
+    assert!(e.contains("`r`") && e.contains("read_strategy"), "{e}");
+}
+
+#[test]
+fn a_weight_on_a_primary_is_an_error() {
+    let e = error("[databases.p]\nurl = \"postgres://h/p\"\nweight = 2");
+    assert!(e.contains("`p`") && e.contains("weight"), "{e}");
+}
+
+#[test]
+fn no_databases_is_an_error() {
+    assert!(error("[pinning]\nseconds = 3").contains("no databases"));
+}
+
+#[test]
+fn a_wrongly_typed_value_fails_parsing_and_names_the_key() {
+    let e = Settings::from_toml_str("[databases.default]\nurl = \"postgres://h/db\"\npool_size = \"ten\"")
+        .unwrap_err();
+    assert!(e.to_string().contains("databases.default.pool_size"), "{e}");
+    let e = Settings::from_toml_str("[pinning]\nseconds = -1").unwrap_err();
+    assert!(e.to_string().contains("pinning.seconds"), "{e}");
+}
+
+#[test]
+fn invalid_toml_is_a_parse_error() {
+    let e = Settings::from_toml_str("[databases.default\nurl = ").unwrap_err();
+    assert!(matches!(e, SettingsError::Parse { .. }), "{e:?}");
+}
+
+#[test]
+fn a_bad_replica_retry_duration_is_an_error() {
+    let e = error("[routing]\nreplica_retry = \"soon\"\n[databases.default]\nurl = \"postgres://h/db\"");
+    assert!(e.contains("routing.replica_retry"), "{e}");
+    let t = check("[routing]\nreplica_retry = \"250ms\"\n[databases.default]\nurl = \"postgres://h/db\"").unwrap();
+    assert_eq!(t.replica_retry, Duration::from_millis(250));
+}
+
+#[test]
+fn a_missing_settings_file_names_the_file() {
+    let e = Settings::from_file("/nonexistent/diesel-sharding.toml").unwrap_err();
+    assert!(e.to_string().contains("/nonexistent/diesel-sharding.toml"), "{e}");
+}
+
+#[test]
+fn debug_never_shows_passwords() {
+    let s = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://app:hunter2@h/db\"\n[databases.r]\nurl = \"postgres://app:hunter3@h2/db?password=x9\"\nprimary = \"default\"",
+    )
+    .unwrap();
+    let d = format!("{s:?}");
+    assert!(!d.contains("hunter2") && !d.contains("hunter3") && !d.contains("x9"), "{d}");
+    let t = s.validate(BACKEND, pg_url).unwrap();
+    let d = format!("{t:?}");
+    assert!(!d.contains("hunter2") && !d.contains("hunter3"), "{d}");
+}
+
+#[test]
+fn settings_built_in_code_validate_like_toml() {
+    let s = Settings::new()
+        .pinning_seconds(3)
+        .write_functions(["touch_user"])
+        .database("default", DatabaseSettings::primary("postgres://h/db").pool_size(4))
+        .database(
+            "r",
+            DatabaseSettings::replica("postgres://h2/db", "default").weight(2),
+        );
+    let t = s.validate(BACKEND, pg_url).unwrap();
+    assert_eq!(t.pin_window, Duration::from_secs(3));
+    assert_eq!(t.write_functions, vec!["touch_user".to_owned()]);
+    assert_eq!(t.primaries[0].pool_size, 4);
+    assert_eq!(t.primaries[0].replicas[0].weight, 2);
+}

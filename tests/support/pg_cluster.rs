@@ -218,7 +218,10 @@ fn current_uid() -> u32 {
             }
         }
     }
-    let out = Command::new("id").arg("-u").output().expect("cannot run `id -u`");
+    let out = Command::new("id")
+        .arg("-u")
+        .output()
+        .expect("cannot run `id -u`");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -251,7 +254,11 @@ fn run(cmd: &mut Command) -> Result<String, String> {
     if out.status.success() {
         Ok(output_text(&out))
     } else {
-        Err(format!("{cmd:?} failed ({}):\n{}", out.status, output_text(&out)))
+        Err(format!(
+            "{cmd:?} failed ({}):\n{}",
+            out.status,
+            output_text(&out)
+        ))
     }
 }
 
@@ -320,17 +327,35 @@ fn initdb_cache(pg: &PgInstall) -> PathBuf {
     let work = tempfile::Builder::new()
         .prefix(&format!(".{name}-tmp"))
         .tempdir_in(&base)
-        .unwrap_or_else(|e| panic!("cannot create a temporary directory in {}: {e}", base.display()));
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot create a temporary directory in {}: {e}",
+                base.display()
+            )
+        });
     if pg.as_root() {
         chown_to_postgres(work.path(), false);
     }
     let data = work.path().join("data");
     let result = run(pg
         .cmd("initdb")
-        .args(["--no-sync", "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "-D"])
+        .args([
+            "--no-sync",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "-D",
+        ])
         .arg(&data));
     if let Err(e) = result {
-        panic!("initdb failed while building the cache {}: {e}", cache.display());
+        panic!(
+            "initdb failed while building the cache {}: {e}",
+            cache.display()
+        );
     }
     if let Err(e) = fs::rename(&data, &cache) {
         // Another process won the race: its cache is as good as ours.
@@ -426,7 +451,9 @@ fn reap_orphans(pg: &PgInstall) {
             continue;
         }
         let dir = entry.path();
-        let Ok(stamp) = fs::read_to_string(dir.join(OWNER_FILE)) else { continue };
+        let Ok(stamp) = fs::read_to_string(dir.join(OWNER_FILE)) else {
+            continue;
+        };
         if owner_alive(&stamp) {
             continue;
         }
@@ -494,7 +521,8 @@ struct TextRow {
 
 /// Strips whitespace and trailing semicolons so a statement can be wrapped as a subquery.
 fn scalar_subquery(sql: &str) -> &str {
-    sql.trim().trim_end_matches(|c: char| c == ';' || c.is_whitespace())
+    sql.trim()
+        .trim_end_matches(|c: char| c == ';' || c.is_whitespace())
 }
 
 fn quote_ident(name: &str) -> String {
@@ -545,7 +573,12 @@ impl PgCluster {
         let dir = tempfile::Builder::new()
             .prefix(CLUSTER_PREFIX)
             .tempdir_in(&base)
-            .unwrap_or_else(|e| panic!("cannot create a cluster directory in {}: {e}", base.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot create a cluster directory in {}: {e}",
+                    base.display()
+                )
+            });
         fs::write(dir.path().join(OWNER_FILE), owner_stamp())
             .unwrap_or_else(|e| panic!("cannot write the owner file: {e}"));
         // From here on `cluster`'s Drop cleans up after any panic.
@@ -557,7 +590,11 @@ impl PgCluster {
         };
         let root = cluster.dir.path().to_path_buf();
         let socket_len = root.join(".s.PGSQL.65535.lock").as_os_str().len();
-        assert!(socket_len < 100, "cluster directory {} is too long for unix sockets", root.display());
+        assert!(
+            socket_len < 100,
+            "cluster directory {} is too long for unix sockets",
+            root.display()
+        );
 
         let ports = free_ports(replicas + 1);
 
@@ -606,7 +643,11 @@ impl PgCluster {
         );
         cluster.nodes.push(primary);
         cluster.start_nodes(&[0]);
-        cluster.execute(Node::Primary, "postgres", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+        cluster.execute(
+            Node::Primary,
+            "postgres",
+            "CREATE EXTENSION IF NOT EXISTS pg_stat_statements",
+        );
 
         if replicas == 0 {
             return cluster;
@@ -622,7 +663,10 @@ impl PgCluster {
             .args(["-R", "-X", "stream", "-c", "fast", "--no-sync", "-D"])
             .arg(&backup))
         {
-            panic!("pg_basebackup failed: {e}\n{}", cluster.log_tails(&[Node::Primary]));
+            panic!(
+                "pg_basebackup failed: {e}\n{}",
+                cluster.log_tails(&[Node::Primary])
+            );
         }
         for i in 0..replicas {
             cluster.nodes.push(NodeInfo {
@@ -646,7 +690,11 @@ impl PgCluster {
             .collect();
         for (cmd, child) in copies {
             let out = child.wait_with_output().expect("cannot wait for cp");
-            assert!(out.status.success(), "{cmd:?} failed: {}", output_text(&out));
+            assert!(
+                out.status.success(),
+                "{cmd:?} failed: {}",
+                output_text(&out)
+            );
         }
         fs::rename(&backup, &cluster.nodes[replicas].data)
             .unwrap_or_else(|e| panic!("cannot rename the base backup: {e}"));
@@ -706,7 +754,11 @@ impl PgCluster {
 
     /// Connection URL of any node; append `?connect_timeout=N` etc. as needed.
     pub(crate) fn url(&self, node: Node, db: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{}", self.info(node).port, db)
+        format!(
+            "postgres://postgres@127.0.0.1:{}/{}",
+            self.info(node).port,
+            db
+        )
     }
 
     /// Number of replicas.
@@ -758,7 +810,10 @@ impl PgCluster {
     pub(crate) fn connect(&self, node: Node, db: &str) -> PgConnection {
         let url = format!("{}?connect_timeout=10", self.url(node, db));
         PgConnection::establish(&url).unwrap_or_else(|e| {
-            panic!("cannot connect to {node} ({url}): {e}\n{}", self.log_tails(&[node]))
+            panic!(
+                "cannot connect to {node} ({url}): {e}\n{}",
+                self.log_tails(&[node])
+            )
         })
     }
 
@@ -767,13 +822,21 @@ impl PgCluster {
     pub(crate) fn execute(&self, node: Node, db: &str, sql: &str) {
         let mut conn = self.connect(node, db);
         if let Err(e) = conn.batch_execute(sql) {
-            panic!("{node}, database {db}: `{sql}` failed: {e}\n{}", self.log_tails(&[node]));
+            panic!(
+                "{node}, database {db}: `{sql}` failed: {e}\n{}",
+                self.log_tails(&[node])
+            );
         }
     }
 
     /// Like [`execute`](PgCluster::execute) but returns the error (e.g. to check that a
     /// write on a standby fails). Still panics if it cannot connect.
-    pub(crate) fn try_execute(&self, node: Node, db: &str, sql: &str) -> Result<(), diesel::result::Error> {
+    pub(crate) fn try_execute(
+        &self,
+        node: Node,
+        db: &str,
+        sql: &str,
+    ) -> Result<(), diesel::result::Error> {
         self.connect(node, db).batch_execute(sql)
     }
 
@@ -798,13 +861,23 @@ impl PgCluster {
     /// Creates database `name` on the primary and waits until every replica accepts
     /// connections to it (i.e. has replayed it).
     pub(crate) fn create_database(&self, name: &str) {
-        self.execute(Node::Primary, "postgres", &format!("CREATE DATABASE {}", quote_ident(name)));
+        self.execute(
+            Node::Primary,
+            "postgres",
+            &format!("CREATE DATABASE {}", quote_ident(name)),
+        );
         for i in 0..self.replicas {
             let node = Node::Replica(i);
             let url = format!("{}?connect_timeout=10", self.url(node, name));
-            self.wait_until(&format!("database {name} to reach {node}"), &[Node::Primary, node], || {
-                PgConnection::establish(&url).map(|_| true).map_err(|e| e.to_string())
-            });
+            self.wait_until(
+                &format!("database {name} to reach {node}"),
+                &[Node::Primary, node],
+                || {
+                    PgConnection::establish(&url)
+                        .map(|_| true)
+                        .map_err(|e| e.to_string())
+                },
+            );
         }
     }
 
@@ -816,7 +889,10 @@ impl PgCluster {
         let node = Node::Replica(i);
         let mut conn = self.connect(node, "postgres");
         if let Err(e) = conn.batch_execute("SELECT pg_wal_replay_pause()") {
-            panic!("pg_wal_replay_pause() on {node} failed: {e}\n{}", self.log_tails(&[node]));
+            panic!(
+                "pg_wal_replay_pause() on {node} failed: {e}\n{}",
+                self.log_tails(&[node])
+            );
         }
         let mut conn = Some(conn);
         self.wait_until(&format!("{node} to report replay paused"), &[node], || {
@@ -827,7 +903,11 @@ impl PgCluster {
 
     /// Resumes WAL replay on replica `i` (`pg_wal_replay_resume()`).
     pub(crate) fn resume_replay(&self, i: usize) {
-        self.execute(Node::Replica(i), "postgres", "SELECT pg_wal_replay_resume()");
+        self.execute(
+            Node::Replica(i),
+            "postgres",
+            "SELECT pg_wal_replay_resume()",
+        );
     }
 
     /// Sets `recovery_min_apply_delay` on replica `i` (`ALTER SYSTEM` + `pg_reload_conf()`)
@@ -851,14 +931,18 @@ impl PgCluster {
         // A new backend sees the postmaster's reloaded value, and the postmaster has
         // signalled the startup process by then.
         let url = format!("{}?connect_timeout=10", self.url(node, "postgres"));
-        self.wait_until(&format!("{node} to load recovery_min_apply_delay = {ms}ms"), &[node], || {
-            let mut c = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-            let v = query_i64_on(
+        self.wait_until(
+            &format!("{node} to load recovery_min_apply_delay = {ms}ms"),
+            &[node],
+            || {
+                let mut c = PgConnection::establish(&url).map_err(|e| e.to_string())?;
+                let v = query_i64_on(
                 &mut c,
                 "SELECT setting::bigint FROM pg_settings WHERE name = 'recovery_min_apply_delay'",
             )?;
-            Ok(v == ms)
-        });
+                Ok(v == ms)
+            },
+        );
         thread::sleep(Duration::from_millis(20));
     }
 
@@ -892,10 +976,14 @@ impl PgCluster {
             "SELECT coalesce(pg_wal_lsn_diff(pg_last_wal_replay_lsn(), '{lsn_literal}'::pg_lsn), -1)"
         );
         let mut conn = None;
-        self.wait_until(&format!("{node} to replay up to {lsn}"), &[Node::Primary, node], || {
-            let c = self.poll_conn(&mut conn, node, "postgres")?;
-            Ok(query_i64_on(c, &sql)? >= 0)
-        });
+        self.wait_until(
+            &format!("{node} to replay up to {lsn}"),
+            &[Node::Primary, node],
+            || {
+                let c = self.poll_conn(&mut conn, node, "postgres")?;
+                Ok(query_i64_on(c, &sql)? >= 0)
+            },
+        );
     }
 
     // -- faults ---------------------------------------------------------------------------
@@ -949,10 +1037,17 @@ impl PgCluster {
         }
         if let Node::Replica(_) = node {
             let mut conn = None;
-            self.wait_until(&format!("{node}'s WAL receiver to stream"), &[Node::Primary, node], || {
-                let c = self.poll_conn(&mut conn, node, "postgres")?;
-                Ok(query_i64_on(c, "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'")? == 1)
-            });
+            self.wait_until(
+                &format!("{node}'s WAL receiver to stream"),
+                &[Node::Primary, node],
+                || {
+                    let c = self.poll_conn(&mut conn, node, "postgres")?;
+                    Ok(query_i64_on(
+                        c,
+                        "SELECT count(*) FROM pg_stat_wal_receiver WHERE status = 'streaming'",
+                    )? == 1)
+                },
+            );
         }
     }
 
@@ -961,7 +1056,10 @@ impl PgCluster {
     pub(crate) fn freeze_node(&self, node: Node) {
         let k = self.index(node);
         let Some(pm) = self.postmaster_pid(node) else {
-            panic!("cannot freeze {node}: it is not running\n{}", self.log_tails(&[node]));
+            panic!(
+                "cannot freeze {node}: it is not running\n{}",
+                self.log_tails(&[node])
+            );
         };
         // Mark first, so Drop thaws it even if we panic below.
         self.lock_frozen().insert(k);
@@ -998,7 +1096,10 @@ impl PgCluster {
         match row {
             Ok(I64Row { v: Some(v) }) => v,
             Ok(I64Row { v: None }) => 0,
-            Err(e) => panic!("reading pg_stat_statements on {node} failed: {e}\n{}", self.log_tails(&[node])),
+            Err(e) => panic!(
+                "reading pg_stat_statements on {node} failed: {e}\n{}",
+                self.log_tails(&[node])
+            ),
         }
     }
 
@@ -1020,7 +1121,8 @@ impl PgCluster {
     /// one), so a unique comment marker identifies the server that ran a query.
     pub(crate) fn log_contains(&self, node: Node, needle: &str) -> usize {
         let path = self.log_path(node);
-        let bytes = fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+        let bytes =
+            fs::read(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
         String::from_utf8_lossy(&bytes)
             .lines()
             .filter(|l| l.contains(needle))
@@ -1038,7 +1140,11 @@ impl PgCluster {
         match node {
             Node::Primary => 0,
             Node::Replica(i) => {
-                assert!(i < self.replicas, "replica {i} does not exist: the cluster has {} replicas", self.replicas);
+                assert!(
+                    i < self.replicas,
+                    "replica {i} does not exist: the cluster has {} replicas",
+                    self.replicas
+                );
                 i + 1
             }
         }
@@ -1081,9 +1187,14 @@ impl PgCluster {
 
     /// Polls `check` until it returns `Ok(true)`; after [`DEADLINE`] panics naming `what`,
     /// the last error and the tails of `nodes`' logs.
-    fn wait_until(&self, what: &str, nodes: &[Node], mut check: impl FnMut() -> Result<bool, String>) {
+    fn wait_until(
+        &self,
+        what: &str,
+        nodes: &[Node],
+        mut check: impl FnMut() -> Result<bool, String>,
+    ) {
         let start = Instant::now();
-        let mut last = String::from("condition not met");
+        let mut last;
         loop {
             match check() {
                 Ok(true) => return,
@@ -1102,10 +1213,16 @@ impl PgCluster {
     }
 
     /// A connection kept across polls; dropped on error so the next poll reconnects.
-    fn poll_conn<'c>(&self, slot: &'c mut Option<PgConnection>, node: Node, db: &str) -> Result<&'c mut PgConnection, String> {
+    fn poll_conn<'c>(
+        &self,
+        slot: &'c mut Option<PgConnection>,
+        node: Node,
+        db: &str,
+    ) -> Result<&'c mut PgConnection, String> {
         if slot.is_none() {
             let url = format!("{}?connect_timeout=10", self.url(node, db));
-            *slot = Some(PgConnection::establish(&url).map_err(|e| format!("connect to {node}: {e}"))?);
+            *slot =
+                Some(PgConnection::establish(&url).map_err(|e| format!("connect to {node}: {e}"))?);
         }
         Ok(slot.as_mut().expect("just set"))
     }
@@ -1123,7 +1240,11 @@ impl PgCluster {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"));
-        PendingStart { child, log: info.log.clone(), log_len }
+        PendingStart {
+            child,
+            log: info.log.clone(),
+            log_len,
+        }
     }
 
     /// Starts these nodes in parallel; a node whose port was taken meanwhile is moved to
@@ -1131,13 +1252,16 @@ impl PgCluster {
     fn start_nodes(&mut self, ks: &[usize]) {
         let mut todo: Vec<usize> = ks.to_vec();
         for attempt in 1..=PORT_ATTEMPTS {
-            let pending: Vec<(usize, PendingStart)> = todo.iter().map(|&k| (k, self.pg_ctl_start(k))).collect();
+            let pending: Vec<(usize, PendingStart)> =
+                todo.iter().map(|&k| (k, self.pg_ctl_start(k))).collect();
             let mut clashed = Vec::new();
             for (k, start) in pending {
                 let node = Self::node_at(k);
                 match start.wait() {
                     Ok(()) => {}
-                    Err(e) if e.contains("could not bind") || e.contains("Address already in use") => {
+                    Err(e)
+                        if e.contains("could not bind") || e.contains("Address already in use") =>
+                    {
                         if attempt == PORT_ATTEMPTS {
                             panic!("{node}: port clash {PORT_ATTEMPTS} times in a row: {e}");
                         }
@@ -1153,7 +1277,11 @@ impl PgCluster {
             for (&k, port) in clashed.iter().zip(ports) {
                 let info = &mut self.nodes[k];
                 info.port = port;
-                let conf = if k == 0 { "postgresql.conf" } else { "postgresql.auto.conf" };
+                let conf = if k == 0 {
+                    "postgresql.conf"
+                } else {
+                    "postgresql.auto.conf"
+                };
                 append(&info.data.join(conf), &format!("port = {port}\n"));
             }
             todo = clashed;
@@ -1171,14 +1299,23 @@ struct PendingStart {
 impl PendingStart {
     /// Waits for `pg_ctl`; `Err` carries its output and what the server logged meanwhile.
     fn wait(self) -> Result<(), String> {
-        let out = self.child.wait_with_output().map_err(|e| format!("cannot wait for pg_ctl: {e}"))?;
+        let out = self
+            .child
+            .wait_with_output()
+            .map_err(|e| format!("cannot wait for pg_ctl: {e}"))?;
         if out.status.success() {
             return Ok(());
         }
         let new_log = fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b[(self.log_len as usize).min(b.len())..]).into_owned())
+            .map(|b| {
+                String::from_utf8_lossy(&b[(self.log_len as usize).min(b.len())..]).into_owned()
+            })
             .unwrap_or_default();
-        let mut msg = format!("pg_ctl start ({}):\n{}\nserver log since the start:\n{new_log}", out.status, output_text(&out));
+        let mut msg = format!(
+            "pg_ctl start ({}):\n{}\nserver log since the start:\n{new_log}",
+            out.status,
+            output_text(&out)
+        );
         if new_log.contains("pg_stat_statements") {
             msg.push_str("\n(hint: pg_stat_statements comes with postgresql-contrib)");
         }
@@ -1188,14 +1325,20 @@ impl PendingStart {
 
 fn query_i64_on(conn: &mut PgConnection, sql: &str) -> Result<i64, String> {
     let q = format!("SELECT ({})::bigint AS v", scalar_subquery(sql));
-    let row: I64Row = diesel::sql_query(&q).get_result(conn).map_err(|e| format!("`{sql}` failed: {e}"))?;
-    row.v.ok_or_else(|| format!("`{sql}` returned no row or NULL"))
+    let row: I64Row = diesel::sql_query(&q)
+        .get_result(conn)
+        .map_err(|e| format!("`{sql}` failed: {e}"))?;
+    row.v
+        .ok_or_else(|| format!("`{sql}` returned no row or NULL"))
 }
 
 fn query_string_on(conn: &mut PgConnection, sql: &str) -> Result<String, String> {
     let q = format!("SELECT ({})::text AS v", scalar_subquery(sql));
-    let row: TextRow = diesel::sql_query(&q).get_result(conn).map_err(|e| format!("`{sql}` failed: {e}"))?;
-    row.v.ok_or_else(|| format!("`{sql}` returned no row or NULL"))
+    let row: TextRow = diesel::sql_query(&q)
+        .get_result(conn)
+        .map_err(|e| format!("`{sql}` failed: {e}"))?;
+    row.v
+        .ok_or_else(|| format!("`{sql}` returned no row or NULL"))
 }
 
 /// `n` distinct free TCP ports on 127.0.0.1 (bound together, then released).
