@@ -1,1 +1,237 @@
-fn main(){}
+//! Routing overhead, side by side with plain Diesel in one run.
+//!
+//! * `classify/*`: the cost of deciding where a statement goes: a cached decision (query types
+//!   with a static query id), and render + lex for queries without one.
+//! * `sqlite/*`, `postgres/*`: a point select and a one-row insert on a held pooled connection,
+//!   through the routed pool and through `diesel::r2d2` with a plain connection, against the
+//!   same database. For PostgreSQL the bench starts its own server (as the tests do); the
+//!   routed pool's replica is that same server, so the difference is the router alone.
+//!
+//! Run: `cargo bench --bench routing`. The README's table comes from this.
+
+#![allow(missing_docs)] // criterion_group! generates undocumented public functions
+
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use diesel::connection::SimpleConnection;
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel::r2d2::{ConnectionManager, Pool};
+use diesel::sqlite::SqliteConnection;
+use diesel_sharding::routing::bench::CachedClassifier;
+use diesel_sharding::routing::Classifier;
+use diesel_sharding::{pin, Cluster, Settings};
+
+#[allow(dead_code, unreachable_pub)]
+#[path = "../tests/support/pg_cluster.rs"]
+mod pg_cluster;
+
+mod schema {
+    diesel::table! {
+        items (id) {
+            id -> BigInt,
+            name -> Text,
+            qty -> Integer,
+        }
+    }
+}
+use schema::items;
+
+const ROWS: i64 = 1000;
+
+fn classify(c: &mut Criterion) {
+    let mut g = c.benchmark_group("classify");
+    let static_query = items::table
+        .filter(items::id.eq(42))
+        .filter(items::qty.gt(1))
+        .select((items::id, items::name))
+        .order(items::name)
+        .limit(10);
+    let mut cached = CachedClassifier::default();
+    g.bench_function("cached_static_query_id_pg", |b| {
+        b.iter(|| cached.kind_of::<PgConnection, _>(std::hint::black_box(&static_query)))
+    });
+    let dynamic_query = items::table
+        .filter(items::id.eq_any(vec![1i64, 2, 3]))
+        .filter(items::qty.gt(1))
+        .select((items::id, items::name))
+        .order(items::name)
+        .limit(10)
+        .offset(20);
+    let mut uncached = CachedClassifier::default();
+    g.bench_function("uncached_render_and_lex_pg", |b| {
+        b.iter(|| uncached.kind_of::<PgConnection, _>(std::hint::black_box(&dynamic_query)))
+    });
+    g.bench_function("uncached_render_and_lex_sqlite", |b| {
+        b.iter(|| uncached.kind_of::<SqliteConnection, _>(std::hint::black_box(&dynamic_query)))
+    });
+    let sql = diesel::debug_query::<diesel::pg::Pg, _>(&dynamic_query).to_string();
+    let sql = sql.split(" -- binds").next().unwrap_or_default().to_owned();
+    let classifier = Classifier::new();
+    g.bench_function("lex_only", |b| b.iter(|| classifier.classify(std::hint::black_box(&sql))));
+    g.finish();
+}
+
+macro_rules! point_select {
+    ($conn:expr, $id:expr) => {
+        items::table.find($id).select(items::name).first::<String>($conn).unwrap()
+    };
+}
+
+macro_rules! insert_one {
+    ($conn:expr, $n:expr) => {
+        diesel::insert_into(items::table)
+            .values((items::name.eq(format!("n{}", $n)), items::qty.eq(1)))
+            .execute($conn)
+            .unwrap()
+    };
+}
+
+fn sqlite(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.sqlite");
+    let url = path.to_str().unwrap().to_owned();
+    {
+        let mut conn = SqliteConnection::establish(&url).unwrap();
+        conn.batch_execute(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = OFF;
+             CREATE TABLE items (id INTEGER PRIMARY KEY NOT NULL, name TEXT NOT NULL, qty INTEGER NOT NULL);",
+        )
+        .unwrap();
+        conn.batch_execute(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS})
+             INSERT INTO items SELECT i, 'item' || i, i FROM n;"
+        ))
+        .unwrap();
+    }
+    let plain = Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<SqliteConnection>::new(&url))
+        .unwrap();
+    let cluster = Cluster::<SqliteConnection>::new(
+        Settings::from_toml_str(&format!(
+            "[databases.default]\nurl = \"{url}\"\npool_size = 1\n\
+             [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let routed = cluster.pool("default").unwrap();
+    let mut plain_conn = plain.get().unwrap();
+    plain_conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
+    let mut routed_conn = routed.get().unwrap();
+    routed_conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
+    pin::unpin_this_thread();
+
+    let mut g = c.benchmark_group("sqlite");
+    let mut i = 0i64;
+    g.bench_function(BenchmarkId::new("point_select", "plain"), |b| {
+        b.iter(|| {
+            i = i % ROWS + 1;
+            point_select!(&mut *plain_conn, i)
+        })
+    });
+    g.bench_function(BenchmarkId::new("point_select", "routed"), |b| {
+        b.iter(|| {
+            i = i % ROWS + 1;
+            point_select!(&mut routed_conn, i)
+        })
+    });
+    assert_eq!(
+        routed_conn.last_route().map(|r| r.reason),
+        Some(diesel_sharding::RouteReason::Replica)
+    );
+    let mut n = 0i64;
+    g.bench_function(BenchmarkId::new("insert_one", "plain"), |b| {
+        b.iter(|| {
+            n += 1;
+            insert_one!(&mut *plain_conn, n)
+        })
+    });
+    g.bench_function(BenchmarkId::new("insert_one", "routed"), |b| {
+        b.iter(|| {
+            n += 1;
+            insert_one!(&mut routed_conn, n)
+        })
+    });
+    g.finish();
+    pin::unpin_this_thread();
+}
+
+fn postgres(c: &mut Criterion) {
+    let cluster = pg_cluster::PgCluster::start(0);
+    cluster.create_database("bench");
+    let url = cluster.primary_url("bench");
+    cluster.execute(
+        pg_cluster::Node::Primary,
+        "bench",
+        &format!(
+            "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
+             INSERT INTO items (name, qty) SELECT 'item' || i, i FROM generate_series(1, {ROWS}) i;"
+        ),
+    );
+    let plain = Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<PgConnection>::new(&url))
+        .unwrap();
+    let routed_cluster = Cluster::<PgConnection>::new(
+        Settings::from_toml_str(&format!(
+            "[databases.default]\nurl = \"{url}\"\npool_size = 1\n\
+             [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let routed = routed_cluster.pool("default").unwrap();
+    let mut plain_conn = plain.get().unwrap();
+    let mut routed_conn = routed.get().unwrap();
+    pin::unpin_this_thread();
+
+    let mut g = c.benchmark_group("postgres");
+    let mut i = 0i64;
+    g.bench_function(BenchmarkId::new("point_select", "plain"), |b| {
+        b.iter(|| {
+            i = i % ROWS + 1;
+            point_select!(&mut *plain_conn, i)
+        })
+    });
+    g.bench_function(BenchmarkId::new("point_select", "routed"), |b| {
+        b.iter(|| {
+            i = i % ROWS + 1;
+            point_select!(&mut routed_conn, i)
+        })
+    });
+    assert_eq!(
+        routed_conn.last_route().map(|r| r.reason),
+        Some(diesel_sharding::RouteReason::Replica)
+    );
+    let mut n = 0i64;
+    g.bench_function(BenchmarkId::new("insert_one", "plain"), |b| {
+        b.iter(|| {
+            n += 1;
+            insert_one!(&mut *plain_conn, n)
+        })
+    });
+    g.bench_function(BenchmarkId::new("insert_one", "routed"), |b| {
+        b.iter(|| {
+            n += 1;
+            insert_one!(&mut routed_conn, n)
+        })
+    });
+    g.finish();
+    drop(routed_conn);
+    drop(plain_conn);
+    pin::unpin_this_thread();
+}
+
+criterion_group! {
+    name = benches;
+    // (criterion's generated function carries no docs)
+    config = Criterion::default()
+        .sample_size(40)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    targets = classify, sqlite, postgres
+}
+criterion_main!(benches);

@@ -235,20 +235,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     where
         T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
     {
-        let id = T::query_id();
-        if let Some(id) = id {
-            if let Some(kind) = self.kinds.get(id) {
-                return kind;
-            }
-        }
-        let kind = match C::render_sql(query) {
-            Ok(sql) => self.db.classifier.classify(&sql),
-            Err(_) => StatementKind::Unknown,
-        };
-        if let Some(id) = id {
-            self.kinds.insert(id, kind);
-        }
-        kind
+        self.kinds.kind_of::<C, T>(&self.db.classifier, query)
     }
 
     /// Handles the transaction bookkeeping of SQL sent through `batch_execute`; returns

@@ -8,7 +8,8 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::StatementKind;
+use super::{Classifier, StatementKind};
+use crate::backend::RoutedBackend;
 
 /// `TypeId`s are already hashes: take their bits instead of hashing them again.
 #[derive(Default)]
@@ -50,6 +51,29 @@ impl KindCache {
         if self.map.len() < 4096 {
             self.map.insert(id, kind);
         }
+    }
+
+    /// The kind of a query: from the cache when Diesel gives the query type a static id,
+    /// else rendered and classified (and cached when it has an id).
+    pub(crate) fn kind_of<C, T>(&mut self, classifier: &Classifier, query: &T) -> StatementKind
+    where
+        C: RoutedBackend,
+        T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
+    {
+        let id = T::query_id();
+        if let Some(id) = id {
+            if let Some(kind) = self.get(id) {
+                return kind;
+            }
+        }
+        let kind = match C::render_sql(query) {
+            Ok(sql) => classifier.classify(&sql),
+            Err(_) => StatementKind::Unknown,
+        };
+        if let Some(id) = id {
+            self.insert(id, kind);
+        }
+        kind
     }
 
     #[cfg(test)]

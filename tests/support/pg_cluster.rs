@@ -15,7 +15,9 @@
 //! never skip.
 //!
 //! Items are `pub(crate)` rather than `pub`: this file is included by test binaries via
-//! `mod support;`, where a plain `pub` would trip the workspace's `unreachable_pub` lint.
+//! `mod support;`, where a plain `pub` would trip the workspace's `unreachable_pub` lint
+//! (for the same reason `tests/support/mod.rs` must declare it as `pub(crate) mod
+//! pg_cluster;` or `mod pg_cluster;`, not `pub mod`).
 //!
 //! ```ignore
 //! let cluster = PgCluster::start(2);
@@ -57,6 +59,9 @@ const CLUSTER_PREFIX: &str = "dspg";
 const OWNER_FILE: &str = "owner";
 /// How often a node start is retried with a new port after a port clash.
 const PORT_ATTEMPTS: usize = 5;
+/// Startup options (percent-encoded) of the harness's own connections: they leave no trace
+/// in the statement log or in `pg_stat_statements`, which are evidence for the code under test.
+const ADMIN_OPTIONS: &str = "-c%20log_statement%3Dnone%20-c%20pg_stat_statements.track%3Dnone";
 /// Ports a cluster never uses (the machine's own PostgreSQL and MariaDB).
 const RESERVED_PORTS: [u16; 2] = [5432, 3306];
 
@@ -539,6 +544,7 @@ fn quote_ident(name: &str) -> String {
 /// [`dir`](PgCluster::dir); user `postgres` logs in without a password (`trust`). The
 /// primary runs with `fsync=off`, `full_page_writes=off`, `shared_buffers=16MB`,
 /// `hot_standby_feedback=on`, `wal_receiver_status_interval=1s`,
+/// `wal_retrieve_retry_interval=200ms`, `wal_keep_size=128MB`,
 /// `shared_preload_libraries='pg_stat_statements'` (`track=all`) and `log_statement='all'`;
 /// replicas inherit all of it. Replication is asynchronous and `synchronous_commit` keeps its
 /// default (`on`).
@@ -632,6 +638,7 @@ impl PgCluster {
                  hot_standby = on\n\
                  hot_standby_feedback = on\n\
                  wal_receiver_status_interval = 1s\n\
+                 wal_retrieve_retry_interval = 200ms\n\
                  shared_preload_libraries = 'pg_stat_statements'\n\
                  pg_stat_statements.track = all\n\
                  logging_collector = off\n\
@@ -761,6 +768,14 @@ impl PgCluster {
         )
     }
 
+    /// URL of the harness's own connections: see [`connect`](PgCluster::connect).
+    fn admin_url(&self, node: Node, db: &str) -> String {
+        format!(
+            "{}?connect_timeout=10&options={ADMIN_OPTIONS}",
+            self.url(node, db)
+        )
+    }
+
     /// Number of replicas.
     pub(crate) fn replicas(&self) -> usize {
         self.replicas
@@ -805,10 +820,14 @@ impl PgCluster {
 
     // -- SQL helpers ----------------------------------------------------------------------
 
-    /// Connects to `db` on a node as superuser `postgres` (`connect_timeout=10`); panics
-    /// with the node's log tail on failure.
+    /// Connects to `db` on a node as superuser `postgres`, the way all helpers of this
+    /// harness do: `connect_timeout=10`, and with `log_statement=none` and
+    /// `pg_stat_statements.track=none`, so the harness's own statements never show up in
+    /// [`statement_calls`](PgCluster::statement_calls) or
+    /// [`log_contains`](PgCluster::log_contains). Panics with the node's log tail on failure.
+    /// Code under test should connect with [`url`](PgCluster::url) instead.
     pub(crate) fn connect(&self, node: Node, db: &str) -> PgConnection {
-        let url = format!("{}?connect_timeout=10", self.url(node, db));
+        let url = self.admin_url(node, db);
         PgConnection::establish(&url).unwrap_or_else(|e| {
             panic!(
                 "cannot connect to {node} ({url}): {e}\n{}",
@@ -817,7 +836,8 @@ impl PgCluster {
         })
     }
 
-    /// Runs `sql` (one or more statements, simple protocol) as superuser on `db` of a node;
+    /// Runs `sql` (one or more statements, simple protocol) as superuser on `db` of a node,
+    /// over a [`connect`](PgCluster::connect) connection (neither logged nor counted);
     /// panics on error.
     pub(crate) fn execute(&self, node: Node, db: &str, sql: &str) {
         let mut conn = self.connect(node, db);
@@ -868,7 +888,7 @@ impl PgCluster {
         );
         for i in 0..self.replicas {
             let node = Node::Replica(i);
-            let url = format!("{}?connect_timeout=10", self.url(node, name));
+            let url = self.admin_url(node, name);
             self.wait_until(
                 &format!("database {name} to reach {node}"),
                 &[Node::Primary, node],
@@ -930,17 +950,15 @@ impl PgCluster {
         drop(conn);
         // A new backend sees the postmaster's reloaded value, and the postmaster has
         // signalled the startup process by then.
-        let url = format!("{}?connect_timeout=10", self.url(node, "postgres"));
+        let url = self.admin_url(node, "postgres");
+        const DELAY_SETTING: &str =
+            "SELECT setting FROM pg_settings WHERE name = 'recovery_min_apply_delay'";
         self.wait_until(
             &format!("{node} to load recovery_min_apply_delay = {ms}ms"),
             &[node],
             || {
                 let mut c = PgConnection::establish(&url).map_err(|e| e.to_string())?;
-                let v = query_i64_on(
-                &mut c,
-                "SELECT setting::bigint FROM pg_settings WHERE name = 'recovery_min_apply_delay'",
-            )?;
-                Ok(v == ms)
+                Ok(query_i64_on(&mut c, DELAY_SETTING)? == ms)
             },
         );
         thread::sleep(Duration::from_millis(20));
@@ -1011,8 +1029,8 @@ impl PgCluster {
     }
 
     /// Crashes any node (`pg_ctl stop -m immediate`), thawing it first if frozen. After the
-    /// primary is killed and restarted, replicas reconnect within about 5 s
-    /// (`wal_retrieve_retry_interval`).
+    /// primary is killed and restarted, replicas reconnect by themselves within about 0.2 s
+    /// (`wal_retrieve_retry_interval = 200ms`).
     pub(crate) fn kill_node(&self, node: Node) {
         let k = self.index(node);
         if self.lock_frozen().contains(&k) {
@@ -1085,6 +1103,8 @@ impl PgCluster {
     /// matches `like_pattern` (SQL `LIKE`), across all databases, excluding queries on
     /// `pg_stat_statements` itself. Constants are normalised to `$n` and comments do not
     /// make new entries, so tell probes apart by structure (e.g. a per-test table name).
+    /// Statements of the harness's own helpers are not counted (see
+    /// [`connect`](PgCluster::connect)).
     pub(crate) fn statement_calls(&self, node: Node, like_pattern: &str) -> i64 {
         let mut conn = self.connect(node, "postgres");
         let row: Result<I64Row, _> = diesel::sql_query(
@@ -1118,7 +1138,8 @@ impl PgCluster {
     /// Number of lines in a node's server log containing `needle`. With
     /// `log_statement = 'all'` every statement is logged verbatim, comments included
     /// (`statement: ...` for the simple protocol, `execute <name>: ...` for the extended
-    /// one), so a unique comment marker identifies the server that ran a query.
+    /// one), so a unique comment marker identifies the server that ran a query. The
+    /// harness's own helpers are not logged (see [`connect`](PgCluster::connect)).
     pub(crate) fn log_contains(&self, node: Node, needle: &str) -> usize {
         let path = self.log_path(node);
         let bytes =
@@ -1220,7 +1241,7 @@ impl PgCluster {
         db: &str,
     ) -> Result<&'c mut PgConnection, String> {
         if slot.is_none() {
-            let url = format!("{}?connect_timeout=10", self.url(node, db));
+            let url = self.admin_url(node, db);
             *slot =
                 Some(PgConnection::establish(&url).map_err(|e| format!("connect to {node}: {e}"))?);
         }
@@ -1254,10 +1275,13 @@ impl PgCluster {
         for attempt in 1..=PORT_ATTEMPTS {
             let pending: Vec<(usize, PendingStart)> =
                 todo.iter().map(|&k| (k, self.pg_ctl_start(k))).collect();
+            // Wait for every pg_ctl before panicking, so no server comes up after Drop ran.
+            let results: Vec<(usize, Result<(), String>)> =
+                pending.into_iter().map(|(k, p)| (k, p.wait())).collect();
             let mut clashed = Vec::new();
-            for (k, start) in pending {
+            for (k, result) in results {
                 let node = Self::node_at(k);
-                match start.wait() {
+                match result {
                     Ok(()) => {}
                     Err(e)
                         if e.contains("could not bind") || e.contains("Address already in use") =>
