@@ -443,3 +443,81 @@ fn instrumentation_sees_statements_of_the_primary_and_the_replica() {
     assert!(seen.iter().any(|q| q.contains("INSERT")), "{seen:?}");
     pin::unpin_this_thread();
 }
+
+/// A `tracing` writer that keeps everything in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn every_routed_statement_emits_a_tracing_event_with_database_server_and_reason() {
+    let f = Files::new();
+    let cluster = f.cluster();
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        let mut conn = cluster.get("default").unwrap();
+        count(&mut conn, "old");
+        add_user(&mut conn, "ada");
+        count(&mut conn, "ada");
+    });
+    pin::unpin_this_thread();
+    let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let routed: Vec<&str> = log.lines().filter(|l| l.contains("routed statement")).collect();
+    assert_eq!(routed.len(), 3, "{log}");
+    assert!(routed[0].contains("database=default") && routed[0].contains("server=\"default_replica\"")
+        && routed[0].contains("role=\"replica\"") && routed[0].contains("reason=\"replica\""), "{}", routed[0]);
+    assert!(routed[1].contains("role=\"primary\"") && routed[1].contains("reason=\"write\""), "{}", routed[1]);
+    assert!(routed[2].contains("reason=\"recent_write\""), "{}", routed[2]);
+}
+
+#[test]
+fn passwords_appear_in_no_debug_output_error_or_log() {
+    let settings = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://app:hunter2@127.0.0.1:1/app\"\n\
+         [databases.r]\nurl = \"postgres://app:hunter3@127.0.0.1:1/app\"\nprimary = \"default\"",
+    )
+    .unwrap();
+    assert!(!format!("{settings:?}").contains("hunter"));
+    let cluster = Cluster::<diesel::pg::PgConnection>::new(settings).unwrap();
+    let debug = format!("{cluster:?}");
+    assert!(!debug.contains("hunter") && debug.contains("app:***@"), "{debug}");
+
+    // a replica that refuses connections: the warning and the error name no password
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(move || writer.clone())
+        .finish();
+    let err = tracing::subscriber::with_default(subscriber, || {
+        let mut conn = cluster.get("default").unwrap();
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+            .get_result::<i32>(&mut conn)
+            .unwrap_err()
+    });
+    let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert!(log.contains("replica unreachable"), "{log}");
+    assert!(!log.contains("hunter"), "{log}");
+    assert!(!err.to_string().contains("hunter") && !format!("{err:?}").contains("hunter"), "{err}");
+
+    let e = Cluster::<diesel::pg::PgConnection>::new(
+        Settings::from_toml_str("[databases.default]\nurl = \"mysql://app:hunter4@h/db\"").unwrap(),
+    )
+    .unwrap_err();
+    assert!(!e.to_string().contains("hunter4") && !format!("{e:?}").contains("hunter4"), "{e}");
+}
