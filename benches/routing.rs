@@ -23,7 +23,7 @@ use diesel_sharding::routing::bench::CachedClassifier;
 use diesel_sharding::routing::Classifier;
 use diesel_sharding::{pin, Cluster, Settings};
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 
@@ -69,13 +69,19 @@ fn classify(c: &mut Criterion) {
     let sql = diesel::debug_query::<diesel::pg::Pg, _>(&dynamic_query).to_string();
     let sql = sql.split(" -- binds").next().unwrap_or_default().to_owned();
     let classifier = Classifier::new();
-    g.bench_function("lex_only", |b| b.iter(|| classifier.classify(std::hint::black_box(&sql))));
+    g.bench_function("lex_only", |b| {
+        b.iter(|| classifier.classify(std::hint::black_box(&sql)))
+    });
     g.finish();
 }
 
 macro_rules! point_select {
     ($conn:expr, $id:expr) => {
-        items::table.find($id).select(items::name).first::<String>($conn).unwrap()
+        items::table
+            .find($id)
+            .select(items::name)
+            .first::<String>($conn)
+            .unwrap()
     };
 }
 
@@ -86,6 +92,48 @@ macro_rules! insert_one {
             .execute($conn)
             .unwrap()
     };
+}
+
+/// The point-select and insert pairs, for any backend's plain and routed connections.
+macro_rules! pairs {
+    ($c:expr, $group:expr, $plain:ident, $routed:ident) => {{
+        let mut g = $c.benchmark_group($group);
+        let (mut i, mut j) = (0i64, 0i64);
+        interleaved(
+            &mut g,
+            "point_select",
+            || {
+                i = i % ROWS + 1;
+                std::hint::black_box(point_select!(&mut *$plain, i));
+            },
+            || {
+                j = j % ROWS + 1;
+                std::hint::black_box(point_select!(&mut $routed, j));
+            },
+        );
+        if let Some(route) = $routed.last_route() {
+            assert_eq!(
+                route.reason,
+                diesel_sharding::RouteReason::Replica,
+                "measured a replica read"
+            );
+        }
+        let mut n = 0i64;
+        let n2 = std::cell::Cell::new(1_000_000_000i64);
+        interleaved(
+            &mut g,
+            "insert_one",
+            || {
+                n += 1;
+                insert_one!(&mut *$plain, n);
+            },
+            || {
+                n2.set(n2.get() + 1);
+                insert_one!(&mut $routed, n2.get());
+            },
+        );
+        g.finish();
+    }};
 }
 
 /// Times `a` and `b` alternately, one call each in turn, and registers two benchmarks: the
@@ -156,43 +204,16 @@ fn sqlite(c: &mut Criterion) {
     .unwrap();
     let routed = cluster.pool("default").unwrap();
     let mut plain_conn = plain.get().unwrap();
-    plain_conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
+    plain_conn
+        .batch_execute("PRAGMA synchronous = OFF")
+        .unwrap();
     let mut routed_conn = routed.get().unwrap();
-    routed_conn.batch_execute("PRAGMA synchronous = OFF").unwrap();
+    routed_conn
+        .batch_execute("PRAGMA synchronous = OFF")
+        .unwrap();
     pin::unpin_this_thread();
 
-    let mut g = c.benchmark_group("sqlite");
-    let (mut i, mut j) = (0i64, 0i64);
-    interleaved(
-        &mut g,
-        "point_select",
-        || {
-            i = i % ROWS + 1;
-            std::hint::black_box(point_select!(&mut *plain_conn, i));
-        },
-        || {
-            j = j % ROWS + 1;
-            std::hint::black_box(point_select!(&mut routed_conn, j));
-        },
-    );
-    if let Some(route) = routed_conn.last_route() {
-        assert_eq!(route.reason, diesel_sharding::RouteReason::Replica, "measured a replica read");
-    }
-    let mut n = 0i64;
-    let n2 = std::cell::Cell::new(1_000_000_000i64);
-    interleaved(
-        &mut g,
-        "insert_one",
-        || {
-            n += 1;
-            insert_one!(&mut *plain_conn, n);
-        },
-        || {
-            n2.set(n2.get() + 1);
-            insert_one!(&mut routed_conn, n2.get());
-        },
-    );
-    g.finish();
+    pairs!(c, "sqlite", plain_conn, routed_conn);
     pin::unpin_this_thread();
 }
 
@@ -225,38 +246,7 @@ fn postgres(c: &mut Criterion) {
     let mut routed_conn = routed.get().unwrap();
     pin::unpin_this_thread();
 
-    let mut g = c.benchmark_group("postgres");
-    let (mut i, mut j) = (0i64, 0i64);
-    interleaved(
-        &mut g,
-        "point_select",
-        || {
-            i = i % ROWS + 1;
-            std::hint::black_box(point_select!(&mut *plain_conn, i));
-        },
-        || {
-            j = j % ROWS + 1;
-            std::hint::black_box(point_select!(&mut routed_conn, j));
-        },
-    );
-    if let Some(route) = routed_conn.last_route() {
-        assert_eq!(route.reason, diesel_sharding::RouteReason::Replica, "measured a replica read");
-    }
-    let mut n = 0i64;
-    let n2 = std::cell::Cell::new(1_000_000_000i64);
-    interleaved(
-        &mut g,
-        "insert_one",
-        || {
-            n += 1;
-            insert_one!(&mut *plain_conn, n);
-        },
-        || {
-            n2.set(n2.get() + 1);
-            insert_one!(&mut routed_conn, n2.get());
-        },
-    );
-    g.finish();
+    pairs!(c, "postgres", plain_conn, routed_conn);
     drop(routed_conn);
     drop(plain_conn);
     pin::unpin_this_thread();

@@ -82,8 +82,14 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     served(&format!("count users right after the write ({n})"), &conn);
 
     std::thread::sleep(Duration::from_millis(1100));
-    let all: Vec<User> = users::table.select(User::as_select()).order(users::id).load(&mut conn)?;
-    served(&format!("list users after the pin window ({})", all.len()), &conn);
+    let all: Vec<User> = users::table
+        .select(User::as_select())
+        .order(users::id)
+        .load(&mut conn)?;
+    served(
+        &format!("list users after the pin window ({})", all.len()),
+        &conn,
+    );
 
     let ada: User = pin::use_primary(|| {
         users::table
@@ -94,10 +100,16 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     served(&format!("read {} inside use_primary", ada.name), &conn);
 
     let names: Vec<String> = conn.transaction(|c| users::table.select(users::name).load(c))?;
-    served(&format!("read {} names inside a transaction", names.len()), &conn);
+    served(
+        &format!("read {} names inside a transaction", names.len()),
+        &conn,
+    );
 
     let linus: User = diesel::insert_into(users::table)
-        .values(NewUser { name: "Linus", email: "linus@example.com" })
+        .values(NewUser {
+            name: "Linus",
+            email: "linus@example.com",
+        })
         .returning(User::as_returning())
         .get_result(&mut conn)?;
     served(&format!("INSERT ... RETURNING (id {})", linus.id), &conn);
@@ -106,11 +118,17 @@ fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         std::thread::sleep(Duration::from_millis(1100));
         users::table.select(users::id).load(&mut conn)
     })?;
-    served(&format!("a job reads {} ids with a clean pin state", ids.len()), &conn);
+    served(
+        &format!("a job reads {} ids with a clean pin state", ids.len()),
+        &conn,
+    );
 
     let stats = cluster.stats();
     let s = stats.database("default").ok_or("no stats")?;
-    println!("\nstatements on the primary: {}, on replicas: {}", s.primary, s.replica);
+    println!(
+        "\nstatements on the primary: {}, on replicas: {}",
+        s.primary, s.replica
+    );
     for (reason, n) in &s.by_reason {
         println!("  {reason:<14} {n}");
     }

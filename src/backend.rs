@@ -4,12 +4,12 @@
 //! Implemented for `PgConnection` (feature `postgres`) and `SqliteConnection` (feature
 //! `sqlite`). The traits are sealed: the router's correctness depends on each backend's details.
 
+use diesel::backend::Backend;
 use diesel::connection::{AnsiTransactionManager, Connection, DefaultLoadingMode, LoadConnection};
+use diesel::expression::QueryMetadata;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::r2d2::R2D2Connection;
 use diesel::result::QueryResult;
-use diesel::backend::Backend;
-use diesel::expression::QueryMetadata;
 
 mod private {
     #[allow(unreachable_pub)]
@@ -153,9 +153,9 @@ mod pg {
             T: Query + QueryFragment<Pg> + QueryId + 'query,
             Pg: QueryMetadata<T::SqlType>,
         {
-            ReplicaLoad::Done(<PgConnection as LoadConnection<PgRowByRowLoadingMode>>::load(
-                conn, source,
-            ))
+            ReplicaLoad::Done(
+                <PgConnection as LoadConnection<PgRowByRowLoadingMode>>::load(conn, source),
+            )
         }
     }
 }
@@ -227,12 +227,18 @@ mod sqlite {
 
         #[test]
         fn sqlite_replica_urls_are_read_only_uris() {
-            assert_eq!(SqliteConnection::replica_url("/tmp/a.db"), "file:/tmp/a.db?mode=ro");
+            assert_eq!(
+                SqliteConnection::replica_url("/tmp/a.db"),
+                "file:/tmp/a.db?mode=ro"
+            );
             assert_eq!(
                 SqliteConnection::replica_url("file:/tmp/a.db?cache=shared&mode=rwc"),
                 "file:/tmp/a.db?cache=shared&mode=ro"
             );
-            assert_eq!(SqliteConnection::replica_url("sqlite:///tmp/a.db"), "file:/tmp/a.db?mode=ro");
+            assert_eq!(
+                SqliteConnection::replica_url("sqlite:///tmp/a.db"),
+                "file:/tmp/a.db?mode=ro"
+            );
         }
 
         #[test]

@@ -34,7 +34,12 @@ impl Database {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
             url: spec.url.clone(),
-            replicas: ReplicaSet::new(&spec.replicas, spec.read_strategy, replica_retry, replica_url),
+            replicas: ReplicaSet::new(
+                &spec.replicas,
+                spec.read_strategy,
+                replica_retry,
+                replica_url,
+            ),
             classifier,
             pin_window,
             counters: Counters::new(spec.replicas.len()),
@@ -84,6 +89,7 @@ impl Database {
     }
 
     pub(crate) fn stats(&self) -> DatabaseStats {
-        self.counters.snapshot(self.replicas.iter().map(|r| r.name.as_str()))
+        self.counters
+            .snapshot(self.replicas.iter().map(|r| r.name.as_str()))
     }
 }

@@ -78,7 +78,9 @@ pub enum SettingsError {
         url_env: Option<String>,
     },
     /// The environment variable named by `url_env` is set but not valid Unicode.
-    #[error("database `{database}`: environment variable `{var}` (from `url_env`) is not valid unicode")]
+    #[error(
+        "database `{database}`: environment variable `{var}` (from `url_env`) is not valid unicode"
+    )]
     UrlEnvNotUnicode {
         /// The database.
         database: String,
@@ -106,7 +108,9 @@ pub enum SettingsError {
         primary: String,
     },
     /// A replica's `primary` is itself a replica (no cascading in the settings).
-    #[error("database `{database}`: `primary = \"{primary}\"` is itself a replica (of `{its_primary}`)")]
+    #[error(
+        "database `{database}`: `primary = \"{primary}\"` is itself a replica (of `{its_primary}`)"
+    )]
     PrimaryIsReplica {
         /// The replica.
         database: String,
@@ -140,7 +144,8 @@ pub enum SettingsError {
 }
 
 fn hint_suffix(hint: &Option<&'static str>) -> String {
-    hint.map(|h| format!(" (expected one of: {h})")).unwrap_or_default()
+    hint.map(|h| format!(" (expected one of: {h})"))
+        .unwrap_or_default()
 }
 
 fn key_prefix(key: &Option<String>) -> String {
@@ -156,5 +161,8 @@ fn env_suffix(var: &Option<String>) -> String {
 }
 
 fn database_prefix(database: &Option<String>) -> String {
-    database.as_ref().map(|d| format!("database `{d}`: ")).unwrap_or_default()
+    database
+        .as_ref()
+        .map(|d| format!("database `{d}`: "))
+        .unwrap_or_default()
 }

@@ -249,7 +249,10 @@ mod tests {
         clean(|| {
             pin_this_thread();
             use_primary(unpin_this_thread);
-            assert!(this_thread_is_pinned(), "the scope restores the pin it found");
+            assert!(
+                this_thread_is_pinned(),
+                "the scope restores the pin it found"
+            );
         })
     }
 
@@ -298,8 +301,14 @@ mod tests {
             });
             this_thread_is_pinned()
         });
-        assert!(!t1.join().unwrap(), "thread 1 entered unpinned and leaves unpinned");
-        assert!(t2.join().unwrap(), "thread 2 entered pinned and leaves pinned");
+        assert!(
+            !t1.join().unwrap(),
+            "thread 1 entered unpinned and leaves unpinned"
+        );
+        assert!(
+            t2.join().unwrap(),
+            "thread 2 entered pinned and leaves pinned"
+        );
         assert!(!this_thread_is_pinned(), "the test thread was never pinned");
     }
 
@@ -342,8 +351,16 @@ mod tests {
                 pin_this_thread();
                 record_write(4, Instant::now() + Duration::from_secs(60));
             });
-            assert_eq!(status(4), PinStatus::Free, "the job's write window ended with it");
-            assert_eq!(status(3), PinStatus::RecentWrite, "the state from before is back");
+            assert_eq!(
+                status(4),
+                PinStatus::Free,
+                "the job's write window ended with it"
+            );
+            assert_eq!(
+                status(3),
+                PinStatus::RecentWrite,
+                "the state from before is back"
+            );
             run_job(|| assert!(!this_thread_is_pinned(), "the next job starts clean"));
         })
     }

@@ -33,7 +33,10 @@ impl Counters {
         self.replica_failures.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub(crate) fn snapshot<'a>(&self, replica_names: impl Iterator<Item = &'a str>) -> DatabaseStats {
+    pub(crate) fn snapshot<'a>(
+        &self,
+        replica_names: impl Iterator<Item = &'a str>,
+    ) -> DatabaseStats {
         let by_reason: BTreeMap<RouteReason, u64> = RouteReason::ALL
             .iter()
             .map(|r| (*r, self.by_reason[r.index()].load(Ordering::Relaxed)))

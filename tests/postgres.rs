@@ -86,13 +86,20 @@ fn setup(extra_settings: &str) -> Setup {
 
 fn add_user(conn: &mut diesel_sharding::PooledConnection<PgConnection>, name: &str) {
     diesel::insert_into(users::table)
-        .values((users::name.eq(name), users::email.eq(format!("{name}@example.com"))))
+        .values((
+            users::name.eq(name),
+            users::email.eq(format!("{name}@example.com")),
+        ))
         .execute(conn)
         .unwrap();
 }
 
 fn count_named(conn: &mut diesel_sharding::PooledConnection<PgConnection>, name: &str) -> i64 {
-    users::table.filter(users::name.eq(name)).count().get_result(conn).unwrap()
+    users::table
+        .filter(users::name.eq(name))
+        .count()
+        .get_result(conn)
+        .unwrap()
 }
 
 /// The `count_named` query as pg_stat_statements stores it.
@@ -131,7 +138,10 @@ fn another_thread_reads_the_paused_replica_and_sees_the_old_state() {
     })
     .join()
     .unwrap();
-    assert_eq!(n, 0, "stale: pin mode protects only the writing thread (documented limit)");
+    assert_eq!(
+        n, 0,
+        "stale: pin mode protects only the writing thread (documented limit)"
+    );
     assert_eq!(s.calls(REPLICA, COUNT_NAMED), 1, "ran on the replica");
     assert_eq!(s.calls(Node::Primary, COUNT_NAMED), 0);
     pin::unpin_this_thread();
@@ -146,7 +156,11 @@ fn after_the_pin_window_the_writer_reads_from_the_replica() {
     add_user(&mut conn, "ada");
     assert_eq!(count_named(&mut conn, "ada"), 1);
     std::thread::sleep(Duration::from_millis(1100));
-    assert_eq!(count_named(&mut conn, "ada"), 0, "the paused replica answered");
+    assert_eq!(
+        count_named(&mut conn, "ada"),
+        0,
+        "the paused replica answered"
+    );
     assert_eq!(s.calls(Node::Primary, COUNT_NAMED), 1);
     assert_eq!(s.calls(REPLICA, COUNT_NAMED), 1);
     s.pg.resume_replay(0);
@@ -161,13 +175,21 @@ fn writes_locking_reads_write_functions_transactions_and_save_changes_run_on_the
     let mut conn = s.cluster.get("default").unwrap();
 
     let mut user: User = diesel::insert_into(users::table)
-        .values((users::name.eq("ada"), users::email.eq("ada@example.com"), users::mood.eq(Mood::Happy)))
+        .values((
+            users::name.eq("ada"),
+            users::email.eq("ada@example.com"),
+            users::mood.eq(Mood::Happy),
+        ))
         .returning(User::as_returning())
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(conn.last_route().unwrap().reason, RouteReason::Write);
 
-    let locked: Vec<i64> = users::table.select(users::id).for_update().load(&mut conn).unwrap();
+    let locked: Vec<i64> = users::table
+        .select(users::id)
+        .for_update()
+        .load(&mut conn)
+        .unwrap();
     assert_eq!(locked, vec![user.id]);
     assert_eq!(conn.last_route().unwrap().reason, RouteReason::Locking);
 
@@ -175,12 +197,20 @@ fn writes_locking_reads_write_functions_transactions_and_save_changes_run_on_the
         .get_result(&mut conn)
         .unwrap();
     assert_eq!(ticket, 1);
-    assert_eq!(conn.last_route().unwrap().reason, RouteReason::WriteFunction);
+    assert_eq!(
+        conn.last_route().unwrap().reason,
+        RouteReason::WriteFunction
+    );
 
     let in_tx: i64 = conn
         .transaction::<_, diesel::result::Error, _>(|c| {
-            diesel::update(users::table).set(users::mood.eq(Mood::Sad)).execute(c)?;
-            users::table.filter(users::mood.eq(Mood::Sad)).count().get_result(c)
+            diesel::update(users::table)
+                .set(users::mood.eq(Mood::Sad))
+                .execute(c)?;
+            users::table
+                .filter(users::mood.eq(Mood::Sad))
+                .count()
+                .get_result(c)
         })
         .unwrap();
     assert_eq!(in_tx, 1, "the transaction read its own uncommitted write");
@@ -193,11 +223,21 @@ fn writes_locking_reads_write_functions_transactions_and_save_changes_run_on_the
         ("INSERT ... RETURNING", "INSERT INTO \"users\"%RETURNING%"),
         ("FOR UPDATE", "%FOR UPDATE%"),
         ("nextval", "%nextval%"),
-        ("the transaction's read", "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"mood\" = $1)"),
+        (
+            "the transaction's read",
+            "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"mood\" = $1)",
+        ),
         ("save_changes", "UPDATE \"users\" SET \"name\"%RETURNING%"),
     ] {
-        assert!(s.calls(Node::Primary, pattern) >= 1, "{what} ran on the primary");
-        assert_eq!(s.calls(REPLICA, pattern), 0, "{what} did not run on the replica");
+        assert!(
+            s.calls(Node::Primary, pattern) >= 1,
+            "{what} ran on the primary"
+        );
+        assert_eq!(
+            s.calls(REPLICA, pattern),
+            0,
+            "{what} did not run on the replica"
+        );
     }
     assert!(s.calls(Node::Primary, "BEGIN") >= 1 && s.calls(REPLICA, "BEGIN") == 0);
 }
@@ -219,7 +259,10 @@ fn migrations_through_a_routed_connection_run_on_the_primary_only() {
     assert_eq!(conn.run_pending_migrations(MIGRATIONS).unwrap().len(), 1);
     assert!(!conn.has_pending_migration(MIGRATIONS).unwrap());
     assert!(pg.statement_calls(Node::Primary, "%__diesel_schema_migrations%") >= 3);
-    assert_eq!(pg.statement_calls(Node::Replica(0), "%__diesel_schema_migrations%"), 0);
+    assert_eq!(
+        pg.statement_calls(Node::Replica(0), "%__diesel_schema_migrations%"),
+        0
+    );
     assert_eq!(pg.statement_calls(Node::Replica(0), "%CREATE%"), 0);
     pg.resume_replay(0);
 }
@@ -229,7 +272,11 @@ fn an_enum_and_timestamps_round_trip_and_read_back_from_the_replica() {
     let s = setup("[pinning]\nseconds = 0");
     let mut conn = s.cluster.get("default").unwrap();
     let written: User = diesel::insert_into(users::table)
-        .values((users::name.eq("grace"), users::email.eq("grace@example.com"), users::mood.eq(Mood::Curious)))
+        .values((
+            users::name.eq("grace"),
+            users::email.eq("grace@example.com"),
+            users::mood.eq(Mood::Curious),
+        ))
         .returning(User::as_returning())
         .get_result(&mut conn)
         .unwrap();
@@ -241,7 +288,10 @@ fn an_enum_and_timestamps_round_trip_and_read_back_from_the_replica() {
         .unwrap();
     assert_eq!(read, written);
     assert_eq!(conn.last_route().unwrap().reason, RouteReason::Replica);
-    assert_eq!(s.calls(REPLICA, "SELECT \"users\".\"id\"%\"users\".\"mood\" = $1%"), 1);
+    assert_eq!(
+        s.calls(REPLICA, "SELECT \"users\".\"id\"%\"users\".\"mood\" = $1%"),
+        1
+    );
     assert!((Utc::now() - read.created_at).num_seconds() < 60);
 }
 
@@ -250,7 +300,11 @@ fn a_killed_replica_does_not_fail_reads_and_is_used_again_after_it_recovers() {
     let s = setup("[pinning]\nseconds = 0\n[routing]\nreplica_retry = \"300ms\"");
     let mut conn = s.cluster.get("default").unwrap();
     assert_eq!(count_named(&mut conn, "x"), 0);
-    assert_eq!(s.calls(REPLICA, COUNT_NAMED), 1, "the replica connection is open");
+    assert_eq!(
+        s.calls(REPLICA, COUNT_NAMED),
+        1,
+        "the replica connection is open"
+    );
     s.pg.kill_replica(0);
     // the open replica connection is dead: the same read is retried on the primary
     assert_eq!(count_named(&mut conn, "x"), 0);
@@ -266,7 +320,11 @@ fn a_killed_replica_does_not_fail_reads_and_is_used_again_after_it_recovers() {
     std::thread::sleep(Duration::from_millis(350));
     assert_eq!(count_named(&mut conn, "x"), 0);
     assert_eq!(conn.last_route().unwrap().reason, RouteReason::Replica);
-    assert_eq!(s.calls(REPLICA, COUNT_NAMED), before + 1, "the restarted replica ran it");
+    assert_eq!(
+        s.calls(REPLICA, COUNT_NAMED),
+        before + 1,
+        "the restarted replica ran it"
+    );
 }
 
 #[test]
@@ -274,12 +332,16 @@ fn a_replica_connection_is_read_only() {
     let s = setup("");
     let mut conn = s.cluster.get("default").unwrap();
     let replica = conn.replica().unwrap();
-    let in_recovery: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>("pg_is_in_recovery()"))
-        .get_result(replica)
-        .unwrap();
+    let in_recovery: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(
+        "pg_is_in_recovery()",
+    ))
+    .get_result(replica)
+    .unwrap();
     assert!(in_recovery, "the escape hatch reaches the standby");
-    let ro: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>("current_setting('default_transaction_read_only')"))
-        .get_result(replica)
-        .unwrap();
+    let ro: String = diesel::select(diesel::dsl::sql::<diesel::sql_types::Text>(
+        "current_setting('default_transaction_read_only')",
+    ))
+    .get_result(replica)
+    .unwrap();
     assert_eq!(ro, "on");
 }

@@ -52,7 +52,11 @@ impl Files {
         )
         .unwrap();
         drop(conn);
-        let files = Files { _dir: dir, primary, replica };
+        let files = Files {
+            _dir: dir,
+            primary,
+            replica,
+        };
         files.replicate();
         files
     }
@@ -78,13 +82,20 @@ impl Files {
 
 fn add_user(conn: &mut diesel_sharding::PooledConnection<SqliteConnection>, name: &str) {
     diesel::insert_into(users::table)
-        .values((users::name.eq(name), users::email.eq(format!("{name}@example.com"))))
+        .values((
+            users::name.eq(name),
+            users::email.eq(format!("{name}@example.com")),
+        ))
         .execute(conn)
         .unwrap();
 }
 
 fn count(conn: &mut diesel_sharding::PooledConnection<SqliteConnection>, name: &str) -> i64 {
-    users::table.filter(users::name.eq(name)).count().get_result(conn).unwrap()
+    users::table
+        .filter(users::name.eq(name))
+        .count()
+        .get_result(conn)
+        .unwrap()
 }
 
 fn reason(conn: &diesel_sharding::PooledConnection<SqliteConnection>) -> RouteReason {
@@ -132,7 +143,11 @@ fn another_thread_reads_the_replica_the_documented_limit_of_pin_mode() {
     })
     .join()
     .unwrap();
-    assert_eq!(seen, (0, RouteReason::Replica), "stale: pin mode pins only the writer");
+    assert_eq!(
+        seen,
+        (0, RouteReason::Replica),
+        "stale: pin mode pins only the writer"
+    );
     pin::unpin_this_thread();
 }
 
@@ -207,8 +222,16 @@ fn reads_inside_a_transaction_see_uncommitted_rows_on_the_primary() {
         })
         .unwrap();
     assert_eq!(n, 1);
-    assert_eq!(count(&mut conn, "ada"), 0, "after commit, reads go back to the replica");
-    assert_eq!(pin::use_primary(|| count(&mut conn, "ada")), 1, "the transaction committed");
+    assert_eq!(
+        count(&mut conn, "ada"),
+        0,
+        "after commit, reads go back to the replica"
+    );
+    assert_eq!(
+        pin::use_primary(|| count(&mut conn, "ada")),
+        1,
+        "the transaction committed"
+    );
 }
 
 #[test]
@@ -236,7 +259,9 @@ fn last_insert_rowid_runs_on_the_primary() {
     let cluster = Cluster::<SqliteConnection>::new(f.settings("[pinning]\nseconds = 0")).unwrap();
     let mut conn = cluster.get("default").unwrap();
     add_user(&mut conn, "ada");
-    let id: i64 = diesel::select(last_insert_rowid()).get_result(&mut conn).unwrap();
+    let id: i64 = diesel::select(last_insert_rowid())
+        .get_result(&mut conn)
+        .unwrap();
     assert_eq!(reason(&conn), RouteReason::WriteFunction);
     assert_eq!(id, 2, "the primary's session answered");
 }
@@ -244,8 +269,10 @@ fn last_insert_rowid_runs_on_the_primary() {
 #[test]
 fn configured_write_functions_run_on_the_primary() {
     let f = Files::new();
-    let cluster =
-        Cluster::<SqliteConnection>::new(f.settings("[pinning]\nseconds = 0\n[routing]\nwrite_functions = [\"ABS\"]")).unwrap();
+    let cluster = Cluster::<SqliteConnection>::new(
+        f.settings("[pinning]\nseconds = 0\n[routing]\nwrite_functions = [\"ABS\"]"),
+    )
+    .unwrap();
     let mut conn = cluster.get("default").unwrap();
     let _: Vec<i32> = diesel::sql_query("SELECT abs(-1) AS v")
         .load::<AbsRow>(&mut conn)
@@ -254,7 +281,9 @@ fn configured_write_functions_run_on_the_primary() {
         .map(|r| r.v)
         .collect();
     assert_eq!(reason(&conn), RouteReason::WriteFunction);
-    let _ = diesel::sql_query("SELECT length('x') AS v").load::<AbsRow>(&mut conn).unwrap();
+    let _ = diesel::sql_query("SELECT length('x') AS v")
+        .load::<AbsRow>(&mut conn)
+        .unwrap();
     assert_eq!(reason(&conn), RouteReason::Replica);
 }
 
@@ -269,14 +298,23 @@ fn raw_sql_is_routed_by_what_it_does() {
     let f = Files::new();
     let cluster = Cluster::<SqliteConnection>::new(f.settings("[pinning]\nseconds = 0")).unwrap();
     let mut conn = cluster.get("default").unwrap();
-    let _ = diesel::sql_query("SELECT id AS v FROM users").load::<AbsRow>(&mut conn).unwrap();
-    assert_eq!(reason(&conn), RouteReason::Replica);
-    let rows = diesel::sql_query("INSERT INTO users (name, email) VALUES ('x', 'x@e') RETURNING id AS v")
+    let _ = diesel::sql_query("SELECT id AS v FROM users")
         .load::<AbsRow>(&mut conn)
         .unwrap();
-    assert_eq!(rows.len(), 1, "a write through load ran on the writable primary");
+    assert_eq!(reason(&conn), RouteReason::Replica);
+    let rows =
+        diesel::sql_query("INSERT INTO users (name, email) VALUES ('x', 'x@e') RETURNING id AS v")
+            .load::<AbsRow>(&mut conn)
+            .unwrap();
+    assert_eq!(
+        rows.len(),
+        1,
+        "a write through load ran on the writable primary"
+    );
     assert_eq!(reason(&conn), RouteReason::Write);
-    diesel::sql_query("UPDATE users SET name = 'y' WHERE name = 'x'").execute(&mut conn).unwrap();
+    diesel::sql_query("UPDATE users SET name = 'y' WHERE name = 'x'")
+        .execute(&mut conn)
+        .unwrap();
     assert_eq!(reason(&conn), RouteReason::Write);
 }
 
@@ -297,12 +335,18 @@ fn migrations_run_entirely_on_the_primary() {
     let mut conn = cluster.get("default").unwrap();
     let applied = conn.run_pending_migrations(MIGRATIONS).unwrap();
     assert_eq!(applied.len(), 1);
-    assert!(!conn.has_pending_migration(MIGRATIONS).unwrap(), "read on the primary");
+    assert!(
+        !conn.has_pending_migration(MIGRATIONS).unwrap(),
+        "read on the primary"
+    );
     assert_eq!(conn.applied_migrations().unwrap().len(), 1);
     drop(conn);
     // a new checkout reads from the replica again: the replica has no tables at all
     let mut conn = cluster.get("default").unwrap();
-    let err = users::table.count().get_result::<i64>(&mut conn).unwrap_err();
+    let err = users::table
+        .count()
+        .get_result::<i64>(&mut conn)
+        .unwrap_err();
     assert!(err.to_string().contains("no such table"), "{err}");
     assert_eq!(reason(&conn), RouteReason::Replica);
 }
@@ -316,7 +360,12 @@ fn a_replica_handle_is_read_only_so_a_misrouted_write_fails_loudly() {
     let err = replica
         .batch_execute("INSERT INTO users (name, email) VALUES ('z', 'z@e')")
         .unwrap_err();
-    assert!(err.to_string().contains("readonly") || err.to_string().contains("read-only") || err.to_string().contains("query_only"), "{err}");
+    assert!(
+        err.to_string().contains("readonly")
+            || err.to_string().contains("read-only")
+            || err.to_string().contains("query_only"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -339,8 +388,10 @@ fn an_unreachable_replica_sends_reads_to_the_primary_without_an_error() {
     let dir = tempfile::tempdir().unwrap();
     let primary = dir.path().join("p.sqlite");
     let mut c = SqliteConnection::establish(primary.to_str().unwrap()).unwrap();
-    c.batch_execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)")
-        .unwrap();
+    c.batch_execute(
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT NOT NULL, email TEXT NOT NULL)",
+    )
+    .unwrap();
     let settings = Settings::from_toml_str(&format!(
         "[routing]\nreplica_retry = \"200ms\"\n[databases.default]\nurl = \"{}\"\n[databases.r]\nurl = \"{}/missing/r.sqlite\"\nprimary = \"default\"",
         primary.display(),
@@ -350,16 +401,33 @@ fn an_unreachable_replica_sends_reads_to_the_primary_without_an_error() {
     let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
     let mut conn = cluster.get("default").unwrap();
     for _ in 0..3 {
-        assert_eq!(users::table.count().get_result::<i64>(&mut conn).unwrap(), 0);
+        assert_eq!(
+            users::table.count().get_result::<i64>(&mut conn).unwrap(),
+            0
+        );
         assert_eq!(reason(&conn), RouteReason::Fallback);
     }
     let stats = cluster.stats();
     let s = stats.database("default").unwrap();
     assert_eq!(s.reason(RouteReason::Fallback), 3);
-    assert_eq!(s.replica_failures, 1, "skipped during the backoff, not retried each time");
+    assert_eq!(
+        s.replica_failures, 1,
+        "skipped during the backoff, not retried each time"
+    );
     std::thread::sleep(Duration::from_millis(250));
-    assert_eq!(users::table.count().get_result::<i64>(&mut conn).unwrap(), 0);
-    assert_eq!(cluster.stats().database("default").unwrap().replica_failures, 2, "retried after it");
+    assert_eq!(
+        users::table.count().get_result::<i64>(&mut conn).unwrap(),
+        0
+    );
+    assert_eq!(
+        cluster
+            .stats()
+            .database("default")
+            .unwrap()
+            .replica_failures,
+        2,
+        "retried after it"
+    );
 }
 
 #[test]
@@ -388,7 +456,10 @@ fn pools_exist_only_for_primaries_and_errors_name_the_database() {
     let cluster = f.cluster();
     match cluster.pool("default_replica") {
         Err(Error::NotAPrimary { name, primary }) => {
-            assert_eq!((name.as_str(), primary.as_str()), ("default_replica", "default"))
+            assert_eq!(
+                (name.as_str(), primary.as_str()),
+                ("default_replica", "default")
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -477,12 +548,29 @@ fn every_routed_statement_emits_a_tracing_event_with_database_server_and_reason(
     });
     pin::unpin_this_thread();
     let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    let routed: Vec<&str> = log.lines().filter(|l| l.contains("routed statement")).collect();
+    let routed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("routed statement"))
+        .collect();
     assert_eq!(routed.len(), 3, "{log}");
-    assert!(routed[0].contains("database=default") && routed[0].contains("server=\"default_replica\"")
-        && routed[0].contains("role=\"replica\"") && routed[0].contains("reason=\"replica\""), "{}", routed[0]);
-    assert!(routed[1].contains("role=\"primary\"") && routed[1].contains("reason=\"write\""), "{}", routed[1]);
-    assert!(routed[2].contains("reason=\"recent_write\""), "{}", routed[2]);
+    assert!(
+        routed[0].contains("database=default")
+            && routed[0].contains("server=\"default_replica\"")
+            && routed[0].contains("role=\"replica\"")
+            && routed[0].contains("reason=\"replica\""),
+        "{}",
+        routed[0]
+    );
+    assert!(
+        routed[1].contains("role=\"primary\"") && routed[1].contains("reason=\"write\""),
+        "{}",
+        routed[1]
+    );
+    assert!(
+        routed[2].contains("reason=\"recent_write\""),
+        "{}",
+        routed[2]
+    );
 }
 
 #[test]
@@ -495,7 +583,10 @@ fn passwords_appear_in_no_debug_output_error_or_log() {
     assert!(!format!("{settings:?}").contains("hunter"));
     let cluster = Cluster::<diesel::pg::PgConnection>::new(settings).unwrap();
     let debug = format!("{cluster:?}");
-    assert!(!debug.contains("hunter") && debug.contains("app:***@"), "{debug}");
+    assert!(
+        !debug.contains("hunter") && debug.contains("app:***@"),
+        "{debug}"
+    );
 
     // a replica that refuses connections: the warning and the error name no password
     let out = Captured::default();
@@ -513,11 +604,17 @@ fn passwords_appear_in_no_debug_output_error_or_log() {
     let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
     assert!(log.contains("replica unreachable"), "{log}");
     assert!(!log.contains("hunter"), "{log}");
-    assert!(!err.to_string().contains("hunter") && !format!("{err:?}").contains("hunter"), "{err}");
+    assert!(
+        !err.to_string().contains("hunter") && !format!("{err:?}").contains("hunter"),
+        "{err}"
+    );
 
     let e = Cluster::<diesel::pg::PgConnection>::new(
         Settings::from_toml_str("[databases.default]\nurl = \"mysql://app:hunter4@h/db\"").unwrap(),
     )
     .unwrap_err();
-    assert!(!e.to_string().contains("hunter4") && !format!("{e:?}").contains("hunter4"), "{e}");
+    assert!(
+        !e.to_string().contains("hunter4") && !format!("{e:?}").contains("hunter4"),
+        "{e}"
+    );
 }

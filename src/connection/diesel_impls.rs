@@ -42,14 +42,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     where
         T: QueryFragment<Self::Backend> + QueryId,
     {
-        self.drop_dead_replica();
-        let in_tx = self.in_transaction();
-        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)?;
-        let result = primary.execute_returning_count(source);
-        let reason = if in_tx { RouteReason::Transaction } else { RouteReason::Write };
-        self.on_primary(reason, result.is_ok());
-        result
+        self.write_on_primary(|p| p.execute_returning_count(source))
     }
 
     fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
@@ -70,14 +63,22 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
         self.instrumentation.set(instrumentation);
         let shared = self.instrumentation.clone();
-        for conn in self.primary.iter_mut().chain(self.replicas.iter_mut().flatten()) {
+        for conn in self
+            .primary
+            .iter_mut()
+            .chain(self.replicas.iter_mut().flatten())
+        {
             shared.install(conn);
         }
     }
 
     fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
         self.cache_size = Some(size);
-        for conn in self.primary.iter_mut().chain(self.replicas.iter_mut().flatten()) {
+        for conn in self
+            .primary
+            .iter_mut()
+            .chain(self.replicas.iter_mut().flatten())
+        {
             conn.set_prepared_statement_cache_size(size);
         }
     }
@@ -142,8 +143,13 @@ where
             },
         };
         let writes = kind_writes(kind);
-        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)?;
+        let primary = open_primary(
+            &mut self.primary,
+            &self.db,
+            &self.instrumentation,
+            self.cache_size,
+        )
+        .map_err(connection_error)?;
         let result = primary.load(source);
         // Bookkeeping through fields only: the cursor borrows the primary.
         self.db.routed(reason, None);
@@ -203,11 +209,7 @@ where
     /// primary: the harness reads that table right after, and a replica may not have it yet.
     fn setup(&mut self) -> QueryResult<usize> {
         self.session_on_primary = true;
-        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)?;
-        let result = primary.setup();
-        self.on_primary(RouteReason::Session, true);
-        result
+        self.write_on_primary(|p| p.setup())
     }
 }
 
@@ -217,13 +219,7 @@ where
 {
     /// `save_changes`: the update and the read back both run on the primary.
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
-        let in_tx = self.in_transaction();
-        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)?;
-        let result = primary.update_and_fetch(changeset);
-        let reason = if in_tx { RouteReason::Transaction } else { RouteReason::Write };
-        self.on_primary(reason, result.is_ok());
-        result
+        self.write_on_primary(|p| p.update_and_fetch(changeset))
     }
 }
 

@@ -45,6 +45,8 @@ impl Instrumentation for SharedInstrumentation {
 
 impl std::fmt::Debug for SharedInstrumentation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SharedInstrumentation").field("set", &self.set).finish()
+        f.debug_struct("SharedInstrumentation")
+            .field("set", &self.set)
+            .finish()
     }
 }

@@ -9,9 +9,7 @@ mod instrumentation;
 
 use std::sync::Arc;
 
-use diesel::connection::{
-    AnsiTransactionManager, CacheSize, SimpleConnection, TransactionManager,
-};
+use diesel::connection::{AnsiTransactionManager, CacheSize, SimpleConnection, TransactionManager};
 use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
 
 use self::instrumentation::SharedInstrumentation;
@@ -98,8 +96,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the primary for the pin window afterwards.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
         self.db.wrote();
-        open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)
+        self.open_primary()
     }
 
     /// The physical connection of the replica this connection reads from, opened if needed;
@@ -113,8 +110,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                     "replica connection vanished".into(),
                 ))),
             },
-            None => open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-                .map_err(connection_error),
+            None => self.open_primary(),
         }
     }
 
@@ -161,12 +157,40 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
         match self.primary.as_mut() {
             None => false,
-            Some(p) => !matches!(
+            Some(p) => {
+                !matches!(
                 <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(p)
                     .transaction_depth(),
                 Ok(None)
-            ),
+            )
+            }
         }
+    }
+
+    /// Runs a writing statement on the physical primary, then does the bookkeeping: the
+    /// reason (`transaction` inside one, else `write`) and, if it succeeded, the write.
+    fn write_on_primary<R>(&mut self, f: impl FnOnce(&mut C) -> QueryResult<R>) -> QueryResult<R> {
+        self.drop_dead_replica();
+        let primary = self.open_primary()?;
+        let result = f(primary);
+        let reason = if self.in_transaction() {
+            RouteReason::Transaction
+        } else {
+            RouteReason::Write
+        };
+        self.on_primary(reason, result.is_ok());
+        result
+    }
+
+    /// The physical primary, opened if needed.
+    fn open_primary(&mut self) -> QueryResult<&mut C> {
+        open_primary(
+            &mut self.primary,
+            &self.db,
+            &self.instrumentation,
+            self.cache_size,
+        )
+        .map_err(connection_error)
     }
 
     /// A statement ran on the primary for `reason`; if it wrote, remember it.
@@ -212,7 +236,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                     Err(e) => {
                         self.db.replicas.mark_down(i);
                         self.db.counters.replica_failed();
-                        let name = self.db.replicas.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+                        let name = self
+                            .db
+                            .replicas
+                            .get(i)
+                            .map(|r| r.name.as_str())
+                            .unwrap_or("?");
                         tracing::warn!(
                             target: "diesel_sharding::route",
                             database = %self.db.name,
@@ -276,7 +305,9 @@ enum TxControl {
 }
 
 fn transaction_control(sql: &str) -> Option<TxControl> {
-    let mut words = sql.split(|c: char| c.is_whitespace() || c == ';').filter(|w| !w.is_empty());
+    let mut words = sql
+        .split(|c: char| c.is_whitespace() || c == ';')
+        .filter(|w| !w.is_empty());
     let first = words.next()?;
     let is = |w: &str| first.eq_ignore_ascii_case(w);
     if is("BEGIN") || is("START") {
@@ -320,7 +351,9 @@ fn open_primary<'a, C: RoutedBackend>(
     }
     match slot.as_mut() {
         Some(c) => Ok(c),
-        None => Err(ConnectionError::BadConnection("primary connection vanished".into())),
+        None => Err(ConnectionError::BadConnection(
+            "primary connection vanished".into(),
+        )),
     }
 }
 
@@ -334,7 +367,8 @@ fn open_replica<C: RoutedBackend>(
         .replicas
         .get(index)
         .ok_or_else(|| ConnectionError::BadConnection("no such replica".into()))?;
-    let mut conn = C::establish(replica.url.expose()).map_err(|e| redact_connection_error(e, db))?;
+    let mut conn =
+        C::establish(replica.url.expose()).map_err(|e| redact_connection_error(e, db))?;
     C::prepare_replica(&mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
     instrumentation.install(&mut conn);
     if let Some(size) = cache_size {
@@ -358,7 +392,10 @@ impl<C: RoutedBackend> std::fmt::Debug for RoutedConnection<C> {
         f.debug_struct("RoutedConnection")
             .field("database", &self.db.name)
             .field("primary_open", &self.primary.is_some())
-            .field("replicas_open", &self.replicas.iter().filter(|r| r.is_some()).count())
+            .field(
+                "replicas_open",
+                &self.replicas.iter().filter(|r| r.is_some()).count(),
+            )
             .field("session_on_primary", &self.session_on_primary)
             .finish_non_exhaustive()
     }
@@ -368,11 +405,13 @@ impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
     /// Always the primary.
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         self.drop_dead_replica();
-        let primary = open_primary(&mut self.primary, &self.db, &self.instrumentation, self.cache_size)
-            .map_err(connection_error)?;
-        primary.batch_execute(query)?;
+        self.open_primary()?.batch_execute(query)?;
         let writes = self.note_batch(query);
-        let reason = if self.in_transaction() { RouteReason::Transaction } else { RouteReason::Write };
+        let reason = if self.in_transaction() {
+            RouteReason::Transaction
+        } else {
+            RouteReason::Write
+        };
         self.on_primary(reason, writes);
         Ok(())
     }
@@ -385,16 +424,28 @@ mod tests {
     #[test]
     fn recognises_the_transaction_manager_statements() {
         assert_eq!(transaction_control("BEGIN"), Some(TxControl::Begin));
-        assert_eq!(transaction_control("begin read only"), Some(TxControl::Begin));
-        assert_eq!(transaction_control("START TRANSACTION"), Some(TxControl::Begin));
-        assert_eq!(transaction_control("BEGIN IMMEDIATE"), Some(TxControl::Begin));
+        assert_eq!(
+            transaction_control("begin read only"),
+            Some(TxControl::Begin)
+        );
+        assert_eq!(
+            transaction_control("START TRANSACTION"),
+            Some(TxControl::Begin)
+        );
+        assert_eq!(
+            transaction_control("BEGIN IMMEDIATE"),
+            Some(TxControl::Begin)
+        );
         assert_eq!(transaction_control("COMMIT"), Some(TxControl::Commit));
         assert_eq!(transaction_control("ROLLBACK"), Some(TxControl::Rollback));
         assert_eq!(
             transaction_control("ROLLBACK TO SAVEPOINT diesel_savepoint_1"),
             Some(TxControl::Savepoint)
         );
-        assert_eq!(transaction_control("SAVEPOINT diesel_savepoint_1"), Some(TxControl::Savepoint));
+        assert_eq!(
+            transaction_control("SAVEPOINT diesel_savepoint_1"),
+            Some(TxControl::Savepoint)
+        );
         assert_eq!(
             transaction_control("RELEASE SAVEPOINT diesel_savepoint_1"),
             Some(TxControl::Savepoint)

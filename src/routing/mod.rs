@@ -20,8 +20,8 @@ mod strategy;
 
 use std::fmt;
 
-pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
 pub(crate) use self::cache::KindCache;
+pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
 pub(crate) use self::strategy::ReplicaSet;
 
 use crate::pin::PinStatus;
@@ -200,12 +200,18 @@ mod tests {
 
     #[test]
     fn writes_go_to_the_primary() {
-        assert_eq!(decide(facts(StatementKind::Write)), Decision::Primary(RouteReason::Write));
+        assert_eq!(
+            decide(facts(StatementKind::Write)),
+            Decision::Primary(RouteReason::Write)
+        );
     }
 
     #[test]
     fn locking_reads_go_to_the_primary() {
-        assert_eq!(decide(facts(StatementKind::Locking)), Decision::Primary(RouteReason::Locking));
+        assert_eq!(
+            decide(facts(StatementKind::Locking)),
+            Decision::Primary(RouteReason::Locking)
+        );
     }
 
     #[test]
@@ -226,35 +232,57 @@ mod tests {
 
     #[test]
     fn everything_inside_a_transaction_goes_to_the_primary() {
-        let f = Facts { in_transaction: true, ..facts(StatementKind::Read) };
+        let f = Facts {
+            in_transaction: true,
+            ..facts(StatementKind::Read)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Transaction));
-        let f = Facts { in_transaction: true, pin: PinStatus::Explicit, ..facts(StatementKind::Write) };
+        let f = Facts {
+            in_transaction: true,
+            pin: PinStatus::Explicit,
+            ..facts(StatementKind::Write)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Transaction));
     }
 
     #[test]
     fn a_session_stuck_to_the_primary_reads_from_it() {
-        let f = Facts { session_on_primary: true, ..facts(StatementKind::Read) };
+        let f = Facts {
+            session_on_primary: true,
+            ..facts(StatementKind::Read)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Session));
     }
 
     #[test]
     fn a_database_without_replicas_reads_from_the_primary() {
-        let f = Facts { has_replicas: false, ..facts(StatementKind::Read) };
+        let f = Facts {
+            has_replicas: false,
+            ..facts(StatementKind::Read)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::PrimaryOnly));
     }
 
     #[test]
     fn a_pinned_thread_reads_from_the_primary() {
-        let f = Facts { pin: PinStatus::Explicit, ..facts(StatementKind::Read) };
+        let f = Facts {
+            pin: PinStatus::Explicit,
+            ..facts(StatementKind::Read)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Pinned));
-        let f = Facts { pin: PinStatus::RecentWrite, ..facts(StatementKind::Read) };
+        let f = Facts {
+            pin: PinStatus::RecentWrite,
+            ..facts(StatementKind::Read)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::RecentWrite));
     }
 
     #[test]
     fn a_write_is_reported_as_a_write_even_when_pinned() {
-        let f = Facts { pin: PinStatus::Explicit, ..facts(StatementKind::Write) };
+        let f = Facts {
+            pin: PinStatus::Explicit,
+            ..facts(StatementKind::Write)
+        };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Write));
     }
 

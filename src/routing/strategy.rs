@@ -117,7 +117,11 @@ impl ReplicaSet {
     }
 
     /// The strategy itself, over any notion of "usable".
-    pub(crate) fn pick_among(&self, usable: impl Fn(usize) -> bool, rng: &mut impl Rng) -> Option<usize> {
+    pub(crate) fn pick_among(
+        &self,
+        usable: impl Fn(usize) -> bool,
+        rng: &mut impl Rng,
+    ) -> Option<usize> {
         let n = self.replicas.len();
         if n == 0 {
             return None;
@@ -174,7 +178,9 @@ mod tests {
                 weight: *w,
             })
             .collect();
-        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), |u| u.to_owned())
+        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), |u| {
+            u.to_owned()
+        })
     }
 
     fn counts(s: &ReplicaSet, picks: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
@@ -192,7 +198,9 @@ mod tests {
     fn round_robin_visits_replicas_in_turn() {
         let s = set(ReadStrategy::RoundRobin, &[1, 1, 1]);
         let mut rng = StdRng::seed_from_u64(1);
-        let picks: Vec<usize> = (0..6).map(|_| s.pick_among(|_| true, &mut rng).unwrap()).collect();
+        let picks: Vec<usize> = (0..6)
+            .map(|_| s.pick_among(|_| true, &mut rng).unwrap())
+            .collect();
         for w in picks.windows(2) {
             assert_eq!(w[1], (w[0] + 1) % 3, "{picks:?}");
         }
@@ -241,7 +249,11 @@ mod tests {
 
     #[test]
     fn no_usable_replica_means_no_pick() {
-        for strategy in [ReadStrategy::RoundRobin, ReadStrategy::Random, ReadStrategy::Weighted] {
+        for strategy in [
+            ReadStrategy::RoundRobin,
+            ReadStrategy::Random,
+            ReadStrategy::Weighted,
+        ] {
             let s = set(strategy, &[1, 1]);
             assert_eq!(counts(&s, 5, |_| false), vec![0, 0], "{strategy}");
         }

@@ -174,15 +174,14 @@ impl Settings {
         let deserializer = toml::Deserializer::new(text);
         let mut on_unknown = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
         let ignored = serde_ignored::Deserializer::new(deserializer, &mut on_unknown);
-        let mut settings: Settings =
-            serde_path_to_error::deserialize(ignored).map_err(|e| {
-                let key = e.path().to_string();
-                let key = (key != "." && !key.is_empty()).then_some(key);
-                SettingsError::Parse {
-                    key,
-                    message: e.into_inner().message().trim().to_owned(),
-                }
-            })?;
+        let mut settings: Settings = serde_path_to_error::deserialize(ignored).map_err(|e| {
+            let key = e.path().to_string();
+            let key = (key != "." && !key.is_empty()).then_some(key);
+            SettingsError::Parse {
+                key,
+                message: e.into_inner().message().trim().to_owned(),
+            }
+        })?;
         settings.unknown_keys = unknown;
         Ok(settings)
     }

@@ -78,7 +78,10 @@ fn an_unknown_top_level_or_pinning_key_is_an_error() {
 #[test]
 fn a_replica_of_a_missing_primary_is_an_error() {
     let e = error("[databases.r]\nurl = \"postgres://h/db\"\nprimary = \"nope\"");
-    assert!(e.contains("`r`") && e.contains("primary") && e.contains("nope"), "{e}");
+    assert!(
+        e.contains("`r`") && e.contains("primary") && e.contains("nope"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -88,7 +91,10 @@ fn a_replica_of_a_replica_is_an_error() {
          [databases.r1]\nurl = \"postgres://h/r1\"\nprimary = \"p\"\n\
          [databases.r2]\nurl = \"postgres://h/r2\"\nprimary = \"r1\"",
     );
-    assert!(e.contains("`r2`") && e.contains("r1") && e.contains("itself a replica"), "{e}");
+    assert!(
+        e.contains("`r2`") && e.contains("r1") && e.contains("itself a replica"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -121,7 +127,10 @@ fn url_env_overrides_the_url_when_set() {
 #[test]
 fn a_url_of_another_backend_is_an_error_without_its_password() {
     let e = error("[databases.default]\nurl = \"mysql://app:hunter2@h/db\"");
-    assert!(e.contains("`default`") && e.contains("url") && e.contains("PostgreSQL"), "{e}");
+    assert!(
+        e.contains("`default`") && e.contains("url") && e.contains("PostgreSQL"),
+        "{e}"
+    );
     assert!(!e.contains("hunter2"), "{e}");
 }
 
@@ -134,7 +143,10 @@ fn a_pool_size_of_zero_is_an_error() {
 #[test]
 fn an_unknown_read_strategy_is_an_error_listing_the_strategies() {
     let e = error("[databases.default]\nurl = \"postgres://h/db\"\nread_strategy = \"fastest\"");
-    assert!(e.contains("`default`") && e.contains("read_strategy") && e.contains("fastest"), "{e}");
+    assert!(
+        e.contains("`default`") && e.contains("read_strategy") && e.contains("fastest"),
+        "{e}"
+    );
     assert!(e.contains("round_robin") && e.contains("weighted"), "{e}");
 }
 
@@ -168,8 +180,10 @@ fn no_databases_is_an_error() {
 
 #[test]
 fn a_wrongly_typed_value_fails_parsing_and_names_the_key() {
-    let e = Settings::from_toml_str("[databases.default]\nurl = \"postgres://h/db\"\npool_size = \"ten\"")
-        .unwrap_err();
+    let e = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://h/db\"\npool_size = \"ten\"",
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("databases.default.pool_size"), "{e}");
     let e = Settings::from_toml_str("[pinning]\nseconds = -1").unwrap_err();
     assert!(e.to_string().contains("pinning.seconds"), "{e}");
@@ -183,16 +197,24 @@ fn invalid_toml_is_a_parse_error() {
 
 #[test]
 fn a_bad_replica_retry_duration_is_an_error() {
-    let e = error("[routing]\nreplica_retry = \"soon\"\n[databases.default]\nurl = \"postgres://h/db\"");
+    let e = error(
+        "[routing]\nreplica_retry = \"soon\"\n[databases.default]\nurl = \"postgres://h/db\"",
+    );
     assert!(e.contains("routing.replica_retry"), "{e}");
-    let t = check("[routing]\nreplica_retry = \"250ms\"\n[databases.default]\nurl = \"postgres://h/db\"").unwrap();
+    let t = check(
+        "[routing]\nreplica_retry = \"250ms\"\n[databases.default]\nurl = \"postgres://h/db\"",
+    )
+    .unwrap();
     assert_eq!(t.replica_retry, Duration::from_millis(250));
 }
 
 #[test]
 fn a_missing_settings_file_names_the_file() {
     let e = Settings::from_file("/nonexistent/diesel-sharding.toml").unwrap_err();
-    assert!(e.to_string().contains("/nonexistent/diesel-sharding.toml"), "{e}");
+    assert!(
+        e.to_string().contains("/nonexistent/diesel-sharding.toml"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -202,7 +224,10 @@ fn debug_never_shows_passwords() {
     )
     .unwrap();
     let d = format!("{s:?}");
-    assert!(!d.contains("hunter2") && !d.contains("hunter3") && !d.contains("x9"), "{d}");
+    assert!(
+        !d.contains("hunter2") && !d.contains("hunter3") && !d.contains("x9"),
+        "{d}"
+    );
     let t = s.validate(BACKEND, pg_url).unwrap();
     let d = format!("{t:?}");
     assert!(!d.contains("hunter2") && !d.contains("hunter3"), "{d}");
@@ -213,7 +238,10 @@ fn settings_built_in_code_validate_like_toml() {
     let s = Settings::new()
         .pinning_seconds(3)
         .write_functions(["touch_user"])
-        .database("default", DatabaseSettings::primary("postgres://h/db").pool_size(4))
+        .database(
+            "default",
+            DatabaseSettings::primary("postgres://h/db").pool_size(4),
+        )
         .database(
             "r",
             DatabaseSettings::replica("postgres://h2/db", "default").weight(2),

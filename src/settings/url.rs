@@ -49,16 +49,24 @@ pub(crate) fn redact(url: &str) -> String {
     while let Some(found) = find_ignore_case(&out[search_from..], "password=") {
         let start = search_from + found + "password=".len();
         let boundary_ok = search_from + found == 0
-            || matches!(out.as_bytes()[search_from + found - 1], b'?' | b'&' | b' ' | b';');
+            || matches!(
+                out.as_bytes()[search_from + found - 1],
+                b'?' | b'&' | b' ' | b';'
+            );
         if !boundary_ok {
             search_from = start;
             continue;
         }
         let value_len = if out[start..].starts_with('\'') {
             // libpq quoted value
-            out[start + 1..].find('\'').map(|e| e + 2).unwrap_or(out.len() - start)
+            out[start + 1..]
+                .find('\'')
+                .map(|e| e + 2)
+                .unwrap_or(out.len() - start)
         } else {
-            out[start..].find(['&', ' ', ';', '#']).unwrap_or(out.len() - start)
+            out[start..]
+                .find(['&', ' ', ';', '#'])
+                .unwrap_or(out.len() - start)
         };
         out.replace_range(start..start + value_len, "***");
         search_from = start + 3;
@@ -77,7 +85,10 @@ fn find_ignore_case(haystack: &str, needle: &str) -> Option<usize> {
 pub(crate) fn scheme(url: &str) -> Option<String> {
     let end = url.find("://")?;
     let s = &url[..end];
-    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)) {
+    if !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
         Some(s.to_ascii_lowercase())
     } else {
         None

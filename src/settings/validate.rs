@@ -59,14 +59,14 @@ impl Settings {
         }
         let replica_retry = match &self.routing.replica_retry {
             None => DEFAULT_REPLICA_RETRY,
-            Some(text) => humantime::parse_duration(text).map_err(|e| {
-                SettingsError::InvalidValue {
+            Some(text) => {
+                humantime::parse_duration(text).map_err(|e| SettingsError::InvalidValue {
                     database: None,
                     key: "routing.replica_retry",
                     value: format!("{text:?}"),
                     reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
-                }
-            })?,
+                })?
+            }
         };
 
         let mut primaries = Vec::new();
@@ -81,7 +81,12 @@ impl Settings {
                 None => DEFAULT_POOL_SIZE,
                 Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
                 Some(n) => {
-                    return Err(invalid(name, "pool_size", n.to_string(), "must be at least 1"))
+                    return Err(invalid(
+                        name,
+                        "pool_size",
+                        n.to_string(),
+                        "must be at least 1",
+                    ))
                 }
             };
             let read_strategy = match &db.read_strategy {
@@ -91,7 +96,10 @@ impl Settings {
                         name,
                         "read_strategy",
                         format!("{s:?}"),
-                        format!("unknown read strategy (expected one of: {})", ReadStrategy::NAMES),
+                        format!(
+                            "unknown read strategy (expected one of: {})",
+                            ReadStrategy::NAMES
+                        ),
                     )
                 })?,
             };
@@ -126,12 +134,18 @@ impl Settings {
                 return Err(misplaced(name, "pool_size", "only applies to primaries (a replica's connections live in its primary's pool)"));
             }
             if db.read_strategy.is_some() {
-                return Err(misplaced(name, "read_strategy", "only applies to primaries (set it on the primary the replica belongs to)"));
+                return Err(misplaced(
+                    name,
+                    "read_strategy",
+                    "only applies to primaries (set it on the primary the replica belongs to)",
+                ));
             }
             let weight = match db.weight {
                 None => 1,
                 Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
-                Some(n) => return Err(invalid(name, "weight", n.to_string(), "must be at least 1")),
+                Some(n) => {
+                    return Err(invalid(name, "weight", n.to_string(), "must be at least 1"))
+                }
             };
             let url = resolve_url(name, db, backend, check_url)?;
             if let Some(p) = primaries.iter_mut().find(|p| &p.name == primary) {
@@ -194,7 +208,12 @@ fn misplaced(database: &str, key: &'static str, reason: &'static str) -> Setting
     }
 }
 
-fn invalid(database: &str, key: &'static str, value: String, reason: impl Into<String>) -> SettingsError {
+fn invalid(
+    database: &str,
+    key: &'static str,
+    value: String,
+    reason: impl Into<String>,
+) -> SettingsError {
     SettingsError::InvalidValue {
         database: Some(database.to_owned()),
         key,
