@@ -59,3 +59,9 @@ pub use crate::stats::{DatabaseStats, Stats};
 
 /// The r2d2 crate, whose `Pool` and `PooledConnection` the cluster hands out.
 pub use r2d2;
+
+/// What most users import: `use diesel_sharding::prelude::*;`.
+pub mod prelude {
+    pub use crate::pin::{pin_this_thread, this_thread_is_pinned, unpin_this_thread, use_primary};
+    pub use crate::{Cluster, DatabaseSettings, ReadStrategy, RouteReason, Settings};
+}

@@ -618,3 +618,46 @@ fn passwords_appear_in_no_debug_output_error_or_log() {
         "{e}"
     );
 }
+
+#[test]
+fn a_test_transaction_keeps_reads_on_the_primary_and_survives_check_in() {
+    let f = Files::new();
+    let settings = f.settings("[pinning]\nseconds = 0");
+    let settings = settings.database(
+        "default",
+        diesel_sharding::DatabaseSettings::primary(f.primary.to_str().unwrap()).pool_size(1),
+    );
+    let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
+    {
+        let mut conn = cluster.get("default").unwrap();
+        conn.begin_test_transaction().unwrap();
+        add_user(&mut conn, "ada");
+        assert_eq!(count(&mut conn, "ada"), 1);
+        assert_eq!(reason(&conn), RouteReason::Transaction);
+    }
+    // the one pooled connection comes back with its test transaction still open
+    let mut conn = cluster.get("default").unwrap();
+    assert_eq!(count(&mut conn, "ada"), 1);
+    assert_eq!(reason(&conn), RouteReason::Transaction);
+}
+
+#[test]
+fn a_hand_written_begin_keeps_reads_on_the_primary_and_is_not_returned_to_the_pool() {
+    let f = Files::new();
+    let settings = f.settings("[pinning]\nseconds = 0");
+    let settings = settings.database(
+        "default",
+        diesel_sharding::DatabaseSettings::primary(f.primary.to_str().unwrap()).pool_size(1),
+    );
+    let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
+    {
+        let mut conn = cluster.get("default").unwrap();
+        conn.batch_execute("BEGIN").unwrap();
+        add_user(&mut conn, "ada");
+        assert_eq!(count(&mut conn, "ada"), 1, "the open transaction's own row");
+        assert_eq!(reason(&conn), RouteReason::Transaction);
+    }
+    // discarded at check-in (its transaction rolled back): the row is gone
+    let mut conn = cluster.get("default").unwrap();
+    assert_eq!(pin::use_primary(|| count(&mut conn, "ada")), 0);
+}

@@ -197,7 +197,9 @@ impl<C: RoutedBackend> R2D2Connection for RoutedConnection<C> {
                 }
             }
         }
-        self.transaction_by_sql || self.primary.as_mut().is_some_and(|p| p.is_broken())
+        // An open transaction of Diesel's manager is judged by the primary (a test transaction
+        // is fine, any other is broken); one begun by hand is always broken.
+        self.in_hand_written_transaction() || self.primary.as_mut().is_some_and(|p| p.is_broken())
     }
 }
 

@@ -152,9 +152,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Is a transaction open on the primary (through Diesel's transaction manager or a
     /// hand-written `BEGIN`)?
     pub(crate) fn in_transaction(&mut self) -> bool {
-        if self.transaction_by_sql {
-            return true;
-        }
+        self.transaction_by_sql || self.in_managed_transaction()
+    }
+
+    /// Is Diesel's transaction manager (the primary's) inside a transaction, or broken?
+    fn in_managed_transaction(&mut self) -> bool {
         match self.primary.as_mut() {
             None => false,
             Some(p) => {
@@ -165,6 +167,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             )
             }
         }
+    }
+
+    /// A `BEGIN` sent by hand, that Diesel's transaction manager does not know about: the
+    /// connection must not go back to the pool like that.
+    pub(crate) fn in_hand_written_transaction(&mut self) -> bool {
+        self.transaction_by_sql && !self.in_managed_transaction()
     }
 
     /// Runs a writing statement on the physical primary, then does the bookkeeping: the
