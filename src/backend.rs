@@ -7,6 +7,8 @@
 use diesel::backend::Backend;
 use diesel::connection::{AnsiTransactionManager, Connection, DefaultLoadingMode, LoadConnection};
 use diesel::expression::QueryMetadata;
+
+use crate::consistency::Position;
 use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::r2d2::R2D2Connection;
 use diesel::result::QueryResult;
@@ -42,6 +44,40 @@ pub trait RoutedBackend:
     /// Renders a query's SQL, for classification.
     #[doc(hidden)]
     fn render_sql<T: QueryFragment<Self::Backend> + ?Sized>(query: &T) -> QueryResult<String>;
+
+    /// Does the backend report replication positions?
+    #[doc(hidden)]
+    const HAS_POSITIONS: bool;
+
+    /// The URL with a connect timeout, where the backend takes one.
+    #[doc(hidden)]
+    fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String;
+
+    /// On the primary, after a commit: a position at or past that commit.
+    #[doc(hidden)]
+    fn write_position(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+    /// On the primary: everything committed and acknowledged so far is at or before this.
+    #[doc(hidden)]
+    fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+    /// On a replica: how far it has replayed.
+    #[doc(hidden)]
+    fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+    /// On a replica: replay position and time lag, for the monitor.
+    #[doc(hidden)]
+    fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
+}
+
+/// What the monitor learns from one replica.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub struct ReplicaProbe {
+    /// The replay position.
+    pub replay: Position,
+    /// How far behind in time (0 when it has replayed all it received).
+    pub lag: std::time::Duration,
 }
 
 /// The outcome of a load tried on a replica.
@@ -66,6 +102,24 @@ pub trait RoutedLoad<B = DefaultLoadingMode>: RoutedBackend + LoadConnection<B> 
     where
         T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
         Self::Backend: QueryMetadata<T::SqlType>;
+
+    /// Runs a committing write (`INSERT ... RETURNING` outside a transaction) on the primary
+    /// `conn` and, where the cursor lets the connection go, reads the write's position.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    fn load_write<'conn, 'query, T>(
+        conn: &'conn mut Self,
+        source: T,
+    ) -> (
+        QueryResult<<Self as LoadConnection<B>>::Cursor<'conn, 'query>>,
+        Option<Position>,
+    )
+    where
+        T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
+        Self::Backend: QueryMetadata<T::SqlType>,
+    {
+        (<Self as LoadConnection<B>>::load(conn, source), None)
+    }
 }
 
 /// Is this error a broken connection (the server went away), as opposed to a query error?
@@ -95,6 +149,7 @@ mod pg {
     use super::*;
     use diesel::connection::SimpleConnection;
     use diesel::pg::{Pg, PgConnection, PgQueryBuilder, PgRowByRowLoadingMode};
+    use diesel::RunQueryDsl;
 
     impl private::Sealed for PgConnection {}
 
@@ -123,6 +178,68 @@ mod pg {
         fn render_sql<T: QueryFragment<Pg> + ?Sized>(query: &T) -> QueryResult<String> {
             render_with(query, PgQueryBuilder::default(), &Pg)
         }
+
+        const HAS_POSITIONS: bool = true;
+
+        fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String {
+            if url.contains("connect_timeout") {
+                return url.to_owned();
+            }
+            // libpq takes whole seconds and treats less than 2 as 2
+            let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
+            if crate::settings::scheme(url).is_some() {
+                let sep = if url.contains('?') { '&' } else { '?' };
+                format!("{url}{sep}connect_timeout={secs}")
+            } else {
+                format!("{url} connect_timeout={secs}")
+            }
+        }
+
+        fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            // The insert position is past every record written so far, our commit included,
+            // also with synchronous_commit = off (where the flush position may trail it).
+            lsn(conn, "pg_current_wal_insert_lsn()")
+        }
+
+        fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            // A commit acknowledged to its client (synchronous_commit = on) is flushed.
+            lsn(conn, "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END")
+        }
+
+        fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            // A "replica" that is not in recovery (a promoted standby, or the primary itself
+            // named as its own replica) has everything it wrote.
+            lsn(conn, "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END")
+        }
+
+        fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
+            use diesel::sql_types::{BigInt, Nullable};
+            let (replay, lag_ms): (Option<i64>, Option<i64>) = diesel::select((
+                diesel::dsl::sql::<Nullable<BigInt>>(
+                    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                     ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint",
+                ),
+                diesel::dsl::sql::<Nullable<BigInt>>(
+                    "CASE WHEN NOT pg_is_in_recovery() \
+                       OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
+                     ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint END",
+                ),
+            ))
+            .get_result(conn)?;
+            Ok(replay.map(|r| ReplicaProbe {
+                replay: r.max(0) as Position,
+                lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
+            }))
+        }
+    }
+
+    fn lsn(conn: &mut PgConnection, expr: &str) -> QueryResult<Option<Position>> {
+        use diesel::sql_types::{BigInt, Nullable};
+        let value: Option<i64> = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!(
+            "(({expr}) - '0/0'::pg_lsn)::bigint"
+        )))
+        .get_result(conn)?;
+        Ok(value.map(|v| v.max(0) as Position))
     }
 
     impl RoutedLoad<DefaultLoadingMode> for PgConnection {
@@ -141,6 +258,27 @@ mod pg {
                 Err(e) if is_connection_error(&e) => ReplicaLoad::Retry(e, source),
                 result => ReplicaLoad::Done(result),
             }
+        }
+
+        fn load_write<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> (
+            QueryResult<<Self as LoadConnection>::Cursor<'conn, 'query>>,
+            Option<Position>,
+        )
+        where
+            T: Query + QueryFragment<Pg> + QueryId + 'query,
+            Pg: QueryMetadata<T::SqlType>,
+        {
+            // The default cursor holds the whole result, so the connection is free for the
+            // position query right after the (autocommitted) write.
+            let result = <PgConnection as LoadConnection>::load(conn, source);
+            let position = match result {
+                Ok(_) => Self::write_position(conn).ok().flatten(),
+                Err(_) => None,
+            };
+            (result, position)
         }
     }
 
@@ -205,6 +343,28 @@ mod sqlite {
 
         fn render_sql<T: QueryFragment<Sqlite> + ?Sized>(query: &T) -> QueryResult<String> {
             render_with(query, SqliteQueryBuilder::default(), &Sqlite)
+        }
+
+        const HAS_POSITIONS: bool = false;
+
+        fn with_connect_timeout(url: &str, _timeout: std::time::Duration) -> String {
+            url.to_owned()
+        }
+
+        fn write_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
+            Ok(None)
+        }
+
+        fn flush_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
+            Ok(None)
+        }
+
+        fn replay_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
+            Ok(None)
+        }
+
+        fn probe_replica(_conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
+            Ok(None)
         }
     }
 

@@ -5,7 +5,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::RoutedBackend;
-use crate::database::Database;
+use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor};
+use crate::database::{Database, Options};
 use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
 use crate::routing::Classifier;
@@ -42,6 +43,8 @@ struct Inner<C: RoutedBackend> {
     primaries: BTreeMap<String, (Arc<Database>, Pool<C>)>,
     /// Replica name -> its primary's name.
     replicas: BTreeMap<String, String>,
+    /// Stops the replica monitors when the cluster goes away.
+    _monitors: Vec<Monitor>,
 }
 
 impl<C: RoutedBackend> Clone for Cluster<C> {
@@ -57,17 +60,27 @@ impl<C: RoutedBackend> Cluster<C> {
     /// need not be up yet.
     pub fn new(settings: Settings) -> Result<Self> {
         let topology = settings.validate(C::NAME, C::check_url)?;
-        let classifier = Classifier::with_write_functions(&topology.write_functions);
+        let options = Options {
+            classifier: Classifier::with_write_functions(&topology.write_functions),
+            pin_window: topology.pin_window,
+            replica_retry: topology.replica_retry,
+            connect_timeout: topology.connect_timeout,
+            consistency: topology.consistency.clone(),
+            has_positions: C::HAS_POSITIONS,
+            replica_url: C::replica_url,
+            connect_url: C::with_connect_timeout,
+        };
         let mut primaries = BTreeMap::new();
         let mut replicas = BTreeMap::new();
+        let mut monitors = Vec::new();
         for spec in &topology.primaries {
-            let db = Arc::new(Database::new(
-                spec,
-                classifier.clone(),
-                topology.pin_window,
-                topology.replica_retry,
-                C::replica_url,
-            ));
+            let db = Arc::new(Database::new(spec, &options));
+            if C::HAS_POSITIONS && !spec.replicas.is_empty() {
+                monitors.push(Monitor::spawn::<C>(
+                    &db,
+                    topology.consistency.monitor_interval,
+                ));
+            }
             let pool = r2d2::Pool::builder()
                 .max_size(spec.pool_size)
                 .min_idle(Some(0))
@@ -82,6 +95,7 @@ impl<C: RoutedBackend> Cluster<C> {
             inner: Arc::new(Inner {
                 primaries,
                 replicas,
+                _monitors: monitors,
             }),
         })
     }
@@ -117,6 +131,79 @@ impl<C: RoutedBackend> Cluster<C> {
                 .map(|(name, (db, _))| (name.clone(), db.stats()))
                 .collect(),
         }
+    }
+
+    /// What the current thread (or the `with_token` scope it is in) must see: the positions it
+    /// wrote, and the positions of the replicas it read from, per database. Store it where the
+    /// next unit of work will find it (a job payload, a cookie, a header), and run that work
+    /// under [`with_token`](Self::with_token): it never sees older data than this thread saw.
+    ///
+    /// Empty on backends without replication positions (SQLite).
+    pub fn token(&self) -> ConsistencyToken {
+        let mut token = ConsistencyToken::new();
+        for (db_id, position) in scope::snapshot() {
+            if let Some((name, _)) = self
+                .inner
+                .primaries
+                .iter()
+                .find(|(_, (db, _))| db.id == db_id)
+            {
+                token.require(name.clone(), position);
+            }
+        }
+        token
+    }
+
+    /// Runs `f` in a scope whose reads see at least `token`, plus whatever the scope itself
+    /// writes. The thread's history from before does not count inside (a worker thread that
+    /// served another user's write does not send this request to the primary); the scope's
+    /// writes count for the thread afterwards.
+    ///
+    /// A token naming a database this cluster does not have is ignored for that database,
+    /// with a warning.
+    pub fn with_token<R>(&self, token: &ConsistencyToken, f: impl FnOnce() -> R) -> R {
+        let _scope = scope::enter(self.positions_of(token), scope::ScopeKind::Request);
+        f()
+    }
+
+    /// Runs `f` with reads in `mode` instead of the configured one. Scopes nest and restore.
+    pub fn with_consistency<R>(&self, mode: Consistency, f: impl FnOnce() -> R) -> R {
+        let _mode = scope::set_mode(mode);
+        f()
+    }
+
+    /// The mode set in the settings (or the backend's default), ignoring scopes.
+    pub(crate) fn configured_mode(&self) -> Consistency {
+        self.inner
+            .primaries
+            .values()
+            .next()
+            .map(|(db, _)| {
+                db.consistency.mode.unwrap_or(if db.has_positions {
+                    Consistency::ReadYourWrites
+                } else {
+                    Consistency::Pin
+                })
+            })
+            .unwrap_or(Consistency::Pin)
+    }
+
+    /// The token's positions by database id; unknown names are warned about and skipped.
+    pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<(u64, u64)> {
+        token
+            .positions()
+            .filter_map(|(name, position)| match self.inner.primaries.get(name) {
+                Some((db, _)) => Some((db.id, position)),
+                None => {
+                    tracing::warn!(
+                        target: "diesel_sharding::consistency",
+                        database = name,
+                        "consistency token names a database this cluster does not have: ignored"
+                    );
+                    None
+                }
+            })
+            .collect()
     }
 
     fn database(&self, name: &str) -> Result<&(Arc<Database>, Pool<C>)> {

@@ -1,35 +1,60 @@
-//! The shared state of one primary: its URL, replicas, classifier and counters.
+//! The shared state of one primary: its URL, replicas, classifier, positions and counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::routing::{Classifier, ReplicaSet, RouteReason};
+use crate::consistency::{scope, Consistency, ConsistencySpec, Position};
+use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason};
 use crate::settings::{PrimarySpec, SecretUrl};
 use crate::stats::{Counters, DatabaseStats};
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
+/// Cluster-wide options every database gets.
+#[derive(Debug, Clone)]
+pub(crate) struct Options {
+    pub(crate) classifier: Classifier,
+    pub(crate) pin_window: Duration,
+    pub(crate) replica_retry: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) consistency: ConsistencySpec,
+    /// The backend reports replication positions.
+    pub(crate) has_positions: bool,
+    /// Turns a replica URL into the one to open it with.
+    pub(crate) replica_url: fn(&str) -> String,
+    /// Adds a connect timeout to a URL.
+    pub(crate) connect_url: fn(&str, Duration) -> String,
+}
+
 /// One primary with its replicas, shared by every connection of its pool.
 #[derive(Debug)]
 pub(crate) struct Database {
-    /// Unique in the process: keys the thread-local write windows.
+    /// Unique in the process: keys the thread-local write windows and positions.
     pub(crate) id: u64,
     pub(crate) name: String,
     pub(crate) url: SecretUrl,
     pub(crate) replicas: ReplicaSet,
     pub(crate) classifier: Classifier,
     pub(crate) pin_window: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) consistency: ConsistencySpec,
+    pub(crate) has_positions: bool,
+    /// The primary's position as the monitor last saw it (0: unknown).
+    pub(crate) primary_position: AtomicU64,
+    /// The highest position any thread of this process wrote (for `causal`).
+    pub(crate) max_written: AtomicU64,
     pub(crate) counters: Counters,
 }
 
 impl Database {
-    pub(crate) fn new(
-        spec: &PrimarySpec,
-        classifier: Classifier,
-        pin_window: Duration,
-        replica_retry: Duration,
-        replica_url: fn(&str) -> String,
-    ) -> Self {
+    pub(crate) fn new(spec: &PrimarySpec, o: &Options) -> Self {
+        let c = &o.consistency;
+        let limits = Limits {
+            max_lag: c.max_lag,
+            max_lag_bytes: c.max_lag_bytes,
+            stale_after: c.monitor_interval * 2 + o.connect_timeout + Duration::from_millis(500),
+        };
+        let open_url = |url: &str| (o.connect_url)(&(o.replica_url)(url), o.connect_timeout);
         Database {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
@@ -37,17 +62,23 @@ impl Database {
             replicas: ReplicaSet::new(
                 &spec.replicas,
                 spec.read_strategy,
-                replica_retry,
-                replica_url,
-            ),
-            classifier,
-            pin_window,
+                o.replica_retry,
+                &open_url,
+            )
+            .with_limits(limits),
+            classifier: o.classifier.clone(),
+            pin_window: o.pin_window,
+            connect_timeout: o.connect_timeout,
+            consistency: o.consistency.clone(),
+            has_positions: o.has_positions,
+            primary_position: AtomicU64::new(0),
+            max_written: AtomicU64::new(0),
             counters: Counters::new(spec.replicas.len()),
         }
     }
 
     /// A primary without replicas, for `RoutedConnection::establish`.
-    pub(crate) fn standalone(url: &str) -> Self {
+    pub(crate) fn standalone(url: &str, has_positions: bool) -> Self {
         let spec = PrimarySpec {
             name: "default".to_owned(),
             url: SecretUrl::new(url),
@@ -57,11 +88,34 @@ impl Database {
         };
         Database::new(
             &spec,
-            Classifier::new(),
-            Duration::from_secs(crate::settings::DEFAULT_PINNING_SECONDS),
-            crate::settings::DEFAULT_REPLICA_RETRY,
-            |u| u.to_owned(),
+            &Options {
+                classifier: Classifier::new(),
+                pin_window: Duration::from_secs(crate::settings::DEFAULT_PINNING_SECONDS),
+                replica_retry: crate::settings::DEFAULT_REPLICA_RETRY,
+                connect_timeout: crate::settings::DEFAULT_CONNECT_TIMEOUT,
+                consistency: ConsistencySpec::default(),
+                has_positions,
+                replica_url: |u| u.to_owned(),
+                connect_url: |u, _| u.to_owned(),
+            },
         )
+    }
+
+    /// The mode in force for this thread: a `with_consistency` scope, else the settings, else
+    /// the backend's default. Without positions, position modes fall back to `pin`.
+    pub(crate) fn mode(&self) -> Consistency {
+        let mode = scope::mode()
+            .or(self.consistency.mode)
+            .unwrap_or(if self.has_positions {
+                Consistency::ReadYourWrites
+            } else {
+                Consistency::Pin
+            });
+        if mode.uses_positions() && !self.has_positions {
+            Consistency::Pin
+        } else {
+            mode
+        }
     }
 
     /// Counts a routed statement and reports it to `tracing`.
@@ -81,11 +135,18 @@ impl Database {
         );
     }
 
-    /// This thread committed a write here: pin its reads for the pin window.
+    /// This thread committed a write here: pin its reads for the pin window (mode `pin`).
     pub(crate) fn wrote(&self) {
         if !self.pin_window.is_zero() {
             crate::pin::record_write(self.id, Instant::now() + self.pin_window);
         }
+    }
+
+    /// The position of a write this thread committed here.
+    pub(crate) fn wrote_at(&self, position: Position) {
+        scope::wrote(self.id, position);
+        self.max_written.fetch_max(position, Ordering::Relaxed);
+        self.primary_position.fetch_max(position, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> DatabaseStats {

@@ -140,6 +140,9 @@ impl Drop for PinGuard {
 /// pin::unpin_this_thread();
 /// ```
 pub fn run_job<R>(job: impl FnOnce() -> R) -> R {
+    // replication positions are scoped too: the job neither inherits nor leaves any
+    let _positions =
+        crate::consistency::scope::enter(Vec::new(), crate::consistency::scope::ScopeKind::Job);
     let _guard = JobGuard {
         previous: STATE
             .try_with(|s| std::mem::take(&mut *s.borrow_mut()))

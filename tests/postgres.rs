@@ -150,7 +150,7 @@ fn another_thread_reads_the_paused_replica_and_sees_the_old_state() {
 
 #[test]
 fn after_the_pin_window_the_writer_reads_from_the_replica() {
-    let s = setup("[pinning]\nseconds = 1");
+    let s = setup("[pinning]\nseconds = 1\n[consistency]\nmode = \"pin\"");
     s.pg.pause_replay(0);
     let mut conn = s.cluster.get("default").unwrap();
     add_user(&mut conn, "ada");

@@ -19,7 +19,9 @@ use diesel::result::{ConnectionResult, QueryResult};
 
 use super::{connection_error, open_primary, RoutedConnection};
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
+use crate::consistency::{scope, Consistency};
 use crate::database::Database;
+use crate::pin::PinStatus;
 use crate::routing::{decide, kind_writes, Decision, Facts, RouteReason};
 
 impl<C: RoutedBackend> ConnectionSealed for RoutedConnection<C> {}
@@ -31,7 +33,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     /// A routed connection to one primary without replicas. Use a
     /// [`Cluster`](crate::Cluster) for replicas.
     fn establish(database_url: &str) -> ConnectionResult<Self> {
-        let db = Database::standalone(database_url);
+        let db = Database::standalone(database_url, C::HAS_POSITIONS);
         let mut conn = RoutedConnection::new(Arc::new(db));
         open_primary(&mut conn.primary, &conn.db, &conn.instrumentation, None)?;
         Ok(conn)
@@ -100,22 +102,37 @@ where
         Self::Backend: QueryMetadata<T::SqlType>,
     {
         self.drop_dead_replica();
+        self.settle_pending();
         let in_transaction = self.in_transaction();
         let kind = self.kind_of(&source);
+        let mode = self.db.mode();
+        let pin = match crate::pin::status(self.db.id) {
+            // the time window is mode `pin`; the other modes go by positions
+            PinStatus::RecentWrite if mode != Consistency::Pin => PinStatus::Free,
+            status => status,
+        };
+        let pin = if pin == PinStatus::Free && mode.uses_positions() && scope::pending(self.db.id) {
+            // a committed write whose position is not known yet
+            PinStatus::RecentWrite
+        } else {
+            pin
+        };
         let decision = decide(Facts {
             in_transaction,
             session_on_primary: self.session_on_primary,
             kind,
             has_replicas: self.db.replicas.reads_from_replicas(),
-            pin: crate::pin::status(self.db.id),
+            pin,
         });
         let (reason, source) = match decision {
             Decision::Primary(reason) => (reason, source),
-            Decision::Replica => match self.choose_replica() {
-                None => (RouteReason::Fallback, source),
-                Some(i) => {
+            Decision::Replica => match self.choose_for_read(mode) {
+                Err(reason) => (reason, source),
+                Ok(i) => {
                     self.db.routed(RouteReason::Replica, Some(i));
                     self.last = Some((RouteReason::Replica, Some(i)));
+                    // later reads must not see older data, and a token taken now carries it
+                    scope::observed(self.db.id, self.db.replicas.replay(i));
                     // Borrow only the `replicas` field: the fallback below uses others.
                     let Some(replica) = self.replicas[i].as_mut() else {
                         return Err(connection_error(
@@ -142,7 +159,7 @@ where
                 }
             },
         };
-        let writes = kind_writes(kind);
+        let commits_a_write = kind_writes(kind) && !in_transaction;
         let primary = open_primary(
             &mut self.primary,
             &self.db,
@@ -150,11 +167,25 @@ where
             self.cache_size,
         )
         .map_err(connection_error)?;
-        let result = primary.load(source);
-        // Bookkeeping through fields only: the cursor borrows the primary.
+        // Bookkeeping below goes through fields only: the cursor borrows the primary.
+        let result = if commits_a_write && self.db.has_positions {
+            let (result, position) = C::load_write(primary, source);
+            if result.is_ok() {
+                match position {
+                    Some(pos) => self.db.wrote_at(pos),
+                    None => {
+                        scope::write_pending(self.db.id);
+                        self.position_pending = true;
+                    }
+                }
+            }
+            result
+        } else {
+            primary.load(source)
+        };
         self.db.routed(reason, None);
         self.last = Some((reason, None));
-        if writes && result.is_ok() {
+        if kind_writes(kind) && result.is_ok() {
             if in_transaction {
                 self.transaction_wrote = true;
             } else {

@@ -6,6 +6,8 @@
 
 mod diesel_impls;
 mod instrumentation;
+mod reads;
+mod writes;
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
 
 use self::instrumentation::SharedInstrumentation;
 use crate::backend::RoutedBackend;
+use crate::consistency::Position;
 use crate::database::Database;
 use crate::routing::{KindCache, RouteReason, StatementKind};
 
@@ -47,6 +50,8 @@ pub struct RoutedConnection<C: RoutedBackend> {
     transaction_by_sql: bool,
     /// The open transaction wrote: its commit pins the thread.
     transaction_wrote: bool,
+    /// A committed write whose position is not known yet.
+    position_pending: bool,
     kinds: KindCache,
     instrumentation: SharedInstrumentation,
     cache_size: Option<CacheSize>,
@@ -66,6 +71,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             session_on_primary: false,
             transaction_by_sql: false,
             transaction_wrote: false,
+            position_pending: false,
             kinds: KindCache::default(),
             instrumentation: SharedInstrumentation::default(),
             cache_size: None,
@@ -96,6 +102,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the primary for the pin window afterwards.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
         self.db.wrote();
+        if self.db.has_positions {
+            // its position is read before the next routed statement, or at check-in
+            crate::consistency::scope::write_pending(self.db.id);
+            self.position_pending = true;
+        }
         self.open_primary()
     }
 
@@ -103,7 +114,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the primary when the database has no reachable replica.
     pub fn replica(&mut self) -> QueryResult<&mut C> {
         self.drop_dead_replica();
-        match self.choose_replica() {
+        match self.find_replica(0).ok() {
             Some(i) => match self.replicas[i].as_mut() {
                 Some(c) => Ok(c),
                 None => Err(connection_error(ConnectionError::BadConnection(
@@ -138,6 +149,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
+    /// Has some usable replica replayed `position` (checked on the replicas themselves when
+    /// the monitor's view is not enough)?
+    pub(crate) fn has_replica_at(&mut self, position: Position) -> bool {
+        self.db.replicas.reads_from_replicas() && self.find_replica(position).is_ok()
+    }
+
     /// Sends every statement to the primary until the connection goes back to the pool.
     pub fn stick_to_primary(&mut self) {
         self.session_on_primary = true;
@@ -145,6 +162,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Forgets per-checkout state; the pool calls this on check-in and check-out.
     pub(crate) fn reset_session(&mut self) {
+        self.settle_pending();
         self.session_on_primary = false;
         self.last = None;
     }
@@ -179,6 +197,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// reason (`transaction` inside one, else `write`) and, if it succeeded, the write.
     fn write_on_primary<R>(&mut self, f: impl FnOnce(&mut C) -> QueryResult<R>) -> QueryResult<R> {
         self.drop_dead_replica();
+        self.settle_pending();
         let primary = self.open_primary()?;
         let result = f(primary);
         let reason = if self.in_transaction() {
@@ -209,7 +228,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             if self.in_transaction() {
                 self.transaction_wrote = true;
             } else {
-                self.db.wrote();
+                self.committed_write();
             }
         }
     }
@@ -225,48 +244,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
-    /// The replica to read from: the current one while healthy, else one picked by the
-    /// strategy whose connection opens. `None` when none can be reached.
-    fn choose_replica(&mut self) -> Option<usize> {
-        if let Some(i) = self.current_replica {
-            if self.replicas[i].is_some() && self.db.replicas.is_healthy(i) {
-                return Some(i);
-            }
-        }
-        for _ in 0..self.db.replicas.len() {
-            let i = self.db.replicas.pick()?;
-            if self.replicas[i].is_none() {
-                match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
-                    Ok(conn) => {
-                        self.db.replicas.mark_up(i);
-                        self.replicas[i] = Some(conn);
-                    }
-                    Err(e) => {
-                        self.db.replicas.mark_down(i);
-                        self.db.counters.replica_failed();
-                        let name = self
-                            .db
-                            .replicas
-                            .get(i)
-                            .map(|r| r.name.as_str())
-                            .unwrap_or("?");
-                        tracing::warn!(
-                            target: "diesel_sharding::route",
-                            database = %self.db.name,
-                            replica = name,
-                            error = %e,
-                            "replica unreachable: reading from the primary, retrying it after the backoff"
-                        );
-                        continue;
-                    }
-                }
-            }
-            self.current_replica = Some(i);
-            return Some(i);
-        }
-        None
-    }
-
     /// The kind of a statement's SQL, cached per query type when Diesel gives a static id.
     fn kind_of<T>(&mut self, query: &T) -> StatementKind
     where
@@ -275,32 +252,44 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.kinds.kind_of::<C, T>(&self.db.classifier, query)
     }
 
-    /// Handles the transaction bookkeeping of SQL sent through `batch_execute`; returns
-    /// whether the SQL counts as a write.
-    fn note_batch(&mut self, sql: &str) -> bool {
+    /// Handles the transaction bookkeeping of SQL sent through `batch_execute`.
+    fn note_batch(&mut self, sql: &str) -> BatchEffect {
         match transaction_control(sql) {
             Some(TxControl::Begin) => {
                 self.transaction_by_sql = true;
-                false
+                BatchEffect::None
             }
             Some(TxControl::Commit) => {
                 let wrote = self.transaction_wrote;
                 self.transaction_by_sql = false;
                 self.transaction_wrote = false;
                 if wrote {
-                    self.db.wrote();
+                    BatchEffect::Committed
+                } else {
+                    BatchEffect::None
                 }
-                false
             }
             Some(TxControl::Rollback) => {
                 self.transaction_by_sql = false;
                 self.transaction_wrote = false;
-                false
+                BatchEffect::None
             }
-            Some(TxControl::Savepoint) => false,
-            None => !self.db.classifier.classify(sql).is_read(),
+            Some(TxControl::Savepoint) => BatchEffect::None,
+            None if self.db.classifier.classify(sql).is_read() => BatchEffect::None,
+            None => BatchEffect::Write,
         }
     }
+}
+
+/// What SQL sent through `batch_execute` did.
+#[derive(Debug, PartialEq, Eq)]
+enum BatchEffect {
+    /// Nothing to remember (a read, transaction control).
+    None,
+    /// A write (committed at once unless a transaction is open).
+    Write,
+    /// The commit of a transaction that wrote.
+    Committed,
 }
 
 /// Transaction-control statements, as Diesel's transaction manager sends them.
@@ -413,14 +402,18 @@ impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
     /// Always the primary.
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         self.drop_dead_replica();
+        self.settle_pending();
         self.open_primary()?.batch_execute(query)?;
-        let writes = self.note_batch(query);
+        let effect = self.note_batch(query);
         let reason = if self.in_transaction() {
             RouteReason::Transaction
         } else {
             RouteReason::Write
         };
-        self.on_primary(reason, writes);
+        self.on_primary(reason, effect == BatchEffect::Write);
+        if effect == BatchEffect::Committed {
+            self.committed_write();
+        }
         Ok(())
     }
 }

@@ -22,7 +22,7 @@ use std::fmt;
 
 pub(crate) use self::cache::KindCache;
 pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
-pub(crate) use self::strategy::ReplicaSet;
+pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
 
 use crate::pin::PinStatus;
 
@@ -76,13 +76,18 @@ pub enum RouteReason {
     RecentWrite,
     /// No replica could be reached: the primary.
     Fallback,
+    /// Every reachable replica is behind by more than both lag limits: the primary.
+    Lagging,
+    /// No replica has replayed what the read must see (its writes, its token, ...), also
+    /// after waiting `replica_wait`: the primary.
+    Behind,
     /// A plain read: a replica.
     Replica,
 }
 
 impl RouteReason {
     /// Every reason, in declaration order.
-    pub const ALL: [RouteReason; 11] = [
+    pub const ALL: [RouteReason; 13] = [
         RouteReason::Write,
         RouteReason::Transaction,
         RouteReason::Locking,
@@ -93,6 +98,8 @@ impl RouteReason {
         RouteReason::Pinned,
         RouteReason::RecentWrite,
         RouteReason::Fallback,
+        RouteReason::Lagging,
+        RouteReason::Behind,
         RouteReason::Replica,
     ];
 
@@ -109,6 +116,8 @@ impl RouteReason {
             RouteReason::Pinned => "pinned",
             RouteReason::RecentWrite => "recent_write",
             RouteReason::Fallback => "fallback",
+            RouteReason::Lagging => "lagging",
+            RouteReason::Behind => "behind",
             RouteReason::Replica => "replica",
         }
     }

@@ -16,6 +16,44 @@ pub(crate) struct Replica {
     pub(crate) weight: u32,
     /// Skipped until this many milliseconds after the set's epoch; 0 = healthy.
     down_until_ms: AtomicU64,
+    /// Replay position last seen (0: unknown).
+    replay: AtomicU64,
+    /// Replication lag in time at the last probe, in milliseconds.
+    lag_ms: AtomicU64,
+    /// When the last probe succeeded, in milliseconds after the epoch (0: never).
+    probed_ms: AtomicU64,
+}
+
+/// When a replica may take reads at all, whatever the read must see.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    /// Behind by more than this in time ...
+    pub(crate) max_lag: Duration,
+    /// ... and more than this in WAL bytes: no reads.
+    pub(crate) max_lag_bytes: u64,
+    /// A replica whose last successful probe is older than this takes no reads.
+    pub(crate) stale_after: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_lag: Duration::MAX,
+            max_lag_bytes: u64::MAX,
+            stale_after: Duration::MAX,
+        }
+    }
+}
+
+/// Whether a replica may take reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Usability {
+    /// Healthy and within the lag limits.
+    Usable,
+    /// Skipped after a failure, or not answering its monitor.
+    Down,
+    /// Behind by more than both lag limits.
+    Lagging,
 }
 
 /// The replicas of one primary, with the read strategy and health state shared by every
@@ -27,6 +65,7 @@ pub(crate) struct ReplicaSet {
     next: AtomicUsize,
     retry_after: Duration,
     epoch: Instant,
+    limits: Limits,
 }
 
 impl ReplicaSet {
@@ -34,7 +73,7 @@ impl ReplicaSet {
         specs: &[ReplicaSpec],
         strategy: ReadStrategy,
         retry_after: Duration,
-        replica_url: fn(&str) -> String,
+        replica_url: &dyn Fn(&str) -> String,
     ) -> Self {
         let replicas = specs
             .iter()
@@ -43,6 +82,9 @@ impl ReplicaSet {
                 url: SecretUrl::new(replica_url(s.url.expose())),
                 weight: s.weight,
                 down_until_ms: AtomicU64::new(0),
+                replay: AtomicU64::new(0),
+                lag_ms: AtomicU64::new(0),
+                probed_ms: AtomicU64::new(0),
             })
             .collect::<Vec<_>>();
         // Round-robin starts at a random replica, so that every process does not hit the
@@ -58,6 +100,65 @@ impl ReplicaSet {
             next: AtomicUsize::new(start),
             retry_after,
             epoch: Instant::now(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Sets the lag limits (from `[consistency]`).
+    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// A monitor probe of replica `index` succeeded.
+    pub(crate) fn probed(&self, index: usize, replay: u64, lag: Duration) {
+        if let Some(r) = self.replicas.get(index) {
+            r.replay.fetch_max(replay, Ordering::Relaxed);
+            r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
+            r.probed_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// The replay position last seen on replica `index` (0: unknown).
+    pub(crate) fn replay(&self, index: usize) -> u64 {
+        self.replicas
+            .get(index)
+            .map_or(0, |r| r.replay.load(Ordering::Relaxed))
+    }
+
+    /// A live check saw replica `index` at `replay`.
+    pub(crate) fn saw_replay(&self, index: usize, replay: u64) {
+        if let Some(r) = self.replicas.get(index) {
+            r.replay.fetch_max(replay, Ordering::Relaxed);
+        }
+    }
+
+    /// May replica `index` take reads? `primary_position` is the primary's last known position
+    /// (0: unknown), for the byte lag.
+    pub(crate) fn usability(&self, index: usize, primary_position: u64) -> Usability {
+        let Some(r) = self.replicas.get(index) else {
+            return Usability::Down;
+        };
+        if !self.is_healthy(index) {
+            return Usability::Down;
+        }
+        let probed = r.probed_ms.load(Ordering::Relaxed);
+        if probed == 0 {
+            return Usability::Usable; // not probed yet: nothing known against it
+        }
+        let age = Duration::from_millis(self.now_ms().saturating_sub(probed));
+        if age > self.limits.stale_after {
+            return Usability::Down;
+        }
+        let lag = Duration::from_millis(r.lag_ms.load(Ordering::Relaxed));
+        let replay = r.replay.load(Ordering::Relaxed);
+        let bytes = primary_position.saturating_sub(replay);
+        // Time OR bytes keeps it in: a quiet primary makes a caught-up replica look late in
+        // time, and a burst of writes makes a current one look late in bytes.
+        if lag <= self.limits.max_lag || bytes <= self.limits.max_lag_bytes {
+            Usability::Usable
+        } else {
+            Usability::Lagging
         }
     }
 
@@ -112,6 +213,7 @@ impl ReplicaSet {
     }
 
     /// Picks a healthy replica by the read strategy; `None` when none is healthy.
+    #[cfg(test)]
     pub(crate) fn pick(&self) -> Option<usize> {
         self.pick_among(|i| self.is_healthy(i), &mut rand::thread_rng())
     }
@@ -178,7 +280,7 @@ mod tests {
                 weight: *w,
             })
             .collect();
-        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), |u| {
+        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), &|u: &str| {
             u.to_owned()
         })
     }

@@ -13,6 +13,14 @@
 //! [routing]
 //! write_functions = ["touch_user"]  # more functions whose calls must run on the primary
 //! replica_retry = "5s"              # how long an unreachable replica is skipped
+//! connect_timeout = "2s"            # connect timeout of replica connections (PostgreSQL)
+//!
+//! [consistency]
+//! mode = "read_your_writes"         # pin | read_your_writes | causal | strong | eventual
+//! max_lag = "30s"                   # a replica behind by more than this in time ...
+//! max_lag_bytes = 16777216          # ... and more than this in WAL bytes takes no reads
+//! replica_wait = "0ms"              # how long a read may wait for a replica to catch up
+//! monitor_interval = "1s"           # how often each replica's position and lag are checked
 //!
 //! [databases.default]               # a primary
 //! url = "postgres://app@127.0.0.1:5432/app"
@@ -40,7 +48,7 @@ use serde::Deserialize;
 use crate::error::SettingsError;
 
 pub(crate) use self::url::{redact, scheme, SecretUrl};
-pub(crate) use self::validate::{PrimarySpec, ReplicaSpec};
+pub(crate) use self::validate::{PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT};
 
 /// The default pool size of a primary.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
@@ -57,6 +65,7 @@ pub const DEFAULT_REPLICA_RETRY: Duration = Duration::from_secs(5);
 pub struct Settings {
     pinning: PinningSettings,
     routing: RoutingSettings,
+    consistency: ConsistencySettings,
     databases: BTreeMap<String, DatabaseSettings>,
     /// Keys the format does not know, found while parsing; reported at build time.
     #[serde(skip)]
@@ -84,6 +93,18 @@ impl Default for PinningSettings {
 struct RoutingSettings {
     write_functions: Vec<String>,
     replica_retry: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+/// `[consistency]`: what reads must see, and when a replica lags too far.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+struct ConsistencySettings {
+    mode: Option<String>,
+    max_lag: Option<String>,
+    max_lag_bytes: Option<u64>,
+    replica_wait: Option<String>,
+    monitor_interval: Option<String>,
 }
 
 /// One `[databases.<name>]` entry: a primary, or a replica of one.
@@ -154,9 +175,10 @@ impl FromStr for ReadStrategy {
 }
 
 /// The keys allowed at each level, for "unknown key" hints.
-const TOP_KEYS: &str = "pinning, routing, databases";
+const TOP_KEYS: &str = "pinning, routing, consistency, databases";
 const PINNING_KEYS: &str = "seconds";
-const ROUTING_KEYS: &str = "write_functions, replica_retry";
+const ROUTING_KEYS: &str = "write_functions, replica_retry, connect_timeout";
+const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval";
 const DATABASE_KEYS: &str = "url, url_env, primary, pool_size, read_strategy, weight";
 
 impl Settings {
@@ -230,6 +252,29 @@ impl Settings {
     #[must_use]
     pub fn replica_retry(mut self, after: Duration) -> Self {
         self.routing.replica_retry = Some(format!("{}ms", after.as_millis()));
+        self
+    }
+
+    /// Sets the consistency mode. Defaults to `read_your_writes` on PostgreSQL and `pin` on
+    /// SQLite.
+    #[must_use]
+    pub fn consistency(mut self, mode: crate::Consistency) -> Self {
+        self.consistency.mode = Some(mode.as_str().to_owned());
+        self
+    }
+
+    /// Sets how long a read may wait for a replica to catch up before it goes to the primary.
+    /// Defaults to 0.
+    #[must_use]
+    pub fn replica_wait(mut self, wait: Duration) -> Self {
+        self.consistency.replica_wait = Some(format!("{}ms", wait.as_millis()));
+        self
+    }
+
+    /// Sets how often the monitor checks each replica's position and lag. Defaults to 1 s.
+    #[must_use]
+    pub fn monitor_interval(mut self, interval: Duration) -> Self {
+        self.consistency.monitor_interval = Some(format!("{}ms", interval.as_millis()));
         self
     }
 
@@ -326,6 +371,7 @@ fn keys_hint(path: &str) -> Option<&'static str> {
         [_] => Some(TOP_KEYS),
         ["pinning", _] => Some(PINNING_KEYS),
         ["routing", _] => Some(ROUTING_KEYS),
+        ["consistency", _] => Some(CONSISTENCY_KEYS),
         ["databases", _, _] => Some(DATABASE_KEYS),
         _ => None,
     }

@@ -6,7 +6,29 @@ use super::{
     keys_hint, DatabaseSettings, ReadStrategy, SecretUrl, Settings, DEFAULT_POOL_SIZE,
     DEFAULT_REPLICA_RETRY,
 };
+use crate::consistency::{Consistency, ConsistencySpec};
 use crate::error::SettingsError;
+
+/// The default connect timeout of replica connections.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+fn duration(
+    key: &'static str,
+    text: &Option<String>,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    match text {
+        None => Ok(default),
+        Some(text) => {
+            humantime::parse_duration(text.trim()).map_err(|e| SettingsError::InvalidValue {
+                database: None,
+                key,
+                value: format!("{text:?}"),
+                reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
+            })
+        }
+    }
+}
 
 /// Validated settings: every primary with its replicas.
 #[derive(Debug, Clone)]
@@ -19,6 +41,10 @@ pub(crate) struct Topology {
     pub(crate) write_functions: Vec<String>,
     /// How long an unreachable replica is skipped.
     pub(crate) replica_retry: Duration,
+    /// Connect timeout of replica (and monitor) connections.
+    pub(crate) connect_timeout: Duration,
+    /// `[consistency]`.
+    pub(crate) consistency: ConsistencySpec,
 }
 
 /// A validated primary.
@@ -57,17 +83,17 @@ impl Settings {
         if self.databases.is_empty() {
             return Err(SettingsError::NoDatabases);
         }
-        let replica_retry = match &self.routing.replica_retry {
-            None => DEFAULT_REPLICA_RETRY,
-            Some(text) => {
-                humantime::parse_duration(text).map_err(|e| SettingsError::InvalidValue {
-                    database: None,
-                    key: "routing.replica_retry",
-                    value: format!("{text:?}"),
-                    reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
-                })?
-            }
-        };
+        let replica_retry = duration(
+            "routing.replica_retry",
+            &self.routing.replica_retry,
+            DEFAULT_REPLICA_RETRY,
+        )?;
+        let connect_timeout = duration(
+            "routing.connect_timeout",
+            &self.routing.connect_timeout,
+            DEFAULT_CONNECT_TIMEOUT,
+        )?;
+        let consistency = self.consistency_spec()?;
 
         let mut primaries = Vec::new();
         for (name, db) in &self.databases {
@@ -162,6 +188,55 @@ impl Settings {
             pin_window: self.pinning_window(),
             write_functions: self.routing.write_functions.clone(),
             replica_retry,
+            connect_timeout,
+            consistency,
+        })
+    }
+}
+
+impl Settings {
+    fn consistency_spec(&self) -> Result<ConsistencySpec, SettingsError> {
+        let c = &self.consistency;
+        let mode = match &c.mode {
+            None => None,
+            Some(m) => Some(
+                m.parse::<Consistency>()
+                    .map_err(|_| SettingsError::InvalidValue {
+                        database: None,
+                        key: "consistency.mode",
+                        value: format!("{m:?}"),
+                        reason: format!(
+                            "unknown consistency mode (expected one of: {})",
+                            Consistency::NAMES
+                        ),
+                    })?,
+            ),
+        };
+        let monitor_interval = duration(
+            "consistency.monitor_interval",
+            &c.monitor_interval,
+            crate::consistency::DEFAULT_MONITOR_INTERVAL,
+        )?;
+        if monitor_interval < Duration::from_millis(10) {
+            return Err(SettingsError::InvalidValue {
+                database: None,
+                key: "consistency.monitor_interval",
+                value: format!("{:?}", c.monitor_interval.clone().unwrap_or_default()),
+                reason: "must be at least 10ms".into(),
+            });
+        }
+        Ok(ConsistencySpec {
+            mode,
+            max_lag: duration(
+                "consistency.max_lag",
+                &c.max_lag,
+                crate::consistency::DEFAULT_MAX_LAG,
+            )?,
+            max_lag_bytes: c
+                .max_lag_bytes
+                .unwrap_or(crate::consistency::DEFAULT_MAX_LAG_BYTES),
+            replica_wait: duration("consistency.replica_wait", &c.replica_wait, Duration::ZERO)?,
+            monitor_interval,
         })
     }
 }

@@ -1,0 +1,204 @@
+//! Which replica may serve a read: healthy, within the lag limits, and caught up to what the
+//! reader must see.
+
+use std::time::{Duration, Instant};
+
+use super::{open_replica, RoutedConnection};
+use crate::backend::{is_connection_error, RoutedBackend};
+use crate::consistency::{scope, Consistency, Position};
+use crate::routing::{RouteReason, Usability};
+
+/// Why no replica was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NoReplica {
+    /// Down, unreachable, or not answering its monitor.
+    Unreachable,
+    /// Every reachable replica is past both lag limits.
+    Lagging,
+    /// Reachable replicas exist, but none has replayed the required position.
+    Behind,
+}
+
+impl NoReplica {
+    pub(super) fn reason(self) -> RouteReason {
+        match self {
+            NoReplica::Unreachable => RouteReason::Fallback,
+            NoReplica::Lagging => RouteReason::Lagging,
+            NoReplica::Behind => RouteReason::Behind,
+        }
+    }
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
+    pub(super) fn choose_for_read(&mut self, mode: Consistency) -> Result<usize, RouteReason> {
+        let required = self.required_position(mode).map_err(NoReplica::reason)?;
+        let wait = self.db.consistency.replica_wait;
+        let deadline = (required > 0 && !wait.is_zero()).then(|| Instant::now() + wait);
+        loop {
+            match self.find_replica(required) {
+                Ok(i) => return Ok(i),
+                Err(NoReplica::Behind) => match deadline {
+                    Some(d) if Instant::now() < d => {
+                        let left = d.saturating_duration_since(Instant::now());
+                        std::thread::sleep(left.min(Duration::from_millis(2)));
+                    }
+                    _ => return Err(RouteReason::Behind),
+                },
+                Err(other) => return Err(other.reason()),
+            }
+        }
+    }
+
+    /// The position a read must see in `mode` (0: nothing).
+    fn required_position(&mut self, mode: Consistency) -> Result<Position, NoReplica> {
+        let id = self.db.id;
+        Ok(match mode {
+            Consistency::Pin | Consistency::Eventual => 0,
+            Consistency::ReadYourWrites => scope::required(id),
+            Consistency::Causal => scope::required(id).max(
+                self.db
+                    .max_written
+                    .load(std::sync::atomic::Ordering::Relaxed),
+            ),
+            Consistency::Strong => {
+                // one tiny query on the primary; the read itself still runs on a replica
+                let primary = self.open_primary().map_err(|_| NoReplica::Unreachable)?;
+                let now = C::flush_position(primary)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(Position::MAX);
+                scope::required(id).max(now)
+            }
+        })
+    }
+
+    /// A usable replica that has replayed `required`: the current one if it qualifies, else
+    /// the others in the read strategy's order. Positions come from the monitor's cache and,
+    /// when that is not enough to decide, from the replica connection itself.
+    pub(super) fn find_replica(&mut self, required: Position) -> Result<usize, NoReplica> {
+        let n = self.db.replicas.len();
+        if n == 0 || required == Position::MAX {
+            return Err(if n == 0 {
+                NoReplica::Unreachable
+            } else {
+                NoReplica::Behind
+            });
+        }
+        let primary_position = self
+            .db
+            .primary_position
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut tried = vec![false; n];
+        let mut any_usable = false;
+        let mut any_lagging = false;
+        let mut next = self.current_replica;
+        for _ in 0..n {
+            let candidate = match next.take() {
+                Some(i) if !tried[i] => Some(i),
+                _ => self.db.replicas.pick_among(
+                    |i| {
+                        !tried[i]
+                            && self.db.replicas.usability(i, primary_position) == Usability::Usable
+                    },
+                    &mut rand::thread_rng(),
+                ),
+            };
+            let Some(i) = candidate else { break };
+            tried[i] = true;
+            match self.db.replicas.usability(i, primary_position) {
+                Usability::Usable => {}
+                Usability::Lagging => {
+                    any_lagging = true;
+                    continue;
+                }
+                Usability::Down => continue,
+            }
+            if !self.ensure_replica_open(i) {
+                continue;
+            }
+            any_usable = true;
+            if required == 0 || self.db.replicas.replay(i) >= required {
+                self.current_replica = Some(i);
+                return Ok(i);
+            }
+            // the cached position is not enough: ask the replica itself
+            if let Some(pos) = self.live_replay(i) {
+                if pos >= required {
+                    self.current_replica = Some(i);
+                    return Ok(i);
+                }
+            }
+        }
+        // the loop above may have stopped early when the strategy found nothing more
+        if !any_usable && !any_lagging {
+            any_lagging = (0..n)
+                .any(|i| self.db.replicas.usability(i, primary_position) == Usability::Lagging);
+        }
+        Err(if any_usable {
+            NoReplica::Behind
+        } else if any_lagging {
+            NoReplica::Lagging
+        } else {
+            NoReplica::Unreachable
+        })
+    }
+
+    /// Opens replica `i` if needed; on failure it is skipped for the backoff.
+    fn ensure_replica_open(&mut self, i: usize) -> bool {
+        if self.replicas[i].is_some() {
+            return true;
+        }
+        match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
+            Ok(conn) => {
+                self.db.replicas.mark_up(i);
+                self.replicas[i] = Some(conn);
+                if self.db.has_positions && self.db.replicas.replay(i) == 0 {
+                    self.live_replay(i);
+                }
+                true
+            }
+            Err(e) => {
+                self.db.replicas.mark_down(i);
+                self.db.counters.replica_failed();
+                let name = self
+                    .db
+                    .replicas
+                    .get(i)
+                    .map(|r| r.name.as_str())
+                    .unwrap_or("?");
+                tracing::warn!(
+                    target: "diesel_sharding::route",
+                    database = %self.db.name,
+                    replica = name,
+                    error = %e,
+                    "replica unreachable: reading from the primary, retrying it after the backoff"
+                );
+                false
+            }
+        }
+    }
+
+    /// Asks replica `i` how far it has replayed, and remembers the answer.
+    fn live_replay(&mut self, i: usize) -> Option<Position> {
+        let conn = self.replicas[i].as_mut()?;
+        match C::replay_position(conn) {
+            Ok(Some(pos)) => {
+                self.db.replicas.saw_replay(i, pos);
+                Some(pos)
+            }
+            Ok(None) => None,
+            Err(e) => {
+                if is_connection_error(&e) {
+                    self.replicas[i] = None;
+                    self.db.replicas.mark_down(i);
+                    self.db.counters.replica_failed();
+                    if self.current_replica == Some(i) {
+                        self.current_replica = None;
+                    }
+                }
+                None
+            }
+        }
+    }
+}

@@ -1,0 +1,45 @@
+//! After a write commits: the pin window and the write's replication position.
+
+use super::RoutedConnection;
+use crate::backend::RoutedBackend;
+use crate::consistency::scope;
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// A write committed on the primary (an autocommit statement, or the top-level `COMMIT`
+    /// of a transaction that wrote). Opens the pin window, and reads the primary's position
+    /// now, after the commit returned: a position read inside the transaction, or in the same
+    /// batch, is before the commit record and would let a stale read through.
+    pub(super) fn committed_write(&mut self) {
+        self.db.wrote();
+        if self.db.has_positions {
+            self.capture_position();
+        }
+    }
+
+    /// Reads the primary's position for the last committed write. If that fails, the write
+    /// stays pending: this scope reads that database from the primary until it is known.
+    pub(super) fn capture_position(&mut self) {
+        let position = match self.open_primary() {
+            Ok(primary) => C::write_position(primary).ok().flatten(),
+            Err(_) => None,
+        };
+        match position {
+            Some(pos) => {
+                self.db.wrote_at(pos);
+                self.position_pending = false;
+            }
+            None => {
+                scope::write_pending(self.db.id);
+                self.position_pending = true;
+            }
+        }
+    }
+
+    /// Reads a position that could not be read right after its write (the cursor of an
+    /// `INSERT ... RETURNING` held the primary, or `primary()` was handed out).
+    pub(super) fn settle_pending(&mut self) {
+        if self.position_pending && !self.in_transaction() {
+            self.capture_position();
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Consistency: which replica may serve a read, so that replication lag never shows a reader
+//! data older than it must see.
+//!
+//! PostgreSQL replicas replay the primary's write-ahead log; a position (LSN) says how far.
+//! After every committed write the routed connection learns the primary's position, and a read
+//! goes to a replica only when that replica has replayed past what the reader must see:
+//!
+//! | mode | a read goes to a replica only if it has replayed |
+//! |---|---|
+//! | `pin` | (no positions) this thread has not written within `pinning.seconds` |
+//! | `read_your_writes` (default on PostgreSQL) | every position this thread (or the token it runs under) wrote or read |
+//! | `causal` | ... and every position any thread of this process wrote to that database |
+//! | `strong` | ... and the primary's position read when the statement starts |
+//! | `eventual` | nothing: any healthy replica within the lag limits |
+//!
+//! In every mode a replica that is down, or behind by more than `max_lag` (time) and more than
+//! `max_lag_bytes` (WAL), takes no reads. When no replica qualifies, a read may wait up to
+//! `replica_wait` for one to catch up, then goes to the primary: a position no replica has
+//! reached costs a primary read, never a stale one.
+//!
+//! SQLite has no positions: every mode but `eventual` behaves as `pin` there.
+
+mod monitor;
+pub(crate) mod scope;
+mod token;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+pub(crate) use self::monitor::Monitor;
+pub use self::token::{ConsistencyToken, Position, TokenError};
+
+/// What a read must see; see the [module docs](self).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Consistency {
+    /// The time-window pin: the writing thread reads from the primary for `pinning.seconds`.
+    Pin,
+    /// Reads see everything this thread (or its token) wrote or read before.
+    ReadYourWrites,
+    /// Reads also see everything any thread of this process wrote.
+    Causal,
+    /// Reads see everything committed on the primary before the statement started.
+    Strong,
+    /// Reads go to any healthy replica within the lag limits.
+    Eventual,
+}
+
+impl Consistency {
+    /// The mode's name in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Pin => "pin",
+            Consistency::ReadYourWrites => "read_your_writes",
+            Consistency::Causal => "causal",
+            Consistency::Strong => "strong",
+            Consistency::Eventual => "eventual",
+        }
+    }
+
+    /// Every name the settings accept.
+    pub const NAMES: &'static str = "pin, read_your_writes, causal, strong, eventual";
+
+    /// Does the mode route by replication positions?
+    pub(crate) fn uses_positions(self) -> bool {
+        matches!(
+            self,
+            Consistency::ReadYourWrites | Consistency::Causal | Consistency::Strong
+        )
+    }
+}
+
+impl fmt::Display for Consistency {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Consistency {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "pin" => Consistency::Pin,
+            "read_your_writes" => Consistency::ReadYourWrites,
+            "causal" => Consistency::Causal,
+            "strong" => Consistency::Strong,
+            "eventual" => Consistency::Eventual,
+            other => {
+                return Err(format!(
+                    "unknown consistency mode `{other}` (expected one of: {})",
+                    Consistency::NAMES
+                ))
+            }
+        })
+    }
+}
+
+/// Validated `[consistency]` settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ConsistencySpec {
+    /// `None`: the backend's default (`read_your_writes` with positions, else `pin`).
+    pub(crate) mode: Option<Consistency>,
+    pub(crate) max_lag: Duration,
+    pub(crate) max_lag_bytes: u64,
+    pub(crate) replica_wait: Duration,
+    pub(crate) monitor_interval: Duration,
+}
+
+/// Defaults of the `[consistency]` keys.
+pub(crate) const DEFAULT_MAX_LAG: Duration = Duration::from_secs(30);
+pub(crate) const DEFAULT_MAX_LAG_BYTES: u64 = 16 * 1024 * 1024;
+pub(crate) const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+
+impl Default for ConsistencySpec {
+    fn default() -> Self {
+        ConsistencySpec {
+            mode: None,
+            max_lag: DEFAULT_MAX_LAG,
+            max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
+            replica_wait: Duration::ZERO,
+            monitor_interval: DEFAULT_MONITOR_INTERVAL,
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The replica monitor: one background thread per server keeps each replica's replay position
+//! and lag (and the primary's position, for the byte lag) fresh in the shared state.
+//!
+//! A thread per server, so that a replica that hangs (a frozen process answers no query, and
+//! libpq has no read timeout) stalls only its own probe: its last successful probe ages, and
+//! the router stops using it once that is older than twice the interval plus the connect
+//! timeout. The threads end soon after the cluster is dropped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use rand::Rng;
+
+use crate::backend::RoutedBackend;
+use crate::database::Database;
+
+/// Stops the monitor's threads when dropped.
+#[derive(Debug)]
+pub(crate) struct Monitor {
+    stop: Arc<AtomicBool>,
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Which server a probe thread watches.
+#[derive(Debug, Clone, Copy)]
+enum Target {
+    Primary,
+    Replica(usize),
+}
+
+impl Monitor {
+    /// Starts probing the primary and every replica of `db` every `interval` (with jitter).
+    pub(crate) fn spawn<C: RoutedBackend>(db: &Arc<Database>, interval: Duration) -> Monitor {
+        let stop = Arc::new(AtomicBool::new(false));
+        let targets =
+            std::iter::once(Target::Primary).chain((0..db.replicas.len()).map(Target::Replica));
+        for target in targets {
+            let weak = Arc::downgrade(db);
+            let stop = stop.clone();
+            let name = format!("diesel-sharding-monitor-{}", db.name);
+            let spawned = std::thread::Builder::new()
+                .name(name)
+                .spawn(move || probe_loop::<C>(weak, target, interval, stop));
+            if let Err(e) = spawned {
+                tracing::warn!(target: "diesel_sharding::monitor", error = %e, "cannot start a replica monitor thread");
+            }
+        }
+        Monitor { stop }
+    }
+}
+
+fn probe_loop<C: RoutedBackend>(
+    db: Weak<Database>,
+    target: Target,
+    interval: Duration,
+    stop: Arc<AtomicBool>,
+) {
+    let mut conn: Option<C> = None;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some(database) = db.upgrade() else { return };
+        let url = match target {
+            Target::Primary => database.url.expose().to_owned(),
+            Target::Replica(i) => match database.replicas.get(i) {
+                Some(r) => r.url.expose().to_owned(),
+                None => return,
+            },
+        };
+        if conn.is_none() {
+            conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout)).ok();
+        }
+        if let Some(c) = conn.as_mut() {
+            let ok = match target {
+                Target::Primary => match C::flush_position(c) {
+                    Ok(Some(pos)) => {
+                        database.primary_position.fetch_max(pos, Ordering::Relaxed);
+                        true
+                    }
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+                Target::Replica(i) => match C::probe_replica(c) {
+                    Ok(Some(probe)) => {
+                        database.replicas.probed(i, probe.replay, probe.lag);
+                        true
+                    }
+                    Ok(None) => true,
+                    Err(_) => false,
+                },
+            };
+            if !ok {
+                conn = None;
+            }
+        }
+        drop(database);
+        // next probe between 0.75 and 1.25 intervals, so that processes do not probe in step
+        let jitter = rand::thread_rng().gen_range(0.75..1.25);
+        let mut left = interval.mul_f64(jitter);
+        while !left.is_zero() {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let step = left.min(Duration::from_millis(50));
+            std::thread::sleep(step);
+            left -= step;
+        }
+    }
+}

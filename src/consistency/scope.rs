@@ -1,0 +1,306 @@
+//! What this thread must see: the positions of its current scope, and its mode override.
+//!
+//! Outside any scope the thread's own history counts (scripts, simple workers). Inside a
+//! [`with_token`](crate::Cluster::with_token) scope it is the scope's token plus what the scope
+//! itself writes and reads, so a worker thread that served user A's write does not send user
+//! B's request to the primary. When a `with_token` scope ends, what it wrote joins the
+//! enclosing scope (this thread did write it); a job scope keeps everything to itself.
+
+use std::cell::RefCell;
+
+use super::{Consistency, Position};
+
+#[derive(Debug, Default, Clone)]
+struct Scope {
+    /// Database id -> position every read must see.
+    must_see: Vec<(u64, Position)>,
+    /// What this scope wrote (joins the parent when a request scope ends).
+    wrote: Vec<(u64, Position)>,
+    /// Databases with a committed write whose position is not known yet.
+    pending: Vec<u64>,
+}
+
+impl Scope {
+    fn raise(list: &mut Vec<(u64, Position)>, db: u64, pos: Position) {
+        match list.iter_mut().find(|(d, _)| *d == db) {
+            Some((_, p)) => *p = (*p).max(pos),
+            None => list.push((db, pos)),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// `scopes[0]` is the thread's own history; the last one is current.
+    scopes: Vec<Scope>,
+    mode: Option<Consistency>,
+}
+
+thread_local! {
+    static STATE: RefCell<State> = const { RefCell::new(State { scopes: Vec::new(), mode: None }) };
+}
+
+fn with_current<R>(f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
+    STATE
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.scopes.is_empty() {
+                s.scopes.push(Scope::default());
+            }
+            let last = s.scopes.len() - 1;
+            f(&mut s.scopes[last])
+        })
+        .ok()
+}
+
+/// The position a read of `db` must see in the current scope (0: nothing).
+pub(crate) fn required(db: u64) -> Position {
+    with_current(|s| {
+        s.must_see
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, p)| *p)
+            .unwrap_or(0)
+    })
+    .unwrap_or(0)
+}
+
+/// Has the current scope committed a write to `db` whose position is not known yet?
+pub(crate) fn pending(db: u64) -> bool {
+    with_current(|s| s.pending.contains(&db)).unwrap_or(false)
+}
+
+/// This scope committed a write to `db`; its position follows with [`wrote`].
+pub(crate) fn write_pending(db: u64) {
+    with_current(|s| {
+        if !s.pending.contains(&db) {
+            s.pending.push(db)
+        }
+    });
+}
+
+/// This scope committed a write to `db` at `pos`.
+pub(crate) fn wrote(db: u64, pos: Position) {
+    with_current(|s| {
+        s.pending.retain(|d| *d != db);
+        Scope::raise(&mut s.must_see, db, pos);
+        Scope::raise(&mut s.wrote, db, pos);
+    });
+}
+
+/// This scope read `db` from a replica that had replayed `pos` (later reads must not see
+/// older data, and a token taken now carries it).
+pub(crate) fn observed(db: u64, pos: Position) {
+    if pos > 0 {
+        with_current(|s| Scope::raise(&mut s.must_see, db, pos));
+    }
+}
+
+/// Everything the current scope must see, for a token.
+pub(crate) fn snapshot() -> Vec<(u64, Position)> {
+    with_current(|s| s.must_see.clone()).unwrap_or_default()
+}
+
+/// The mode set by the innermost `with_consistency`, if any.
+pub(crate) fn mode() -> Option<Consistency> {
+    STATE.try_with(|s| s.borrow().mode).ok().flatten()
+}
+
+/// Sets the mode until the guard drops.
+pub(crate) fn set_mode(mode: Consistency) -> ModeGuard {
+    let previous = STATE
+        .try_with(|s| std::mem::replace(&mut s.borrow_mut().mode, Some(mode)))
+        .ok()
+        .flatten();
+    ModeGuard { previous }
+}
+
+/// Restores the previous mode.
+#[derive(Debug)]
+pub(crate) struct ModeGuard {
+    previous: Option<Consistency>,
+}
+
+impl Drop for ModeGuard {
+    fn drop(&mut self) {
+        let previous = self.previous;
+        let _ = STATE.try_with(|s| s.borrow_mut().mode = previous);
+    }
+}
+
+/// How a scope ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ScopeKind {
+    /// A request scope: its writes join the enclosing scope.
+    Request,
+    /// A job: nothing leaks out, and the mode override is cleared inside.
+    Job,
+}
+
+/// Opens a scope that must see `must_see`; it ends when the guard drops.
+pub(crate) fn enter(must_see: Vec<(u64, Position)>, kind: ScopeKind) -> ScopeGuard {
+    let depth = STATE
+        .try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.scopes.is_empty() {
+                s.scopes.push(Scope::default());
+            }
+            s.scopes.push(Scope {
+                must_see,
+                ..Scope::default()
+            });
+            s.scopes.len() - 1
+        })
+        .unwrap_or(0);
+    let mode = if kind == ScopeKind::Job {
+        STATE
+            .try_with(|s| s.borrow_mut().mode.take())
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    ScopeGuard { depth, kind, mode }
+}
+
+/// Ends a scope when dropped (also on panic).
+#[derive(Debug)]
+pub(crate) struct ScopeGuard {
+    depth: usize,
+    kind: ScopeKind,
+    mode: Option<Consistency>,
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        let (depth, kind, mode) = (self.depth, self.kind, self.mode.take());
+        let _ = STATE.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if depth == 0 || s.scopes.len() <= depth {
+                return;
+            }
+            let scope = s
+                .scopes
+                .split_off(depth)
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            if kind == ScopeKind::Request {
+                let parent = &mut s.scopes[depth - 1];
+                for (db, pos) in scope.wrote {
+                    Scope::raise(&mut parent.must_see, db, pos);
+                    Scope::raise(&mut parent.wrote, db, pos);
+                }
+                for db in scope.pending {
+                    if !parent.pending.contains(&db) {
+                        parent.pending.push(db);
+                    }
+                }
+            } else {
+                s.mode = mode;
+            }
+        });
+    }
+}
+
+/// Forgets the whole history of this thread (for tests and `unpin_this_thread`-like resets).
+#[cfg(test)]
+pub(crate) fn reset() {
+    let _ = STATE.try_with(|s| *s.borrow_mut() = State::default());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_and_reads_raise_what_the_thread_must_see() {
+        reset();
+        assert_eq!(required(1), 0);
+        wrote(1, 100);
+        observed(1, 50);
+        assert_eq!(required(1), 100);
+        observed(1, 150);
+        assert_eq!(required(1), 150);
+        assert_eq!(required(2), 0);
+        reset();
+    }
+
+    #[test]
+    fn a_request_scope_sees_its_token_and_not_the_thread_history() {
+        reset();
+        wrote(1, 500);
+        {
+            let _g = enter(vec![(1, 10)], ScopeKind::Request);
+            assert_eq!(
+                required(1),
+                10,
+                "user B's request does not inherit user A's write"
+            );
+            wrote(1, 20);
+            assert_eq!(snapshot(), vec![(1, 20)]);
+        }
+        assert_eq!(required(1), 500);
+        reset();
+    }
+
+    #[test]
+    fn a_request_scope_passes_its_writes_to_the_enclosing_scope() {
+        reset();
+        {
+            let _g = enter(vec![(1, 10)], ScopeKind::Request);
+            wrote(1, 900);
+        }
+        assert_eq!(required(1), 900, "this thread wrote it");
+        reset();
+    }
+
+    #[test]
+    fn a_job_scope_leaks_nothing_even_when_it_panics() {
+        reset();
+        let _m = set_mode(Consistency::Strong);
+        let r = std::panic::catch_unwind(|| {
+            let _g = enter(vec![(1, 10)], ScopeKind::Job);
+            assert_eq!(
+                mode(),
+                None,
+                "a job starts without the caller's mode override"
+            );
+            wrote(1, 900);
+            write_pending(2);
+            panic!("job failed");
+        });
+        assert!(r.is_err());
+        assert_eq!(required(1), 0);
+        assert!(!pending(2));
+        assert_eq!(mode(), Some(Consistency::Strong));
+        drop(_m);
+        assert_eq!(mode(), None);
+        reset();
+    }
+
+    #[test]
+    fn pending_writes_clear_when_their_position_arrives() {
+        reset();
+        write_pending(3);
+        assert!(pending(3));
+        wrote(3, 42);
+        assert!(!pending(3));
+        assert_eq!(required(3), 42);
+        reset();
+    }
+
+    #[test]
+    fn mode_overrides_nest() {
+        reset();
+        {
+            let _a = set_mode(Consistency::Causal);
+            {
+                let _b = set_mode(Consistency::Eventual);
+                assert_eq!(mode(), Some(Consistency::Eventual));
+            }
+            assert_eq!(mode(), Some(Consistency::Causal));
+        }
+        assert_eq!(mode(), None);
+    }
+}
