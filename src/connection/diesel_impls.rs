@@ -198,18 +198,22 @@ where
 }
 
 impl<C: RoutedBackend> R2D2Connection for RoutedConnection<C> {
-    /// Pings the open physical connections. A replica that fails is dropped (and skipped for
-    /// the backoff); only a failing primary fails the ping.
+    /// Pings the primary if it is open. Replica connections are not pinned: a read on a dead
+    /// one is sent to the primary anyway, and pinging a frozen server would hang the checkout.
+    /// Replica connections to replicas that are down are closed here.
     fn ping(&mut self) -> QueryResult<()> {
+        let primary_position = self
+            .db
+            .primary_position
+            .load(std::sync::atomic::Ordering::Relaxed);
         for i in 0..self.replicas.len() {
-            if let Some(conn) = self.replicas[i].as_mut() {
-                if conn.ping().is_err() {
-                    self.replicas[i] = None;
-                    self.db.replicas.mark_down(i);
-                    self.db.counters.replica_failed();
-                    if self.current_replica == Some(i) {
-                        self.current_replica = None;
-                    }
+            if self.replicas[i].is_some()
+                && self.db.replicas.usability(i, primary_position)
+                    == crate::routing::Usability::Down
+            {
+                self.replicas[i] = None;
+                if self.current_replica == Some(i) {
+                    self.current_replica = None;
                 }
             }
         }

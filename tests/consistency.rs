@@ -1,0 +1,428 @@
+//! Replication positions against real lag: a primary and two streaming replicas, one delayed
+//! with `recovery_min_apply_delay`, one paused with `pg_wal_replay_pause()`. Where every read
+//! ran is checked in each server's `pg_stat_statements`; what it returned is checked against
+//! what it had to see (zero stale reads).
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use diesel_sharding::{
+    Cluster, Consistency, ConsistencyToken, DataConsistency, RouteReason, Settings,
+};
+use support::pg_cluster::{Node, PgCluster};
+
+const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const DB: &str = "app";
+const DELAYED: usize = 0;
+const PAUSED: usize = 1;
+
+mod schema {
+    diesel::table! {
+        users (id) {
+            id -> Int8,
+            name -> Text,
+            email -> Text,
+        }
+    }
+}
+use schema::users;
+
+/// The count query as pg_stat_statements stores it.
+const COUNT_NAMED: &str = "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"name\" = $1)";
+
+struct Setup {
+    pg: PgCluster,
+    cluster: Cluster<PgConnection>,
+}
+
+fn setup(consistency: &str) -> Setup {
+    let pg = PgCluster::start(2);
+    pg.create_database(DB);
+    PgConnection::establish(&pg.primary_url(DB))
+        .unwrap()
+        .run_pending_migrations(MIGRATIONS)
+        .unwrap();
+    pg.wait_all_caught_up();
+    let settings = Settings::from_toml_str(&format!(
+        "[routing]\nreplica_retry = \"200ms\"\n\
+         [consistency]\nmonitor_interval = \"50ms\"\n{consistency}\n\
+         [databases.default]\nurl = \"{}\"\n\
+         [databases.delayed]\nurl = \"{}\"\nprimary = \"default\"\n\
+         [databases.paused]\nurl = \"{}\"\nprimary = \"default\"\n",
+        pg.primary_url(DB),
+        pg.replica_url(DELAYED, DB),
+        pg.replica_url(PAUSED, DB),
+    ))
+    .unwrap();
+    let cluster = Cluster::new(settings).unwrap();
+    pg.reset_all_statement_stats();
+    Setup { pg, cluster }
+}
+
+impl Setup {
+    fn calls(&self, node: Node) -> i64 {
+        self.pg.statement_calls(node, COUNT_NAMED)
+    }
+
+    /// (primary, delayed, paused) calls of the count query.
+    fn where_ran(&self) -> (i64, i64, i64) {
+        (
+            self.calls(Node::Primary),
+            self.calls(Node::Replica(DELAYED)),
+            self.calls(Node::Replica(PAUSED)),
+        )
+    }
+
+    fn lag(&self, delay: Duration) {
+        self.pg.set_apply_delay(DELAYED, delay);
+        self.pg.pause_replay(PAUSED);
+    }
+}
+
+fn add_user(cluster: &Cluster<PgConnection>, name: &str) {
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values((
+            users::name.eq(name),
+            users::email.eq(format!("{name}@example.com")),
+        ))
+        .execute(&mut conn)
+        .unwrap();
+}
+
+fn count(cluster: &Cluster<PgConnection>, name: &str) -> (i64, RouteReason) {
+    let mut conn = cluster.get("default").unwrap();
+    let n = users::table
+        .filter(users::name.eq(name))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    (n, conn.last_route().unwrap().reason)
+}
+
+#[test]
+fn the_writer_sees_its_row_at_once_and_reads_a_replica_as_soon_as_it_has_replayed_the_write() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_millis(400));
+    let written = Instant::now();
+    add_user(&s.cluster, "ada");
+    assert_eq!(
+        count(&s.cluster, "ada"),
+        (1, RouteReason::Behind),
+        "not stale"
+    );
+    assert_eq!(s.where_ran(), (1, 0, 0), "ran on the primary");
+    s.pg.wait_caught_up(DELAYED);
+    assert_eq!(count(&s.cluster, "ada"), (1, RouteReason::Replica));
+    assert_eq!(
+        s.where_ran(),
+        (1, 1, 0),
+        "ran on the delayed replica once it replayed the write"
+    );
+    assert!(
+        written.elapsed() < Duration::from_secs(15),
+        "no 15 s time window involved"
+    );
+}
+
+#[test]
+fn another_thread_reads_a_stale_replica_in_read_your_writes_but_sees_the_row_in_causal() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_secs(3600));
+    add_user(&s.cluster, "ada");
+    let cluster = s.cluster.clone();
+    let other = std::thread::spawn(move || count(&cluster, "ada"))
+        .join()
+        .unwrap();
+    assert_eq!(
+        other,
+        (0, RouteReason::Replica),
+        "read_your_writes covers only the writer"
+    );
+    assert_eq!(s.where_ran().0, 0);
+
+    let cluster = s.cluster.clone();
+    let causal = std::thread::spawn(move || {
+        cluster.with_consistency(Consistency::Causal, || count(&cluster, "ada"))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        causal,
+        (1, RouteReason::Behind),
+        "causal: any thread's write is seen"
+    );
+    assert_eq!(
+        s.where_ran().0,
+        1,
+        "on the primary, the replicas being behind"
+    );
+}
+
+#[test]
+fn causal_reads_go_to_a_replica_once_it_has_replayed_every_write_of_the_process() {
+    let s = setup("mode = \"causal\"");
+    s.lag(Duration::from_millis(300));
+    add_user(&s.cluster, "ada");
+    s.pg.wait_caught_up(DELAYED);
+    let cluster = s.cluster.clone();
+    let seen = std::thread::spawn(move || count(&cluster, "ada"))
+        .join()
+        .unwrap();
+    assert_eq!(seen, (1, RouteReason::Replica));
+    assert_eq!(s.where_ran(), (0, 1, 0));
+}
+
+#[test]
+fn a_job_on_another_thread_handed_the_token_as_a_string_sees_the_row() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_secs(3600));
+    add_user(&s.cluster, "ada");
+    let token = s.cluster.token().to_string();
+    assert!(token.starts_with("default-"), "{token}");
+
+    let cluster = s.cluster.clone();
+    let payload = token.clone();
+    let seen = std::thread::spawn(move || {
+        let token: ConsistencyToken = payload.parse().unwrap();
+        cluster
+            .run_job(&token, DataConsistency::Sticky, || count(&cluster, "ada"))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, (1, RouteReason::Behind));
+
+    // delayed: not run while no replica has the write; run on a replica once one has
+    let cluster = s.cluster.clone();
+    let payload = token.clone();
+    let early = std::thread::spawn(move || {
+        let token: ConsistencyToken = payload.parse().unwrap();
+        cluster.run_job(
+            &token,
+            DataConsistency::Delayed(Duration::from_millis(200)),
+            || count(&cluster, "ada"),
+        )
+    })
+    .join()
+    .unwrap();
+    let delayed = early.unwrap_err();
+    assert_eq!(delayed.database, "default");
+    assert!(
+        delayed.to_string().contains("retry the job later"),
+        "{delayed}"
+    );
+
+    s.pg.set_apply_delay(DELAYED, Duration::ZERO);
+    let cluster = s.cluster.clone();
+    let later = std::thread::spawn(move || {
+        let token: ConsistencyToken = token.parse().unwrap();
+        cluster.run_job(
+            &token,
+            DataConsistency::Delayed(Duration::from_secs(10)),
+            || count(&cluster, "ada"),
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(later.unwrap(), (1, RouteReason::Replica));
+    assert_eq!(
+        s.calls(Node::Replica(PAUSED)),
+        0,
+        "the paused replica never served it"
+    );
+}
+
+#[test]
+fn a_job_that_only_read_passes_on_what_it_read() {
+    let s = setup("mode = \"read_your_writes\"");
+    // another client writes; the replica that replays it is read; the token carries that
+    s.pg.pause_replay(PAUSED);
+    s.pg.execute(
+        Node::Primary,
+        DB,
+        "INSERT INTO users (name, email) VALUES ('bob', 'bob@example.com')",
+    );
+    s.pg.wait_caught_up(DELAYED);
+    let (seen, token) = std::thread::spawn({
+        let cluster = s.cluster.clone();
+        // strong only steers this read to the replica that has bob; the thread writes nothing
+        move || {
+            let seen = cluster.with_consistency(Consistency::Strong, || count(&cluster, "bob"));
+            (seen, cluster.token())
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(seen, (1, RouteReason::Replica));
+    assert!(
+        token.position("default").is_some(),
+        "a reader's token: {token}"
+    );
+    // a job with that token never reads the paused replica, which is older
+    let cluster = s.cluster.clone();
+    for _ in 0..6 {
+        let (n, _) = cluster
+            .run_job(&token, DataConsistency::Sticky, || count(&cluster, "bob"))
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    assert_eq!(s.calls(Node::Replica(PAUSED)), 0);
+}
+
+#[test]
+fn strong_sees_a_row_committed_by_another_client_at_once() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_secs(3600));
+    s.pg.execute(
+        Node::Primary,
+        DB,
+        "INSERT INTO users (name, email) VALUES ('eve', 'eve@example.com')",
+    );
+    assert_eq!(
+        count(&s.cluster, "eve"),
+        (0, RouteReason::Replica),
+        "read_your_writes: stale"
+    );
+    s.pg.reset_all_statement_stats();
+    let strong = s
+        .cluster
+        .with_consistency(Consistency::Strong, || count(&s.cluster, "eve"));
+    assert_eq!(strong, (1, RouteReason::Behind));
+    s.pg.set_apply_delay(DELAYED, Duration::ZERO);
+    s.pg.wait_caught_up(DELAYED);
+    let strong = s
+        .cluster
+        .with_consistency(Consistency::Strong, || count(&s.cluster, "eve"));
+    assert_eq!(
+        strong,
+        (1, RouteReason::Replica),
+        "and from a replica once one has it"
+    );
+    assert_eq!(s.calls(Node::Replica(PAUSED)), 0);
+}
+
+#[test]
+fn a_read_waits_up_to_replica_wait_for_a_replica_to_catch_up() {
+    let s = setup("mode = \"read_your_writes\"\nreplica_wait = \"3s\"");
+    s.lag(Duration::from_millis(300));
+    add_user(&s.cluster, "ada");
+    let started = Instant::now();
+    assert_eq!(count(&s.cluster, "ada"), (1, RouteReason::Replica));
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(s.where_ran(), (0, 1, 0), "waited for the delayed replica");
+}
+
+#[test]
+fn a_replica_past_both_lag_limits_takes_no_reads_in_any_mode() {
+    let s = setup("mode = \"eventual\"\nmax_lag = \"200ms\"\nmax_lag_bytes = 1000");
+    s.pg.pause_replay(PAUSED);
+    for i in 0..50 {
+        s.pg.execute(
+            Node::Primary,
+            DB,
+            &format!("INSERT INTO users (name, email) VALUES ('u{i}', 'u{i}@example.com')"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(600)); // the monitor sees the lag
+    s.pg.reset_all_statement_stats();
+    let cluster = s.cluster.clone();
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let c = cluster.clone();
+            std::thread::spawn(move || count(&c, "u1"))
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().0, 1);
+    }
+    let (_, delayed, paused) = s.where_ran();
+    assert_eq!(paused, 0, "the lagging replica took no reads");
+    assert_eq!(delayed, 8);
+
+    // both lagging: the primary, with the reason
+    s.pg.pause_replay(DELAYED);
+    s.pg.execute(
+        Node::Primary,
+        DB,
+        "INSERT INTO users (name, email) VALUES ('x', 'x@e')",
+    );
+    for i in 0..50 {
+        s.pg.execute(
+            Node::Primary,
+            DB,
+            &format!("UPDATE users SET email = 'v{i}' WHERE name = 'x'"),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(count(&s.cluster, "x"), (1, RouteReason::Lagging));
+}
+
+#[test]
+fn a_killed_and_a_frozen_replica_do_not_fail_reads_and_are_used_again_after_they_recover() {
+    let s = setup("mode = \"eventual\"");
+    for _ in 0..4 {
+        count(&s.cluster, "x");
+    }
+    s.pg.kill_replica(DELAYED);
+    s.pg.freeze_replica(PAUSED);
+    // the monitor stops hearing from the frozen one: 2 x 50 ms + 2 s connect timeout + 0.5 s
+    std::thread::sleep(Duration::from_millis(2800));
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (n, reason) = count(&s.cluster, "x");
+        assert_eq!(n, 0);
+        assert!(matches!(reason, RouteReason::Fallback), "{reason:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "bounded: {:?}",
+            started.elapsed()
+        );
+    }
+    s.pg.thaw_replica(PAUSED);
+    s.pg.start_replica(DELAYED);
+    s.pg.wait_all_caught_up();
+    std::thread::sleep(Duration::from_millis(400)); // the monitor hears from both again
+    s.pg.reset_all_statement_stats();
+    for _ in 0..10 {
+        assert_eq!(count(&s.cluster, "x"), (0, RouteReason::Replica));
+    }
+    let (primary, delayed, paused) = s.where_ran();
+    assert_eq!(primary, 0);
+    assert_eq!(delayed + paused, 10);
+}
+
+#[test]
+fn a_token_naming_an_unknown_database_is_ignored() {
+    let s = setup("mode = \"read_your_writes\"");
+    let token: ConsistencyToken = "nope-ffff.default-0".parse().unwrap();
+    let seen = s.cluster.with_token(&token, || count(&s.cluster, "x"));
+    assert_eq!(seen, (0, RouteReason::Replica));
+}
+
+#[test]
+fn a_request_scope_does_not_inherit_another_users_write_on_the_same_thread() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_secs(3600));
+    // request of user A writes
+    let token_a = s.cluster.with_token(&ConsistencyToken::new(), || {
+        add_user(&s.cluster, "ada");
+        s.cluster.token()
+    });
+    // request of user B on the same worker thread: replicas are fine for B
+    let b = s
+        .cluster
+        .with_token(&ConsistencyToken::new(), || count(&s.cluster, "zed"));
+    assert_eq!(b, (0, RouteReason::Replica));
+    // A's next request, with A's token: sees A's write
+    let a = s.cluster.with_token(&token_a, || count(&s.cluster, "ada"));
+    assert_eq!(a, (1, RouteReason::Behind));
+}
