@@ -1,10 +1,12 @@
 //! The shared state of one primary: its URL, replicas, classifier, positions and counters.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::consistency::{scope, Consistency, ConsistencySpec, Position};
-use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason};
+use crate::consistency::{scope, Consistency, ConsistencySpec, Granularity, Position};
+use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason, TableId, TableUse};
 use crate::settings::{PrimarySpec, SecretUrl};
 use crate::stats::{Counters, DatabaseStats};
 
@@ -43,6 +45,10 @@ pub(crate) struct Database {
     pub(crate) primary_position: AtomicU64,
     /// The highest position any thread of this process wrote (for `causal`).
     pub(crate) max_written: AtomicU64,
+    /// ... of writes whose tables are not known.
+    coarse_written: AtomicU64,
+    /// ... per table (with `granularity = "table"`).
+    table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
 }
 
@@ -73,6 +79,8 @@ impl Database {
             has_positions: o.has_positions,
             primary_position: AtomicU64::new(0),
             max_written: AtomicU64::new(0),
+            coarse_written: AtomicU64::new(0),
+            table_written: RwLock::new(HashMap::new()),
             counters: Counters::new(spec.replicas.len()),
         }
     }
@@ -142,11 +150,54 @@ impl Database {
         }
     }
 
-    /// The position of a write this thread committed here.
-    pub(crate) fn wrote_at(&self, position: Position) {
-        scope::wrote(self.id, position);
+    /// The position of a write this thread committed here, to `tables` (empty: unknown).
+    pub(crate) fn wrote_at(&self, position: Position, tables: &[TableId]) {
+        let tables = if self.consistency.granularity == Granularity::Table {
+            tables
+        } else {
+            &[]
+        };
+        scope::wrote(self.id, tables, position);
         self.max_written.fetch_max(position, Ordering::Relaxed);
         self.primary_position.fetch_max(position, Ordering::Relaxed);
+        if tables.is_empty() {
+            self.coarse_written.fetch_max(position, Ordering::Relaxed);
+        } else if let Ok(mut map) = self.table_written.write() {
+            for t in tables {
+                let p = map.entry(*t).or_insert(0);
+                *p = (*p).max(position);
+            }
+        }
+    }
+
+    /// What `causal` adds for a read of `reads` (all tables when unknown): every position any
+    /// thread of this process wrote there.
+    pub(crate) fn process_written(&self, reads: Option<&[TableId]>) -> Position {
+        match reads {
+            Some(reads) if self.consistency.granularity == Granularity::Table => {
+                let per_table = self.table_written.read().map_or(Position::MAX, |map| {
+                    reads
+                        .iter()
+                        .filter_map(|t| map.get(t))
+                        .copied()
+                        .max()
+                        .unwrap_or(0)
+                });
+                per_table.max(self.coarse_written.load(Ordering::Relaxed))
+            }
+            _ => self.max_written.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The tables a read must be caught up on: `None` (the whole database) unless positions
+    /// are kept per table and the statement's tables are known.
+    pub(crate) fn read_tables<'a>(&self, tables: Option<&'a TableUse>) -> Option<&'a [TableId]> {
+        match tables {
+            Some(t) if self.consistency.granularity == Granularity::Table && !t.read.is_empty() => {
+                Some(&t.read)
+            }
+            _ => None,
+        }
     }
 
     pub(crate) fn stats(&self) -> DatabaseStats {

@@ -50,7 +50,7 @@ mod stats;
 pub use crate::backend::{RoutedBackend, RoutedLoad};
 pub use crate::cluster::{Cluster, Pool, PooledConnection};
 pub use crate::connection::{Route, RoutedConnection};
-pub use crate::consistency::{Consistency, ConsistencyToken, Position, TokenError};
+pub use crate::consistency::{Consistency, ConsistencyToken, Granularity, Position, TokenError};
 pub use crate::error::{Error, Result, SettingsError};
 pub use crate::job::{DataConsistency, JobDelayed};
 pub use crate::manager::RoutedConnectionManager;

@@ -44,7 +44,15 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     where
         T: QueryFragment<Self::Backend> + QueryId,
     {
-        self.write_on_primary(|p| p.execute_returning_count(source))
+        let written = if self.wants_tables() {
+            let classified = self
+                .kinds
+                .classify::<C, T>(&self.db.classifier, source, true);
+            Self::written_tables(&classified)
+        } else {
+            Vec::new()
+        };
+        self.write_on_primary(written, |p| p.execute_returning_count(source))
     }
 
     fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
@@ -104,7 +112,11 @@ where
         self.drop_dead_replica();
         self.settle_pending();
         let in_transaction = self.in_transaction();
-        let kind = self.kind_of(&source);
+        let classified =
+            self.kinds
+                .classify::<C, T>(&self.db.classifier, &source, self.wants_tables());
+        let kind = classified.kind;
+        let reads = self.db.read_tables(classified.tables.as_deref());
         let mode = self.db.mode();
         let pin = match crate::pin::status(self.db.id) {
             // the time window is mode `pin`; the other modes go by positions
@@ -126,7 +138,7 @@ where
         });
         let (reason, source) = match decision {
             Decision::Primary(reason) => (reason, source),
-            Decision::Replica => match self.choose_for_read(mode) {
+            Decision::Replica => match self.choose_for_read(mode, reads) {
                 Err(reason) => (reason, source),
                 Ok(i) => {
                     self.db.routed(RouteReason::Replica, Some(i));
@@ -168,11 +180,12 @@ where
         )
         .map_err(connection_error)?;
         // Bookkeeping below goes through fields only: the cursor borrows the primary.
-        let result = if commits_a_write && self.db.has_positions {
+        let written = Self::written_tables(&classified);
+        let result = if commits_a_write && self.db.has_positions && mode.uses_positions() {
             let (result, position) = C::load_write(primary, source);
             if result.is_ok() {
                 match position {
-                    Some(pos) => self.db.wrote_at(pos),
+                    Some(pos) => self.db.wrote_at(pos, &written),
                     None => {
                         scope::write_pending(self.db.id);
                         self.position_pending = true;
@@ -188,6 +201,11 @@ where
         if kind_writes(kind) && result.is_ok() {
             if in_transaction {
                 self.transaction_wrote = true;
+                if written.is_empty() {
+                    self.transaction_tables_unknown = true;
+                } else {
+                    self.transaction_tables.extend_from_slice(&written);
+                }
             } else {
                 // Autocommit: the statement has committed.
                 self.db.wrote();
@@ -246,7 +264,7 @@ where
     /// primary: the harness reads that table right after, and a replica may not have it yet.
     fn setup(&mut self) -> QueryResult<usize> {
         self.session_on_primary = true;
-        self.write_on_primary(|p| p.setup())
+        self.write_on_primary(Vec::new(), |p| p.setup())
     }
 }
 
@@ -256,7 +274,7 @@ where
 {
     /// `save_changes`: the update and the read back both run on the primary.
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
-        self.write_on_primary(|p| p.update_and_fetch(changeset))
+        self.write_on_primary(Vec::new(), |p| p.update_and_fetch(changeset))
     }
 }
 

@@ -18,7 +18,7 @@ use self::instrumentation::SharedInstrumentation;
 use crate::backend::RoutedBackend;
 use crate::consistency::Position;
 use crate::database::Database;
-use crate::routing::{KindCache, RouteReason, StatementKind};
+use crate::routing::{Classified, KindCache, RouteReason, StatementKind, TableId};
 
 /// Where the last statement of a connection ran; see [`RoutedConnection::last_route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,6 +52,10 @@ pub struct RoutedConnection<C: RoutedBackend> {
     transaction_wrote: bool,
     /// A committed write whose position is not known yet.
     position_pending: bool,
+    /// Tables the open transaction wrote ...
+    transaction_tables: Vec<TableId>,
+    /// ... or it wrote where the tables are not known.
+    transaction_tables_unknown: bool,
     kinds: KindCache,
     instrumentation: SharedInstrumentation,
     cache_size: Option<CacheSize>,
@@ -72,6 +76,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             transaction_by_sql: false,
             transaction_wrote: false,
             position_pending: false,
+            transaction_tables: Vec::new(),
+            transaction_tables_unknown: false,
             kinds: KindCache::default(),
             instrumentation: SharedInstrumentation::default(),
             cache_size: None,
@@ -102,6 +108,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the primary for the pin window afterwards.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
         self.db.wrote();
+        if self.in_transaction() {
+            self.transaction_wrote = true;
+            self.note_transaction_tables(&[]);
+        }
         if self.db.has_positions {
             // its position is read before the next routed statement, or at check-in
             crate::consistency::scope::write_pending(self.db.id);
@@ -195,7 +205,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Runs a writing statement on the physical primary, then does the bookkeeping: the
     /// reason (`transaction` inside one, else `write`) and, if it succeeded, the write.
-    fn write_on_primary<R>(&mut self, f: impl FnOnce(&mut C) -> QueryResult<R>) -> QueryResult<R> {
+    /// `written` are the tables it writes (empty: not known).
+    fn write_on_primary<R>(
+        &mut self,
+        written: Vec<TableId>,
+        f: impl FnOnce(&mut C) -> QueryResult<R>,
+    ) -> QueryResult<R> {
         self.drop_dead_replica();
         self.settle_pending();
         let primary = self.open_primary()?;
@@ -205,8 +220,22 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         } else {
             RouteReason::Write
         };
-        self.on_primary(reason, result.is_ok());
+        self.on_primary(reason, result.is_ok().then_some(&written[..]));
         result
+    }
+
+    /// Do positions per table matter here (PostgreSQL, `granularity = "table"`, a position
+    /// mode)? Only then are the tables of writes worth working out.
+    pub(super) fn wants_tables(&self) -> bool {
+        self.db.has_positions && self.db.consistency.granularity == crate::Granularity::Table
+    }
+
+    /// The tables a classified write writes (empty: not known, the whole database).
+    pub(super) fn written_tables(classified: &Classified) -> Vec<TableId> {
+        match (&classified.tables, classified.kind) {
+            (Some(t), StatementKind::Write) => t.written.clone(),
+            _ => Vec::new(),
+        }
     }
 
     /// The physical primary, opened if needed.
@@ -220,16 +249,37 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         .map_err(connection_error)
     }
 
-    /// A statement ran on the primary for `reason`; if it wrote, remember it.
-    fn on_primary(&mut self, reason: RouteReason, writes: bool) {
+    /// A statement ran on the primary for `reason`; if it wrote (to `written` tables, empty
+    /// when not known), remember it.
+    fn on_primary(&mut self, reason: RouteReason, written: Option<&[TableId]>) {
         self.db.routed(reason, None);
         self.last = Some((reason, None));
-        if writes {
+        if let Some(tables) = written {
             if self.in_transaction() {
                 self.transaction_wrote = true;
+                self.note_transaction_tables(tables);
             } else {
-                self.committed_write();
+                self.committed_write(tables);
             }
+        }
+    }
+
+    /// Remembers what a statement inside the open transaction wrote, for its commit.
+    pub(super) fn note_transaction_tables(&mut self, tables: &[TableId]) {
+        if tables.is_empty() {
+            self.transaction_tables_unknown = true;
+        } else {
+            self.transaction_tables.extend_from_slice(tables);
+        }
+    }
+
+    /// What the transaction being committed wrote (empty: not known), and forgets it.
+    fn take_transaction_tables(&mut self) -> Vec<TableId> {
+        let tables = std::mem::take(&mut self.transaction_tables);
+        if std::mem::take(&mut self.transaction_tables_unknown) {
+            Vec::new()
+        } else {
+            tables
         }
     }
 
@@ -244,14 +294,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
-    /// The kind of a statement's SQL, cached per query type when Diesel gives a static id.
-    fn kind_of<T>(&mut self, query: &T) -> StatementKind
-    where
-        T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
-    {
-        self.kinds.kind_of::<C, T>(&self.db.classifier, query)
-    }
-
     /// Handles the transaction bookkeeping of SQL sent through `batch_execute`.
     fn note_batch(&mut self, sql: &str) -> BatchEffect {
         match transaction_control(sql) {
@@ -263,8 +305,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 let wrote = self.transaction_wrote;
                 self.transaction_by_sql = false;
                 self.transaction_wrote = false;
+                let tables = self.take_transaction_tables();
                 if wrote {
-                    BatchEffect::Committed
+                    BatchEffect::Committed(tables)
                 } else {
                     BatchEffect::None
                 }
@@ -272,11 +315,18 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Some(TxControl::Rollback) => {
                 self.transaction_by_sql = false;
                 self.transaction_wrote = false;
+                self.take_transaction_tables();
                 BatchEffect::None
             }
             Some(TxControl::Savepoint) => BatchEffect::None,
-            None if self.db.classifier.classify(sql).is_read() => BatchEffect::None,
-            None => BatchEffect::Write,
+            None => {
+                let classified = Classified::of(&self.db.classifier, sql, self.wants_tables());
+                if classified.kind.is_read() {
+                    BatchEffect::None
+                } else {
+                    BatchEffect::Write(Self::written_tables(&classified))
+                }
+            }
         }
     }
 }
@@ -286,10 +336,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 enum BatchEffect {
     /// Nothing to remember (a read, transaction control).
     None,
-    /// A write (committed at once unless a transaction is open).
-    Write,
-    /// The commit of a transaction that wrote.
-    Committed,
+    /// A write to these tables (empty: not known), committed at once unless a transaction
+    /// is open.
+    Write(Vec<TableId>),
+    /// The commit of a transaction that wrote these tables (empty: not known).
+    Committed(Vec<TableId>),
 }
 
 /// Transaction-control statements, as Diesel's transaction manager sends them.
@@ -410,9 +461,13 @@ impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
         } else {
             RouteReason::Write
         };
-        self.on_primary(reason, effect == BatchEffect::Write);
-        if effect == BatchEffect::Committed {
-            self.committed_write();
+        match effect {
+            BatchEffect::Write(tables) => self.on_primary(reason, Some(&tables)),
+            BatchEffect::Committed(tables) => {
+                self.on_primary(reason, None);
+                self.committed_write(&tables);
+            }
+            BatchEffect::None => self.on_primary(reason, None),
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{open_replica, RoutedConnection};
 use crate::backend::{is_connection_error, RoutedBackend};
 use crate::consistency::{scope, Consistency, Position};
-use crate::routing::{RouteReason, Usability};
+use crate::routing::{RouteReason, TableId, Usability};
 
 /// Why no replica was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +31,15 @@ impl NoReplica {
 
 impl<C: RoutedBackend> RoutedConnection<C> {
     /// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
-    pub(super) fn choose_for_read(&mut self, mode: Consistency) -> Result<usize, RouteReason> {
-        let required = self.required_position(mode).map_err(NoReplica::reason)?;
+    /// `reads` are the tables the read touches (`None`: the whole database).
+    pub(super) fn choose_for_read(
+        &mut self,
+        mode: Consistency,
+        reads: Option<&[TableId]>,
+    ) -> Result<usize, RouteReason> {
+        let required = self
+            .required_position(mode, reads)
+            .map_err(NoReplica::reason)?;
         let wait = self.db.consistency.replica_wait;
         let deadline = (required > 0 && !wait.is_zero()).then(|| Instant::now() + wait);
         loop {
@@ -51,16 +58,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     }
 
     /// The position a read must see in `mode` (0: nothing).
-    fn required_position(&mut self, mode: Consistency) -> Result<Position, NoReplica> {
+    fn required_position(
+        &mut self,
+        mode: Consistency,
+        reads: Option<&[TableId]>,
+    ) -> Result<Position, NoReplica> {
         let id = self.db.id;
         Ok(match mode {
             Consistency::Pin | Consistency::Eventual => 0,
-            Consistency::ReadYourWrites => scope::required(id),
-            Consistency::Causal => scope::required(id).max(
-                self.db
-                    .max_written
-                    .load(std::sync::atomic::Ordering::Relaxed),
-            ),
+            Consistency::ReadYourWrites => scope::required(id, reads),
+            Consistency::Causal => scope::required(id, reads).max(self.db.process_written(reads)),
             Consistency::Strong => {
                 // one tiny query on the primary; the read itself still runs on a replica
                 let primary = self.open_primary().map_err(|_| NoReplica::Unreachable)?;
@@ -68,7 +75,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                     .ok()
                     .flatten()
                     .unwrap_or(Position::MAX);
-                scope::required(id).max(now)
+                scope::required(id, reads).max(now)
             }
         })
     }

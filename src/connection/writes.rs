@@ -3,29 +3,31 @@
 use super::RoutedConnection;
 use crate::backend::RoutedBackend;
 use crate::consistency::scope;
+use crate::routing::TableId;
 
 impl<C: RoutedBackend> RoutedConnection<C> {
     /// A write committed on the primary (an autocommit statement, or the top-level `COMMIT`
     /// of a transaction that wrote). Opens the pin window, and reads the primary's position
     /// now, after the commit returned: a position read inside the transaction, or in the same
     /// batch, is before the commit record and would let a stale read through.
-    pub(super) fn committed_write(&mut self) {
+    /// `tables` are the tables it wrote (empty: not known).
+    pub(super) fn committed_write(&mut self, tables: &[TableId]) {
         self.db.wrote();
-        if self.db.has_positions {
-            self.capture_position();
+        if self.db.has_positions && self.db.mode().uses_positions() {
+            self.capture_position(tables);
         }
     }
 
     /// Reads the primary's position for the last committed write. If that fails, the write
     /// stays pending: this scope reads that database from the primary until it is known.
-    pub(super) fn capture_position(&mut self) {
+    pub(super) fn capture_position(&mut self, tables: &[TableId]) {
         let position = match self.open_primary() {
             Ok(primary) => C::write_position(primary).ok().flatten(),
             Err(_) => None,
         };
         match position {
             Some(pos) => {
-                self.db.wrote_at(pos);
+                self.db.wrote_at(pos, tables);
                 self.position_pending = false;
             }
             None => {
@@ -39,7 +41,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// `INSERT ... RETURNING` held the primary, or `primary()` was handed out).
     pub(super) fn settle_pending(&mut self) {
         if self.position_pending && !self.in_transaction() {
-            self.capture_position();
+            self.capture_position(&[]);
         }
     }
 }

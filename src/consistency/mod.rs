@@ -97,6 +97,31 @@ impl FromStr for Consistency {
     }
 }
 
+/// How finely write positions are tracked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Granularity {
+    /// A write holds back every read of its database until a replica has replayed it. Safe
+    /// whatever the schema does (views, triggers, functions that read other tables).
+    #[default]
+    Database,
+    /// A write holds back only reads of the tables it wrote (named in the SQL; statements
+    /// whose tables are unclear count for the whole database). Keeps more reads on the
+    /// replicas, but a read that reaches a written table only through a view, a trigger's
+    /// side effect or a function is not held back: use it only where the schema has none.
+    Table,
+}
+
+impl Granularity {
+    /// The name in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Granularity::Database => "database",
+            Granularity::Table => "table",
+        }
+    }
+}
+
 /// Validated `[consistency]` settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsistencySpec {
@@ -106,6 +131,7 @@ pub(crate) struct ConsistencySpec {
     pub(crate) max_lag_bytes: u64,
     pub(crate) replica_wait: Duration,
     pub(crate) monitor_interval: Duration,
+    pub(crate) granularity: Granularity,
 }
 
 /// Defaults of the `[consistency]` keys.
@@ -121,6 +147,7 @@ impl Default for ConsistencySpec {
             max_lag_bytes: DEFAULT_MAX_LAG_BYTES,
             replica_wait: Duration::ZERO,
             monitor_interval: DEFAULT_MONITOR_INTERVAL,
+            granularity: Granularity::Database,
         }
     }
 }

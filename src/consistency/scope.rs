@@ -9,22 +9,26 @@
 use std::cell::RefCell;
 
 use super::{Consistency, Position};
+use crate::routing::TableId;
+
+/// `(database id, table id or 0 for the whole database, position)`.
+type Entry = (u64, TableId, Position);
 
 #[derive(Debug, Default, Clone)]
 struct Scope {
-    /// Database id -> position every read must see.
-    must_see: Vec<(u64, Position)>,
+    /// What every read must see: per database, and per table where the tables are known.
+    must_see: Vec<Entry>,
     /// What this scope wrote (joins the parent when a request scope ends).
-    wrote: Vec<(u64, Position)>,
+    wrote: Vec<Entry>,
     /// Databases with a committed write whose position is not known yet.
     pending: Vec<u64>,
 }
 
 impl Scope {
-    fn raise(list: &mut Vec<(u64, Position)>, db: u64, pos: Position) {
-        match list.iter_mut().find(|(d, _)| *d == db) {
-            Some((_, p)) => *p = (*p).max(pos),
-            None => list.push((db, pos)),
+    fn raise(list: &mut Vec<Entry>, db: u64, table: TableId, pos: Position) {
+        match list.iter_mut().find(|(d, t, _)| *d == db && *t == table) {
+            Some((_, _, p)) => *p = (*p).max(pos),
+            None => list.push((db, table, pos)),
         }
     }
 }
@@ -53,13 +57,15 @@ fn with_current<R>(f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
         .ok()
 }
 
-/// The position a read of `db` must see in the current scope (0: nothing).
-pub(crate) fn required(db: u64) -> Position {
+/// The position a read of `db` must see in the current scope (0: nothing). With `reads`, the
+/// tables the read touches, writes to other tables do not count.
+pub(crate) fn required(db: u64, reads: Option<&[TableId]>) -> Position {
     with_current(|s| {
         s.must_see
             .iter()
-            .find(|(d, _)| *d == db)
-            .map(|(_, p)| *p)
+            .filter(|(d, t, _)| *d == db && (*t == 0 || reads.is_none_or(|r| r.contains(t))))
+            .map(|(_, _, p)| *p)
+            .max()
             .unwrap_or(0)
     })
     .unwrap_or(0)
@@ -79,12 +85,18 @@ pub(crate) fn write_pending(db: u64) {
     });
 }
 
-/// This scope committed a write to `db` at `pos`.
-pub(crate) fn wrote(db: u64, pos: Position) {
+/// This scope committed a write to `db` at `pos`: to `tables`, or (empty) to tables unknown.
+pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
     with_current(|s| {
         s.pending.retain(|d| *d != db);
-        Scope::raise(&mut s.must_see, db, pos);
-        Scope::raise(&mut s.wrote, db, pos);
+        if tables.is_empty() {
+            Scope::raise(&mut s.must_see, db, 0, pos);
+            Scope::raise(&mut s.wrote, db, 0, pos);
+        }
+        for t in tables {
+            Scope::raise(&mut s.must_see, db, *t, pos);
+            Scope::raise(&mut s.wrote, db, *t, pos);
+        }
     });
 }
 
@@ -92,13 +104,23 @@ pub(crate) fn wrote(db: u64, pos: Position) {
 /// older data, and a token taken now carries it).
 pub(crate) fn observed(db: u64, pos: Position) {
     if pos > 0 {
-        with_current(|s| Scope::raise(&mut s.must_see, db, pos));
+        with_current(|s| Scope::raise(&mut s.must_see, db, 0, pos));
     }
 }
 
-/// Everything the current scope must see, for a token.
+/// Everything the current scope must see, per database, for a token.
 pub(crate) fn snapshot() -> Vec<(u64, Position)> {
-    with_current(|s| s.must_see.clone()).unwrap_or_default()
+    with_current(|s| {
+        let mut out: Vec<(u64, Position)> = Vec::new();
+        for (db, _, pos) in &s.must_see {
+            match out.iter_mut().find(|(d, _)| d == db) {
+                Some((_, p)) => *p = (*p).max(*pos),
+                None => out.push((*db, *pos)),
+            }
+        }
+        out
+    })
+    .unwrap_or_default()
 }
 
 /// The mode set by the innermost `with_consistency`, if any.
@@ -146,7 +168,7 @@ pub(crate) fn enter(must_see: Vec<(u64, Position)>, kind: ScopeKind) -> ScopeGua
                 s.scopes.push(Scope::default());
             }
             s.scopes.push(Scope {
-                must_see,
+                must_see: must_see.into_iter().map(|(db, pos)| (db, 0, pos)).collect(),
                 ..Scope::default()
             });
             s.scopes.len() - 1
@@ -187,9 +209,9 @@ impl Drop for ScopeGuard {
                 .unwrap_or_default();
             if kind == ScopeKind::Request {
                 let parent = &mut s.scopes[depth - 1];
-                for (db, pos) in scope.wrote {
-                    Scope::raise(&mut parent.must_see, db, pos);
-                    Scope::raise(&mut parent.wrote, db, pos);
+                for (db, table, pos) in scope.wrote {
+                    Scope::raise(&mut parent.must_see, db, table, pos);
+                    Scope::raise(&mut parent.wrote, db, table, pos);
                 }
                 for db in scope.pending {
                     if !parent.pending.contains(&db) {
@@ -216,31 +238,52 @@ mod tests {
     #[test]
     fn writes_and_reads_raise_what_the_thread_must_see() {
         reset();
-        assert_eq!(required(1), 0);
-        wrote(1, 100);
+        assert_eq!(required(1, None), 0);
+        wrote(1, &[], 100);
         observed(1, 50);
-        assert_eq!(required(1), 100);
+        assert_eq!(required(1, None), 100);
         observed(1, 150);
-        assert_eq!(required(1), 150);
-        assert_eq!(required(2), 0);
+        assert_eq!(required(1, None), 150);
+        assert_eq!(required(2, None), 0);
+        reset();
+    }
+
+    #[test]
+    fn a_write_to_one_table_does_not_hold_back_reads_of_another() {
+        reset();
+        wrote(1, &[7], 100);
+        assert_eq!(required(1, Some(&[8])), 0, "another table");
+        assert_eq!(
+            required(1, Some(&[7, 8])),
+            100,
+            "a read that joins the written table"
+        );
+        assert_eq!(required(1, None), 100, "tables unknown: the whole database");
+        wrote(1, &[], 50);
+        assert_eq!(
+            required(1, Some(&[8])),
+            50,
+            "a write to unknown tables counts for all"
+        );
+        assert_eq!(snapshot(), vec![(1, 100)], "tokens are per database");
         reset();
     }
 
     #[test]
     fn a_request_scope_sees_its_token_and_not_the_thread_history() {
         reset();
-        wrote(1, 500);
+        wrote(1, &[], 500);
         {
             let _g = enter(vec![(1, 10)], ScopeKind::Request);
             assert_eq!(
-                required(1),
+                required(1, None),
                 10,
                 "user B's request does not inherit user A's write"
             );
-            wrote(1, 20);
+            wrote(1, &[], 20);
             assert_eq!(snapshot(), vec![(1, 20)]);
         }
-        assert_eq!(required(1), 500);
+        assert_eq!(required(1, None), 500);
         reset();
     }
 
@@ -249,9 +292,9 @@ mod tests {
         reset();
         {
             let _g = enter(vec![(1, 10)], ScopeKind::Request);
-            wrote(1, 900);
+            wrote(1, &[], 900);
         }
-        assert_eq!(required(1), 900, "this thread wrote it");
+        assert_eq!(required(1, None), 900, "this thread wrote it");
         reset();
     }
 
@@ -266,12 +309,12 @@ mod tests {
                 None,
                 "a job starts without the caller's mode override"
             );
-            wrote(1, 900);
+            wrote(1, &[], 900);
             write_pending(2);
             panic!("job failed");
         });
         assert!(r.is_err());
-        assert_eq!(required(1), 0);
+        assert_eq!(required(1, None), 0);
         assert!(!pending(2));
         assert_eq!(mode(), Some(Consistency::Strong));
         drop(_m);
@@ -284,9 +327,9 @@ mod tests {
         reset();
         write_pending(3);
         assert!(pending(3));
-        wrote(3, 42);
+        wrote(3, &[], 42);
         assert!(!pending(3));
-        assert_eq!(required(3), 42);
+        assert_eq!(required(3, None), 42);
         reset();
     }
 

@@ -8,7 +8,9 @@ use std::any::TypeId;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
-use super::{Classifier, StatementKind};
+use std::sync::Arc;
+
+use super::{tables, Classifier, StatementKind, TableUse};
 use crate::backend::RoutedBackend;
 
 /// `TypeId`s are already hashes: take their bits instead of hashing them again.
@@ -35,18 +37,40 @@ impl Hasher for TypeIdHasher {
     }
 }
 
+/// What classification found out about a statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Classified {
+    pub(crate) kind: StatementKind,
+    /// The tables read and written, when asked for and certain.
+    pub(crate) tables: Option<Arc<TableUse>>,
+}
+
+impl Classified {
+    /// Classifies SQL text, with its tables if `want_tables`.
+    pub(crate) fn of(classifier: &Classifier, sql: &str, want_tables: bool) -> Classified {
+        Classified {
+            kind: classifier.classify(sql),
+            tables: if want_tables {
+                tables(sql).map(Arc::new)
+            } else {
+                None
+            },
+        }
+    }
+}
+
 /// Statement kinds by query type.
 #[derive(Debug, Default)]
 pub(crate) struct KindCache {
-    map: HashMap<TypeId, StatementKind, BuildHasherDefault<TypeIdHasher>>,
+    map: HashMap<TypeId, Classified, BuildHasherDefault<TypeIdHasher>>,
 }
 
 impl KindCache {
-    pub(crate) fn get(&self, id: TypeId) -> Option<StatementKind> {
-        self.map.get(&id).copied()
+    pub(crate) fn get(&self, id: TypeId) -> Option<&Classified> {
+        self.map.get(&id)
     }
 
-    pub(crate) fn insert(&mut self, id: TypeId, kind: StatementKind) {
+    pub(crate) fn insert(&mut self, id: TypeId, kind: Classified) {
         // A program has a bounded number of query types; the bound only guards against misuse.
         if self.map.len() < 4096 {
             self.map.insert(id, kind);
@@ -55,25 +79,42 @@ impl KindCache {
 
     /// The kind of a query: from the cache when Diesel gives the query type a static id,
     /// else rendered and classified (and cached when it has an id).
-    pub(crate) fn kind_of<C, T>(&mut self, classifier: &Classifier, query: &T) -> StatementKind
+    pub(crate) fn classify<C, T>(
+        &mut self,
+        classifier: &Classifier,
+        query: &T,
+        want_tables: bool,
+    ) -> Classified
     where
         C: RoutedBackend,
         T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
     {
         let id = T::query_id();
         if let Some(id) = id {
-            if let Some(kind) = self.get(id) {
-                return kind;
+            if let Some(found) = self.get(id) {
+                return found.clone();
             }
         }
-        let kind = match C::render_sql(query) {
-            Ok(sql) => classifier.classify(&sql),
-            Err(_) => StatementKind::Unknown,
+        let found = match C::render_sql(query) {
+            Ok(sql) => Classified::of(classifier, &sql, want_tables),
+            Err(_) => Classified {
+                kind: StatementKind::Unknown,
+                tables: None,
+            },
         };
         if let Some(id) = id {
-            self.insert(id, kind);
+            self.insert(id, found.clone());
         }
-        kind
+        found
+    }
+
+    /// Just the kind (no tables).
+    pub(crate) fn kind_of<C, T>(&mut self, classifier: &Classifier, query: &T) -> StatementKind
+    where
+        C: RoutedBackend,
+        T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
+    {
+        self.classify::<C, T>(classifier, query, false).kind
     }
 
     #[cfg(test)]
@@ -89,11 +130,19 @@ mod tests {
     #[test]
     fn remembers_kinds_by_type() {
         let mut cache = KindCache::default();
+        let read = Classified {
+            kind: StatementKind::Read,
+            tables: None,
+        };
+        let write = Classified {
+            kind: StatementKind::Write,
+            tables: None,
+        };
         assert_eq!(cache.get(TypeId::of::<u8>()), None);
-        cache.insert(TypeId::of::<u8>(), StatementKind::Read);
-        cache.insert(TypeId::of::<u16>(), StatementKind::Write);
-        assert_eq!(cache.get(TypeId::of::<u8>()), Some(StatementKind::Read));
-        assert_eq!(cache.get(TypeId::of::<u16>()), Some(StatementKind::Write));
+        cache.insert(TypeId::of::<u8>(), read.clone());
+        cache.insert(TypeId::of::<u16>(), write.clone());
+        assert_eq!(cache.get(TypeId::of::<u8>()), Some(&read));
+        assert_eq!(cache.get(TypeId::of::<u16>()), Some(&write));
         assert_eq!(cache.len(), 2);
     }
 }

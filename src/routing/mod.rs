@@ -16,13 +16,16 @@
 
 mod cache;
 mod classify;
+mod lexer;
 mod strategy;
+mod tables;
 
 use std::fmt;
 
-pub(crate) use self::cache::KindCache;
+pub(crate) use self::cache::{Classified, KindCache};
 pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
+pub(crate) use self::tables::{tables, TableId, TableUse};
 
 use crate::pin::PinStatus;
 

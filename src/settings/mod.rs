@@ -21,6 +21,7 @@
 //! max_lag_bytes = 16777216          # ... and more than this in WAL bytes takes no reads
 //! replica_wait = "0ms"              # how long a read may wait for a replica to catch up
 //! monitor_interval = "1s"           # how often each replica's position and lag are checked
+//! granularity = "database"          # database | table: what a write holds back
 //!
 //! [databases.default]               # a primary
 //! url = "postgres://app@127.0.0.1:5432/app"
@@ -105,6 +106,7 @@ struct ConsistencySettings {
     max_lag_bytes: Option<u64>,
     replica_wait: Option<String>,
     monitor_interval: Option<String>,
+    granularity: Option<String>,
 }
 
 /// One `[databases.<name>]` entry: a primary, or a replica of one.
@@ -178,7 +180,8 @@ impl FromStr for ReadStrategy {
 const TOP_KEYS: &str = "pinning, routing, consistency, databases";
 const PINNING_KEYS: &str = "seconds";
 const ROUTING_KEYS: &str = "write_functions, replica_retry, connect_timeout";
-const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval";
+const CONSISTENCY_KEYS: &str =
+    "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, granularity";
 const DATABASE_KEYS: &str = "url, url_env, primary, pool_size, read_strategy, weight";
 
 impl Settings {
@@ -268,6 +271,14 @@ impl Settings {
     #[must_use]
     pub fn replica_wait(mut self, wait: Duration) -> Self {
         self.consistency.replica_wait = Some(format!("{}ms", wait.as_millis()));
+        self
+    }
+
+    /// Sets what a write holds back: every read of its database, or only reads of the tables
+    /// it wrote. Defaults to the whole database.
+    #[must_use]
+    pub fn granularity(mut self, granularity: crate::consistency::Granularity) -> Self {
+        self.consistency.granularity = Some(granularity.as_str().to_owned());
         self
     }
 

@@ -6,7 +6,7 @@ use super::{
     keys_hint, DatabaseSettings, ReadStrategy, SecretUrl, Settings, DEFAULT_POOL_SIZE,
     DEFAULT_REPLICA_RETRY,
 };
-use crate::consistency::{Consistency, ConsistencySpec};
+use crate::consistency::{Consistency, ConsistencySpec, Granularity};
 use crate::error::SettingsError;
 
 /// The default connect timeout of replica connections.
@@ -237,6 +237,18 @@ impl Settings {
                 .unwrap_or(crate::consistency::DEFAULT_MAX_LAG_BYTES),
             replica_wait: duration("consistency.replica_wait", &c.replica_wait, Duration::ZERO)?,
             monitor_interval,
+            granularity: match c.granularity.as_deref() {
+                None | Some("database") => Granularity::Database,
+                Some("table") => Granularity::Table,
+                Some(other) => {
+                    return Err(SettingsError::InvalidValue {
+                        database: None,
+                        key: "consistency.granularity",
+                        value: format!("{other:?}"),
+                        reason: "expected \"database\" or \"table\"".into(),
+                    })
+                }
+            },
         })
     }
 }
