@@ -7,6 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use diesel::connection::SimpleConnection;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
@@ -425,4 +426,136 @@ fn a_request_scope_does_not_inherit_another_users_write_on_the_same_thread() {
     // A's next request, with A's token: sees A's write
     let a = s.cluster.with_token(&token_a, || count(&s.cluster, "ada"));
     assert_eq!(a, (1, RouteReason::Behind));
+}
+
+/// Statements that read the primary's position after a write.
+const POSITION_QUERY: &str = "%pg_current_wal_insert_lsn%";
+
+#[test]
+fn a_committed_write_transaction_costs_exactly_one_position_query() {
+    let s = setup("mode = \"read_your_writes\"");
+    let mut conn = s.cluster.get("default").unwrap();
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        for name in ["a", "b", "c"] {
+            diesel::insert_into(users::table)
+                .values((users::name.eq(name), users::email.eq(format!("{name}@e"))))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
+        1,
+        "one per commit"
+    );
+    diesel::insert_into(users::table)
+        .values((users::name.eq("d"), users::email.eq("d@e")))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(
+        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
+        2,
+        "one per autocommit write"
+    );
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        users::table.count().get_result::<i64>(c).map(drop)
+    })
+    .unwrap();
+    assert_eq!(
+        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
+        2,
+        "none for a read-only transaction"
+    );
+    let rolled_back = conn.transaction::<(), _, _>(|c| {
+        diesel::insert_into(users::table)
+            .values((users::name.eq("e"), users::email.eq("e@e")))
+            .execute(c)?;
+        Err(diesel::result::Error::RollbackTransaction)
+    });
+    assert!(rolled_back.is_err());
+    assert_eq!(
+        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
+        2,
+        "none for a rollback"
+    );
+}
+
+#[test]
+fn pin_mode_reads_no_positions() {
+    let s = setup("mode = \"pin\"");
+    add_user(&s.cluster, "ada");
+    assert_eq!(s.pg.statement_calls(Node::Primary, POSITION_QUERY), 0);
+}
+
+mod posts_schema {
+    diesel::table! {
+        posts (id) {
+            id -> Int8,
+            user_id -> Int8,
+            body -> Text,
+        }
+    }
+}
+use posts_schema::posts;
+
+fn count_posts(cluster: &Cluster<PgConnection>) -> (i64, RouteReason) {
+    let mut conn = cluster.get("default").unwrap();
+    let n = posts::table.count().get_result(&mut conn).unwrap();
+    (n, conn.last_route().unwrap().reason)
+}
+
+#[test]
+fn with_table_granularity_a_write_holds_back_only_reads_of_the_tables_it_wrote() {
+    let s = setup("mode = \"read_your_writes\"\ngranularity = \"table\"");
+    s.pg.execute(
+        Node::Primary,
+        DB,
+        "INSERT INTO users (id, name, email) VALUES (1000, 'old', 'old@e')",
+    );
+    s.pg.wait_all_caught_up();
+    s.lag(Duration::from_secs(3600));
+    add_user(&s.cluster, "ada");
+    assert_eq!(
+        count(&s.cluster, "ada"),
+        (1, RouteReason::Behind),
+        "the written table: primary"
+    );
+    assert_eq!(
+        count_posts(&s.cluster),
+        (0, RouteReason::Replica),
+        "another table: a replica"
+    );
+
+    // a transaction that writes posts holds back reads of posts, not of unrelated reads
+    let mut conn = s.cluster.get("default").unwrap();
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        diesel::insert_into(posts::table)
+            .values((posts::user_id.eq(1000), posts::body.eq("hello")))
+            .execute(c)
+    })
+    .unwrap();
+    drop(conn);
+    assert_eq!(count_posts(&s.cluster), (1, RouteReason::Behind));
+    // a statement whose tables are not known counts for the whole database
+    let mut conn = s.cluster.get("default").unwrap();
+    diesel::sql_query("SELECT 1 AS one")
+        .execute(&mut conn)
+        .unwrap(); // a read: harmless
+    conn.batch_execute("CREATE TABLE scratch (id int)").unwrap();
+    drop(conn);
+    let (_, reason) = count(&s.cluster, "zed");
+    assert_eq!(
+        reason,
+        RouteReason::Behind,
+        "DDL: tables unknown, the whole database waits"
+    );
+}
+
+#[test]
+fn with_database_granularity_a_write_holds_back_every_read_of_the_database() {
+    let s = setup("mode = \"read_your_writes\"");
+    s.lag(Duration::from_secs(3600));
+    add_user(&s.cluster, "ada");
+    assert_eq!(count_posts(&s.cluster), (0, RouteReason::Behind));
 }
