@@ -1,0 +1,393 @@
+//! The consistency benchmark: which routing policy keeps reads fresh, and how many reads it
+//! leaves on the replicas.
+//!
+//! A real PostgreSQL primary and two streaming replicas, both with a fixed apply delay
+//! (`recovery_min_apply_delay`, 200 ms by default). Worker threads serve requests of many
+//! users, as a web application's worker pool does; each request runs under that user's cookie
+//! (a consistency token, or for the pin policies django-multidb-router's "wrote recently"
+//! cookie) and does one of:
+//!
+//! * write a row for the user, then read it back (a read of a row just written);
+//! * read the user's own most recent row;
+//! * read the most recent row any user wrote;
+//! * read an old row.
+//!
+//! A read is **stale** when it misses a row committed before the read started that its policy
+//! promises to show: the user's own rows for `pin`, `read_your_writes`, `causal` and `strong`;
+//! any user's rows for `causal` and `strong`; nothing for `eventual` (its misses are shown
+//! separately). The **replica share** is counted on the servers (`pg_stat_statements`), and the
+//! **best possible share** is the share of reads whose row was committed more than the apply
+//! delay before the read started: no correct policy can serve the others from a replica.
+//!
+//! Run: `cargo bench --bench consistency` (about a minute). Environment: `BENCH_SECONDS`
+//! (per policy, default 5), `BENCH_THREADS` (default 4), `BENCH_USERS` (default 5000),
+//! `BENCH_DELAY_MS` (default 200).
+
+#![allow(missing_docs)]
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel_sharding::{pin, Cluster, ConsistencyToken, RouteReason, Settings};
+use rand::Rng;
+
+#[allow(unreachable_pub)]
+#[path = "../tests/support/pg_cluster.rs"]
+mod pg_cluster;
+use pg_cluster::{Node, PgCluster};
+
+mod schema {
+    diesel::table! {
+        kv (id) {
+            id -> Int8,
+            owner -> Int8,
+            val -> Int8,
+        }
+    }
+
+    diesel::table! {
+        catalog (id) {
+            id -> Int8,
+            val -> Int8,
+        }
+    }
+}
+use schema::{catalog, kv};
+
+const OLD_ROWS: i64 = 10_000;
+const READ_QUERY: &str = "SELECT %\"val\" FROM %WHERE%\"id\" = $1)%";
+
+fn env(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A policy under test: the settings and what it promises.
+#[derive(Clone, Copy)]
+struct Policy {
+    name: &'static str,
+    mode: &'static str,
+    granularity: &'static str,
+    pin_seconds: u64,
+    /// The user's own writes are promised.
+    own: bool,
+    /// Every write committed before the read started is promised.
+    all: bool,
+}
+
+const fn policy(
+    name: &'static str,
+    mode: &'static str,
+    granularity: &'static str,
+    pin_seconds: u64,
+    own: bool,
+    all: bool,
+) -> Policy {
+    Policy {
+        name,
+        mode,
+        granularity,
+        pin_seconds,
+        own,
+        all,
+    }
+}
+
+const POLICIES: &[Policy] = &[
+    policy("eventual", "eventual", "database", 0, false, false),
+    policy("pin 15 s", "pin", "database", 15, true, false),
+    policy("pin 2 s", "pin", "database", 2, true, false),
+    policy(
+        "read_your_writes",
+        "read_your_writes",
+        "database",
+        15,
+        true,
+        false,
+    ),
+    policy(
+        "read_your_writes, per table",
+        "read_your_writes",
+        "table",
+        15,
+        true,
+        false,
+    ),
+    policy("causal", "causal", "database", 15, true, true),
+    policy("causal, per table", "causal", "table", 15, true, true),
+    policy("strong", "strong", "database", 15, true, true),
+];
+
+/// A user's cookie: their token, and when they last wrote (for the pin policies).
+#[derive(Default, Clone)]
+struct Cookie {
+    token: ConsistencyToken,
+    last_write: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Counts {
+    ops: AtomicU64,
+    reads: AtomicU64,
+    stale: AtomicU64,
+    missed_unpromised: AtomicU64,
+    could_be_replica: AtomicU64,
+    routed_replica: AtomicU64,
+}
+
+/// Which row a read asks for.
+#[derive(Clone, Copy)]
+enum Target {
+    Kv(i64),
+    Catalog(i64),
+}
+
+/// One read; `expect` is (the row's value, when it was committed, promised by the policy?).
+fn read_row(
+    conn: &mut diesel_sharding::PooledConnection<PgConnection>,
+    counts: &Counts,
+    target: Target,
+    expect: Option<(i64, Instant, bool)>,
+    delay: Duration,
+) {
+    let read_started = Instant::now();
+    let got: Option<i64> = match target {
+        Target::Kv(id) => kv::table
+            .find(id)
+            .select(kv::val)
+            .first(conn)
+            .optional()
+            .unwrap(),
+        Target::Catalog(id) => catalog::table
+            .find(id)
+            .select(catalog::val)
+            .first(conn)
+            .optional()
+            .unwrap(),
+    };
+    counts.reads.fetch_add(1, Ordering::Relaxed);
+    if conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica) {
+        counts.routed_replica.fetch_add(1, Ordering::Relaxed);
+    }
+    match expect {
+        None => {
+            counts.could_be_replica.fetch_add(1, Ordering::Relaxed);
+        }
+        Some((val, committed, promised)) => {
+            // a correct policy must read this on the primary only if it promises the row and
+            // the row is younger than the apply delay
+            if !promised || read_started.saturating_duration_since(committed) > delay {
+                counts.could_be_replica.fetch_add(1, Ordering::Relaxed);
+            }
+            if got != Some(val) {
+                if promised {
+                    counts.stale.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    counts.missed_unpromised.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+fn run(
+    pg: &PgCluster,
+    policy: Policy,
+    seconds: u64,
+    warm_up: u64,
+    threads: u64,
+    users: u64,
+    delay: Duration,
+) -> Vec<String> {
+    let settings = Settings::from_toml_str(&format!(
+        "[pinning]\nseconds = {}\n[consistency]\nmode = \"{}\"\ngranularity = \"{}\"\nmonitor_interval = \"100ms\"\n\
+         [databases.default]\nurl = \"{}\"\npool_size = {threads}\n\
+         [databases.r1]\nurl = \"{}\"\nprimary = \"default\"\n\
+         [databases.r2]\nurl = \"{}\"\nprimary = \"default\"\n",
+        policy.pin_seconds,
+        policy.mode,
+        policy.granularity,
+        pg.primary_url("bench"),
+        pg.replica_url(0, "bench"),
+        pg.replica_url(1, "bench"),
+    ))
+    .unwrap();
+    let cluster = Cluster::<PgConnection>::new(settings).unwrap();
+    let cookies: Arc<Vec<Mutex<Cookie>>> =
+        Arc::new((0..users).map(|_| Mutex::new(Cookie::default())).collect());
+    let latest = Arc::new(Mutex::new(None::<(i64, i64, Instant)>)); // (id, val, committed)
+    static NEXT_ID: AtomicI64 = AtomicI64::new(OLD_ROWS + 1);
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now() - Duration::from_secs(3600); // when the old rows were written
+    pg.wait_all_caught_up();
+    let started = Instant::now();
+    let workers: Vec<_> = (0..threads)
+        .map(|_| {
+            let (cluster, cookies, latest, counts, stop) = (
+                cluster.clone(),
+                cookies.clone(),
+                latest.clone(),
+                counts.clone(),
+                stop.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut rng = rand::thread_rng();
+                while !stop.load(Ordering::Relaxed) {
+                    let user = rng.gen_range(0..users) as usize;
+                    let cookie = cookies[user].lock().unwrap().clone();
+                    let pinned = policy.mode == "pin"
+                        && cookie
+                            .last_write
+                            .is_some_and(|t| t.elapsed() < Duration::from_secs(policy.pin_seconds));
+                    let roll: f64 = rng.gen();
+                    let request = || {
+                        let mut conn = cluster.get("default").unwrap();
+                        let read =
+                            |conn: &mut diesel_sharding::PooledConnection<PgConnection>,
+                             target: Target,
+                             expect: Option<(i64, Instant, bool)>| {
+                                read_row(conn, &counts, target, expect, delay)
+                            };
+                        let mut wrote = false;
+                        if roll < 0.15 {
+                            // a write, and a read of the row just written
+                            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                            let val = id * 7;
+                            diesel::insert_into(kv::table)
+                                .values((kv::id.eq(id), kv::owner.eq(user as i64), kv::val.eq(val)))
+                                .execute(&mut conn)
+                                .unwrap();
+                            let committed = Instant::now();
+                            *latest.lock().unwrap() = Some((id, val, committed));
+                            read(
+                                &mut conn,
+                                Target::Kv(id),
+                                Some((val, committed, policy.own)),
+                            );
+                            wrote = true;
+                        } else if roll < 0.25 && latest.lock().unwrap().is_some() {
+                            // the row another user wrote last
+                            let (id, val, committed) = latest.lock().unwrap().unwrap();
+                            read(
+                                &mut conn,
+                                Target::Kv(id),
+                                Some((val, committed, policy.all)),
+                            );
+                        } else {
+                            // an old row, in a table nobody writes during the run
+                            let id = rand::thread_rng().gen_range(1..=OLD_ROWS);
+                            read(&mut conn, Target::Catalog(id), Some((id * 7, epoch, true)));
+                        }
+                        (wrote, cluster.token())
+                    };
+                    let (wrote, token) = if pinned {
+                        pin::use_primary(|| cluster.with_token(&cookie.token, request))
+                    } else {
+                        pin::run_job(|| cluster.with_token(&cookie.token, request))
+                    };
+                    let mut c = cookies[user].lock().unwrap();
+                    c.token = token;
+                    if wrote {
+                        c.last_write = Some(Instant::now());
+                    }
+                    counts.ops.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    // warm up (cookies fill, pins and tokens reach a steady state), then measure
+    std::thread::sleep(Duration::from_secs(warm_up));
+    pg.reset_all_statement_stats();
+    let measured = Instant::now();
+    let counts = {
+        let c = &counts;
+        for a in [
+            &c.ops,
+            &c.reads,
+            &c.stale,
+            &c.missed_unpromised,
+            &c.could_be_replica,
+            &c.routed_replica,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+        counts
+    };
+    std::thread::sleep(Duration::from_secs(seconds));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let elapsed = measured.elapsed().as_secs_f64();
+    let _ = started;
+    let on_primary = pg.statement_calls(Node::Primary, READ_QUERY);
+    let on_replicas = pg.statement_calls(Node::Replica(0), READ_QUERY)
+        + pg.statement_calls(Node::Replica(1), READ_QUERY);
+    let reads = counts.reads.load(Ordering::Relaxed);
+    let pct = |n: u64| 100.0 * n as f64 / reads.max(1) as f64;
+    vec![
+        policy.name.to_owned(),
+        counts.stale.load(Ordering::Relaxed).to_string(),
+        counts.missed_unpromised.load(Ordering::Relaxed).to_string(),
+        format!(
+            "{:.1} %",
+            100.0 * on_replicas as f64 / (on_primary + on_replicas).max(1) as f64
+        ),
+        format!(
+            "{:.1} %",
+            pct(counts.routed_replica.load(Ordering::Relaxed))
+        ),
+        format!(
+            "{:.1} %",
+            pct(counts.could_be_replica.load(Ordering::Relaxed))
+        ),
+        format!("{:.0}", counts.ops.load(Ordering::Relaxed) as f64 / elapsed),
+        reads.to_string(),
+    ]
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list
+    }
+    let seconds = env("BENCH_SECONDS", 5);
+    let threads = env("BENCH_THREADS", 4);
+    let users = env("BENCH_USERS", 2000);
+    let warm_up = env("BENCH_WARM_UP", 3);
+    let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
+    let pg = PgCluster::start(2);
+    pg.create_database("bench");
+    pg.execute(
+        Node::Primary,
+        "bench",
+        &format!(
+            "CREATE TABLE kv (id BIGINT PRIMARY KEY, owner BIGINT NOT NULL, val BIGINT NOT NULL);
+             CREATE TABLE catalog (id BIGINT PRIMARY KEY, val BIGINT NOT NULL);
+             INSERT INTO catalog SELECT i, i * 7 FROM generate_series(1, {OLD_ROWS}) i;"
+        ),
+    );
+    pg.wait_all_caught_up();
+    pg.set_apply_delay(0, delay);
+    pg.set_apply_delay(1, delay);
+    let mut rows = Vec::new();
+    for policy in POLICIES {
+        let row = run(&pg, *policy, seconds, warm_up, threads, users, delay);
+        eprintln!("{}", row.join(" | "));
+        rows.push(row);
+    }
+    println!(
+        "\n{threads} threads, {users} users, {warm_up} s warm-up + {seconds} s measured per policy, apply delay {} ms on both replicas\n",
+        delay.as_millis()
+    );
+    println!("| policy | stale reads (promised) | misses it does not promise to avoid | replica share (servers) | replica share (router) | best possible share for its promise | requests/s | reads |");
+    println!("|---|---|---|---|---|---|---|---|");
+    for row in rows {
+        println!("| {} |", row.join(" | "));
+    }
+}
