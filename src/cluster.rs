@@ -9,7 +9,7 @@ use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor};
 use crate::database::{Database, Options};
 use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
-use crate::routing::Classifier;
+use crate::routing::{Classifier, TableId};
 use crate::settings::Settings;
 use crate::stats::Stats;
 
@@ -141,14 +141,18 @@ impl<C: RoutedBackend> Cluster<C> {
     /// Empty on backends without replication positions (SQLite).
     pub fn token(&self) -> ConsistencyToken {
         let mut token = ConsistencyToken::new();
-        for (db_id, position) in scope::snapshot() {
-            if let Some((name, _)) = self
+        for (db_id, table, position) in scope::snapshot() {
+            let Some((name, _)) = self
                 .inner
                 .primaries
                 .iter()
                 .find(|(_, (db, _))| db.id == db_id)
-            {
-                token.require(name.clone(), position);
+            else {
+                continue;
+            };
+            match crate::routing::table_name(table) {
+                Some(table) => token.require_table(name.clone(), table, position),
+                None => token.require(name.clone(), position),
             }
         }
         token
@@ -188,21 +192,28 @@ impl<C: RoutedBackend> Cluster<C> {
             .unwrap_or(Consistency::Pin)
     }
 
-    /// The token's positions by database id; unknown names are warned about and skipped.
-    pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<(u64, u64)> {
+    /// The token's entries by database and table id; unknown databases are warned about and
+    /// skipped.
+    pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<(u64, TableId, u64)> {
         token
-            .positions()
-            .filter_map(|(name, position)| match self.inner.primaries.get(name) {
-                Some((db, _)) => Some((db.id, position)),
-                None => {
-                    tracing::warn!(
-                        target: "diesel_sharding::consistency",
-                        database = name,
-                        "consistency token names a database this cluster does not have: ignored"
-                    );
-                    None
-                }
-            })
+            .entries()
+            .filter_map(
+                |(name, table, position)| match self.inner.primaries.get(name) {
+                    Some((db, _)) => Some((
+                        db.id,
+                        table.and_then(crate::routing::intern).unwrap_or(0),
+                        position,
+                    )),
+                    None => {
+                        tracing::warn!(
+                            target: "diesel_sharding::consistency",
+                            database = name,
+                            "consistency token names a database this cluster does not have: ignored"
+                        );
+                        None
+                    }
+                },
+            )
             .collect()
     }
 

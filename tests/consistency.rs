@@ -559,3 +559,23 @@ fn with_database_granularity_a_write_holds_back_every_read_of_the_database() {
     add_user(&s.cluster, "ada");
     assert_eq!(count_posts(&s.cluster), (0, RouteReason::Behind));
 }
+
+#[test]
+fn with_table_granularity_a_token_names_the_tables_written_and_holds_back_only_those() {
+    let s = setup("mode = \"read_your_writes\"\ngranularity = \"table\"");
+    s.lag(Duration::from_secs(3600));
+    let token = s.cluster.with_token(&ConsistencyToken::new(), || {
+        add_user(&s.cluster, "ada");
+        s.cluster.token()
+    });
+    assert!(token.to_string().starts_with("default~users-"), "{token}");
+    let token: ConsistencyToken = token.to_string().parse().unwrap();
+    let cluster = s.cluster.clone();
+    let (users, posts) = std::thread::spawn(move || {
+        cluster.with_token(&token, || (count(&cluster, "ada"), count_posts(&cluster)))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(users, (1, RouteReason::Behind), "the written table waits for a replica");
+    assert_eq!(posts, (0, RouteReason::Replica), "the other table does not");
+}

@@ -108,19 +108,9 @@ pub(crate) fn observed(db: u64, pos: Position) {
     }
 }
 
-/// Everything the current scope must see, per database, for a token.
-pub(crate) fn snapshot() -> Vec<(u64, Position)> {
-    with_current(|s| {
-        let mut out: Vec<(u64, Position)> = Vec::new();
-        for (db, _, pos) in &s.must_see {
-            match out.iter_mut().find(|(d, _)| d == db) {
-                Some((_, p)) => *p = (*p).max(*pos),
-                None => out.push((*db, *pos)),
-            }
-        }
-        out
-    })
-    .unwrap_or_default()
+/// Everything the current scope must see, `(database, table or 0, position)`, for a token.
+pub(crate) fn snapshot() -> Vec<(u64, TableId, Position)> {
+    with_current(|s| s.must_see.clone()).unwrap_or_default()
 }
 
 /// The mode set by the innermost `with_consistency`, if any.
@@ -160,7 +150,7 @@ pub(crate) enum ScopeKind {
 }
 
 /// Opens a scope that must see `must_see`; it ends when the guard drops.
-pub(crate) fn enter(must_see: Vec<(u64, Position)>, kind: ScopeKind) -> ScopeGuard {
+pub(crate) fn enter(must_see: Vec<(u64, TableId, Position)>, kind: ScopeKind) -> ScopeGuard {
     let depth = STATE
         .try_with(|s| {
             let mut s = s.borrow_mut();
@@ -168,7 +158,7 @@ pub(crate) fn enter(must_see: Vec<(u64, Position)>, kind: ScopeKind) -> ScopeGua
                 s.scopes.push(Scope::default());
             }
             s.scopes.push(Scope {
-                must_see: must_see.into_iter().map(|(db, pos)| (db, 0, pos)).collect(),
+                must_see,
                 ..Scope::default()
             });
             s.scopes.len() - 1
@@ -265,7 +255,7 @@ mod tests {
             50,
             "a write to unknown tables counts for all"
         );
-        assert_eq!(snapshot(), vec![(1, 100)], "tokens are per database");
+        assert_eq!(snapshot(), vec![(1, 7, 100), (1, 0, 50)]);
         reset();
     }
 
@@ -274,14 +264,14 @@ mod tests {
         reset();
         wrote(1, &[], 500);
         {
-            let _g = enter(vec![(1, 10)], ScopeKind::Request);
+            let _g = enter(vec![(1, 0, 10)], ScopeKind::Request);
             assert_eq!(
                 required(1, None),
                 10,
                 "user B's request does not inherit user A's write"
             );
             wrote(1, &[], 20);
-            assert_eq!(snapshot(), vec![(1, 20)]);
+            assert_eq!(snapshot(), vec![(1, 0, 20)]);
         }
         assert_eq!(required(1, None), 500);
         reset();
@@ -291,7 +281,7 @@ mod tests {
     fn a_request_scope_passes_its_writes_to_the_enclosing_scope() {
         reset();
         {
-            let _g = enter(vec![(1, 10)], ScopeKind::Request);
+            let _g = enter(vec![(1, 0, 10)], ScopeKind::Request);
             wrote(1, &[], 900);
         }
         assert_eq!(required(1, None), 900, "this thread wrote it");
@@ -303,7 +293,7 @@ mod tests {
         reset();
         let _m = set_mode(Consistency::Strong);
         let r = std::panic::catch_unwind(|| {
-            let _g = enter(vec![(1, 10)], ScopeKind::Job);
+            let _g = enter(vec![(1, 0, 10)], ScopeKind::Job);
             assert_eq!(
                 mode(),
                 None,

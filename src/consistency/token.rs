@@ -16,7 +16,8 @@ pub type Position = u64;
 ///
 /// It prints as one short URL-safe string (`default-3023e98.users_0-1a2b3c`), parses back with
 /// [`FromStr`], and serialises as that string with serde. Tokens [`merge`](Self::merge) by
-/// keeping the larger position per database.
+/// keeping the larger position per database. With `granularity = "table"` a token may also
+/// name tables (`default~posts-3023e98`): such an entry holds back only reads of that table.
 ///
 /// ```
 /// use diesel_sharding::ConsistencyToken;
@@ -30,7 +31,8 @@ pub type Position = u64;
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsistencyToken {
-    positions: BTreeMap<String, Position>,
+    /// `(database, table or "" for the whole database)` -> position.
+    positions: BTreeMap<(String, String), Position>,
 }
 
 /// A string that is not a [`ConsistencyToken`].
@@ -52,28 +54,71 @@ impl ConsistencyToken {
         self.positions.is_empty()
     }
 
-    /// The position required on `database`, if any.
+    /// The highest position required on `database` (for any of its tables), if any.
     pub fn position(&self, database: &str) -> Option<Position> {
-        self.positions.get(database).copied()
+        self.positions
+            .iter()
+            .filter(|((db, _), _)| db == database)
+            .map(|(_, p)| *p)
+            .max()
     }
 
-    /// Every `(database, position)`, in name order.
+    /// The highest position per database, in name order.
     pub fn positions(&self) -> impl Iterator<Item = (&str, Position)> {
-        self.positions.iter().map(|(k, v)| (k.as_str(), *v))
+        let mut out: Vec<(&str, Position)> = Vec::new();
+        for ((db, _), p) in &self.positions {
+            match out.last_mut() {
+                Some((last, q)) if *last == db.as_str() => *q = (*q).max(*p),
+                _ => out.push((db.as_str(), *p)),
+            }
+        }
+        out.into_iter()
+    }
+
+    /// Every entry: `(database, table or None for the whole database, position)`.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>, Position)> {
+        self.positions
+            .iter()
+            .map(|((db, t), p)| (db.as_str(), (!t.is_empty()).then_some(t.as_str()), *p))
     }
 
     /// Requires `position` on `database` (keeping the larger of the two).
     pub fn require(&mut self, database: impl Into<String>, position: Position) {
-        let entry = self.positions.entry(database.into()).or_insert(0);
+        self.require_entry(database.into(), String::new(), position);
+    }
+
+    /// Requires `position` for reads of `table` on `database`.
+    pub fn require_table(
+        &mut self,
+        database: impl Into<String>,
+        table: impl Into<String>,
+        position: Position,
+    ) {
+        self.require_entry(database.into(), table.into(), position);
+    }
+
+    fn require_entry(&mut self, database: String, table: String, position: Position) {
+        let entry = self.positions.entry((database, table)).or_insert(0);
         *entry = (*entry).max(position);
     }
 
-    /// Merges `other` in: the larger position per database.
+    /// Merges `other` in: the larger position per entry.
     pub fn merge(&mut self, other: &ConsistencyToken) {
-        for (db, pos) in &other.positions {
-            self.require(db.clone(), *pos);
+        for ((db, t), pos) in &other.positions {
+            self.require_entry(db.clone(), t.clone(), *pos);
         }
     }
+}
+
+fn write_escaped(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
+    for b in name.bytes() {
+        if plain(b) {
+            write!(f, "{}", b as char)?;
+        } else {
+            write!(f, "%{b:02X}")?;
+        }
+    }
+    Ok(())
 }
 
 /// Characters a database name keeps as they are; others are `%XX`-escaped.
@@ -83,16 +128,14 @@ fn plain(b: u8) -> bool {
 
 impl fmt::Display for ConsistencyToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, (db, pos)) in self.positions.iter().enumerate() {
+        for (i, ((db, table), pos)) in self.positions.iter().enumerate() {
             if i > 0 {
                 f.write_str(".")?;
             }
-            for b in db.bytes() {
-                if plain(b) {
-                    write!(f, "{}", b as char)?;
-                } else {
-                    write!(f, "%{b:02X}")?;
-                }
+            write_escaped(f, db)?;
+            if !table.is_empty() {
+                f.write_str("~")?;
+                write_escaped(f, table)?;
             }
             write!(f, "-{pos:x}")?;
         }
@@ -127,11 +170,16 @@ impl FromStr for ConsistencyToken {
             }
             let pos = u64::from_str_radix(pos, 16)
                 .map_err(|_| bad("the position is not a hex number"))?;
-            let name = unescape(name).ok_or_else(|| bad("the database name is badly escaped"))?;
-            if name.is_empty() {
+            let (db, table) = name.split_once('~').unwrap_or((name, ""));
+            let db = unescape(db).ok_or_else(|| bad("the database name is badly escaped"))?;
+            let table = unescape(table).ok_or_else(|| bad("the table name is badly escaped"))?;
+            if db.is_empty() {
                 return Err(bad("the database name is empty"));
             }
-            token.require(name, pos);
+            if name.contains('~') && table.is_empty() {
+                return Err(bad("the table name is empty"));
+            }
+            token.require_entry(db, table, pos);
         }
         Ok(token)
     }
@@ -187,6 +235,19 @@ mod tests {
             "{s}"
         );
         assert_eq!(s.parse::<ConsistencyToken>().unwrap(), t);
+    }
+
+    #[test]
+    fn table_entries_round_trip_and_count_for_their_database() {
+        let mut t = ConsistencyToken::new();
+        t.require("default", 5);
+        t.require_table("default", "posts", 9);
+        let s = t.to_string();
+        assert_eq!(s, "default-5.default~posts-9");
+        assert_eq!(s.parse::<ConsistencyToken>().unwrap(), t);
+        assert_eq!(t.position("default"), Some(9));
+        assert_eq!(t.positions().collect::<Vec<_>>(), vec![("default", 9)]);
+        assert!("default~-9".parse::<ConsistencyToken>().is_err());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use std::fmt;
 pub(crate) use self::cache::{Classified, KindCache};
 pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
-pub(crate) use self::tables::{tables, TableId, TableUse};
+pub(crate) use self::tables::{intern, table_name, tables, TableId, TableUse};
 
 use crate::pin::PinStatus;
 

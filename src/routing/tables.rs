@@ -22,25 +22,47 @@ pub(crate) struct TableUse {
     pub(crate) written: Vec<TableId>,
 }
 
+/// Table names and their ids, both ways.
+#[derive(Default)]
+struct Names {
+    ids: HashMap<Box<str>, TableId>,
+    /// `names[id - 1]` is the name of `id`.
+    names: Vec<Box<str>>,
+}
+
 /// The process-wide table name interner.
-fn interner() -> &'static RwLock<HashMap<Box<str>, TableId>> {
-    static NAMES: OnceLock<RwLock<HashMap<Box<str>, TableId>>> = OnceLock::new();
+fn interner() -> &'static RwLock<Names> {
+    static NAMES: OnceLock<RwLock<Names>> = OnceLock::new();
     NAMES.get_or_init(Default::default)
 }
 
 /// The id of a table name (`users`, case as PostgreSQL folds it).
 pub(crate) fn intern(name: &str) -> Option<TableId> {
     if let Ok(names) = interner().read() {
-        if let Some(id) = names.get(name) {
+        if let Some(id) = names.ids.get(name) {
             return Some(*id);
         }
     }
     let mut names = interner().write().ok()?;
-    if names.len() >= 100_000 {
+    if let Some(id) = names.ids.get(name) {
+        return Some(*id);
+    }
+    if names.names.len() >= 100_000 {
         return None; // a bound against generated names; the caller goes coarse
     }
-    let next = names.len() as TableId + 1;
-    Some(*names.entry(name.into()).or_insert(next))
+    names.names.push(name.into());
+    let id = names.names.len() as TableId;
+    names.ids.insert(name.into(), id);
+    Some(id)
+}
+
+/// The name of an interned table id.
+pub(crate) fn table_name(id: TableId) -> Option<String> {
+    let names = interner().read().ok()?;
+    names
+        .names
+        .get((id as usize).checked_sub(1)?)
+        .map(|n| n.to_string())
 }
 
 /// Words after which a name is not an alias.
@@ -267,11 +289,7 @@ mod tests {
     use super::*;
 
     fn names(ids: &[TableId]) -> Vec<String> {
-        let names = interner().read().unwrap();
-        let mut out: Vec<String> = ids
-            .iter()
-            .map(|id| names.iter().find(|(_, v)| *v == id).unwrap().0.to_string())
-            .collect();
+        let mut out: Vec<String> = ids.iter().map(|id| table_name(*id).unwrap()).collect();
         out.sort();
         out
     }
@@ -379,5 +397,7 @@ mod tests {
         assert_eq!(intern("interned_table"), Some(a));
         assert_ne!(intern("other_interned_table"), Some(a));
         assert!(a > 0);
+        assert_eq!(table_name(a).as_deref(), Some("interned_table"));
+        assert_eq!(table_name(0), None);
     }
 }
