@@ -111,13 +111,6 @@ macro_rules! pairs {
                 std::hint::black_box(point_select!(&mut $routed, j));
             },
         );
-        if let Some(route) = $routed.last_route() {
-            assert_eq!(
-                route.reason,
-                diesel_sharding::RouteReason::Replica,
-                "measured a replica read"
-            );
-        }
         let mut n = 0i64;
         let n2 = std::cell::Cell::new(1_000_000_000i64);
         interleaved(
@@ -233,21 +226,45 @@ fn postgres(c: &mut Criterion) {
         .max_size(1)
         .build(ConnectionManager::<PgConnection>::new(&url))
         .unwrap();
-    let routed_cluster = Cluster::<PgConnection>::new(
-        Settings::from_toml_str(&format!(
-            "[databases.default]\nurl = \"{url}\"\npool_size = 1\n\
-             [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
-    let routed = routed_cluster.pool("default").unwrap();
+    let routed_cluster = |mode: &str| {
+        Cluster::<PgConnection>::new(
+            Settings::from_toml_str(&format!(
+                "[consistency]\nmode = \"{mode}\"\n\
+                 [databases.default]\nurl = \"{url}\"\npool_size = 1\n\
+                 [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    // The router alone: mode "pin" reads no replication positions.
+    let pinned = routed_cluster("pin");
     let mut plain_conn = plain.get().unwrap();
-    let mut routed_conn = routed.get().unwrap();
+    let mut routed_conn = pinned.get("default").unwrap();
     pin::unpin_this_thread();
-
     pairs!(c, "postgres", plain_conn, routed_conn);
     drop(routed_conn);
+
+    // read_your_writes (the default): one position query after each committed write
+    let ryw = routed_cluster("read_your_writes");
+    let mut ryw_conn = ryw.get("default").unwrap();
+    let mut g = c.benchmark_group("postgres_read_your_writes");
+    let mut n = 2_000_000_000i64;
+    let n2 = std::cell::Cell::new(3_000_000_000i64);
+    interleaved(
+        &mut g,
+        "insert_one",
+        || {
+            n += 1;
+            insert_one!(&mut *plain_conn, n);
+        },
+        || {
+            n2.set(n2.get() + 1);
+            insert_one!(&mut ryw_conn, n2.get());
+        },
+    );
+    g.finish();
+    drop(ryw_conn);
     drop(plain_conn);
     pin::unpin_this_thread();
 }
