@@ -576,6 +576,10 @@ fn with_table_granularity_a_token_names_the_tables_written_and_holds_back_only_t
     })
     .join()
     .unwrap();
-    assert_eq!(users, (1, RouteReason::Behind), "the written table waits for a replica");
+    assert_eq!(
+        users,
+        (1, RouteReason::Behind),
+        "the written table waits for a replica"
+    );
     assert_eq!(posts, (0, RouteReason::Replica), "the other table does not");
 }

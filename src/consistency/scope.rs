@@ -121,7 +121,7 @@ pub(crate) fn mode() -> Option<Consistency> {
 /// Sets the mode until the guard drops.
 pub(crate) fn set_mode(mode: Consistency) -> ModeGuard {
     let previous = STATE
-        .try_with(|s| std::mem::replace(&mut s.borrow_mut().mode, Some(mode)))
+        .try_with(|s| s.borrow_mut().mode.replace(mode))
         .ok()
         .flatten();
     ModeGuard { previous }
