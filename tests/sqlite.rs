@@ -78,6 +78,15 @@ impl Files {
     fn cluster(&self) -> Cluster<SqliteConnection> {
         Cluster::new(self.settings("")).unwrap()
     }
+
+    /// A cluster whose pool holds one connection, without pin windows.
+    fn one_connection_cluster(&self) -> Cluster<SqliteConnection> {
+        let settings = self.settings("[pinning]\nseconds = 0").database(
+            "default",
+            diesel_sharding::DatabaseSettings::primary(self.primary.to_str().unwrap()).pool_size(1),
+        );
+        Cluster::new(settings).unwrap()
+    }
 }
 
 fn add_user(conn: &mut diesel_sharding::PooledConnection<SqliteConnection>, name: &str) {
@@ -622,12 +631,7 @@ fn passwords_appear_in_no_debug_output_error_or_log() {
 #[test]
 fn a_test_transaction_keeps_reads_on_the_primary_and_survives_check_in() {
     let f = Files::new();
-    let settings = f.settings("[pinning]\nseconds = 0");
-    let settings = settings.database(
-        "default",
-        diesel_sharding::DatabaseSettings::primary(f.primary.to_str().unwrap()).pool_size(1),
-    );
-    let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
+    let cluster = f.one_connection_cluster();
     {
         let mut conn = cluster.get("default").unwrap();
         conn.begin_test_transaction().unwrap();
@@ -644,12 +648,7 @@ fn a_test_transaction_keeps_reads_on_the_primary_and_survives_check_in() {
 #[test]
 fn a_hand_written_begin_keeps_reads_on_the_primary_and_is_not_returned_to_the_pool() {
     let f = Files::new();
-    let settings = f.settings("[pinning]\nseconds = 0");
-    let settings = settings.database(
-        "default",
-        diesel_sharding::DatabaseSettings::primary(f.primary.to_str().unwrap()).pool_size(1),
-    );
-    let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
+    let cluster = f.one_connection_cluster();
     {
         let mut conn = cluster.get("default").unwrap();
         conn.batch_execute("BEGIN").unwrap();
