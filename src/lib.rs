@@ -45,6 +45,7 @@ mod manager;
 pub mod pin;
 pub mod routing;
 mod settings;
+pub mod sharding;
 mod stats;
 
 pub use crate::backend::{RoutedBackend, RoutedLoad};
@@ -59,6 +60,7 @@ pub use crate::settings::{
     DatabaseSettings, ReadStrategy, Settings, DEFAULT_PINNING_SECONDS, DEFAULT_POOL_SIZE,
     DEFAULT_REPLICA_RETRY,
 };
+pub use crate::sharding::{ShardKey, ShardedModel};
 pub use crate::stats::{DatabaseStats, Stats};
 
 /// The r2d2 crate, whose `Pool` and `PooledConnection` the cluster hands out.
