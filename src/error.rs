@@ -129,6 +129,18 @@ pub enum SettingsError {
         /// Why it does not belong here.
         reason: &'static str,
     },
+    /// A value of a `[shard_groups.<group>]` entry outside its allowed range or set.
+    #[error("shard group `{group}`: `{key}` = {value}: {reason}")]
+    GroupValue {
+        /// The group.
+        group: String,
+        /// The key (`bucketing`, `epoch`, ...).
+        key: &'static str,
+        /// The offending value as written.
+        value: String,
+        /// What is allowed.
+        reason: String,
+    },
     /// A value outside its allowed range or set.
     #[error("{}`{key}` = {value}: {reason}", database_prefix(.database))]
     InvalidValue {

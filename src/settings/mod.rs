@@ -35,6 +35,7 @@
 //! weight = 1                        # optional, used by read_strategy = "weighted"
 //! ```
 
+mod groups;
 mod url;
 mod validate;
 
@@ -48,6 +49,7 @@ use serde::Deserialize;
 
 use crate::error::SettingsError;
 
+pub(crate) use self::groups::GroupSpec;
 pub(crate) use self::url::{redact, scheme, SecretUrl};
 pub(crate) use self::validate::{PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT};
 
@@ -68,6 +70,7 @@ pub struct Settings {
     routing: RoutingSettings,
     consistency: ConsistencySettings,
     databases: BTreeMap<String, DatabaseSettings>,
+    shard_groups: BTreeMap<String, ShardGroupSettings>,
     /// Keys the format does not know, found while parsing; reported at build time.
     #[serde(skip)]
     unknown_keys: Vec<String>,
@@ -121,6 +124,58 @@ pub struct DatabaseSettings {
     pool_size: Option<i64>,
     read_strategy: Option<String>,
     weight: Option<i64>,
+    shard_group: Option<String>,
+    shard_id: Option<i64>,
+}
+
+/// One `[shard_groups.<name>]` entry: options of a group of shards.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct ShardGroupSettings {
+    bucketing: Option<String>,
+    read_strategy: Option<String>,
+    epoch: Option<String>,
+    storage: Option<String>,
+}
+
+impl ShardGroupSettings {
+    /// A group with the default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets how a new key picks its shard: `round_robin`, `random`, `mod`, `saved_mod` or
+    /// `jump`. Defaults to `round_robin`.
+    #[must_use]
+    pub fn bucketing(mut self, name: impl Into<String>) -> Self {
+        self.bucketing = Some(name.into());
+        self
+    }
+
+    /// Sets the read strategy of the group's primaries that set none. Defaults to
+    /// `round_robin`.
+    #[must_use]
+    pub fn read_strategy(mut self, strategy: ReadStrategy) -> Self {
+        self.read_strategy = Some(strategy.as_str().to_owned());
+        self
+    }
+
+    /// Sets the epoch of the group's global ids (RFC 3339). Defaults to
+    /// `2016-01-01T00:00:00Z`.
+    #[must_use]
+    pub fn epoch(mut self, rfc3339: impl Into<String>) -> Self {
+        self.epoch = Some(rfc3339.into());
+        self
+    }
+
+    /// Sets the unsharded database that stores the shard picked for each key when the
+    /// bucketing is not a pure function of the key. Defaults to none (such strategies then
+    /// need models that store their own shard).
+    #[must_use]
+    pub fn storage(mut self, database: impl Into<String>) -> Self {
+        self.storage = Some(database.into());
+        self
+    }
 }
 
 /// How a primary spreads its reads over its replicas.
@@ -177,12 +232,14 @@ impl FromStr for ReadStrategy {
 }
 
 /// The keys allowed at each level, for "unknown key" hints.
-const TOP_KEYS: &str = "pinning, routing, consistency, databases";
+const TOP_KEYS: &str = "pinning, routing, consistency, databases, shard_groups";
+const GROUP_KEYS: &str = "bucketing, read_strategy, epoch, storage";
 const PINNING_KEYS: &str = "seconds";
 const ROUTING_KEYS: &str = "write_functions, replica_retry, connect_timeout";
 const CONSISTENCY_KEYS: &str =
     "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, granularity";
-const DATABASE_KEYS: &str = "url, url_env, primary, pool_size, read_strategy, weight";
+const DATABASE_KEYS: &str =
+    "url, url_env, primary, pool_size, read_strategy, weight, shard_group, shard_id";
 
 impl Settings {
     /// Empty settings, to be filled in code with [`Settings::database`].
@@ -219,6 +276,13 @@ impl Settings {
             source,
         })?;
         Settings::from_toml_str(&text)
+    }
+
+    /// Adds (or replaces) the shard group `name`'s options.
+    #[must_use]
+    pub fn shard_group(mut self, name: impl Into<String>, group: ShardGroupSettings) -> Self {
+        self.shard_groups.insert(name.into(), group);
+        self
     }
 
     /// Adds (or replaces) the database `name`.
@@ -346,6 +410,14 @@ impl DatabaseSettings {
         self
     }
 
+    /// Makes this primary shard `shard_id` of the group `group`.
+    #[must_use]
+    pub fn shard(mut self, group: impl Into<String>, shard_id: i32) -> Self {
+        self.shard_group = Some(group.into());
+        self.shard_id = Some(i64::from(shard_id));
+        self
+    }
+
     /// Is this entry a replica (it names a primary)?
     pub fn is_replica(&self) -> bool {
         self.primary.is_some()
@@ -358,6 +430,7 @@ impl fmt::Debug for Settings {
             .field("pinning_seconds", &self.pinning.seconds)
             .field("routing", &self.routing)
             .field("databases", &self.databases)
+            .field("shard_groups", &self.shard_groups)
             .finish_non_exhaustive()
     }
 }
@@ -371,6 +444,8 @@ impl fmt::Debug for DatabaseSettings {
             .field("pool_size", &self.pool_size)
             .field("read_strategy", &self.read_strategy)
             .field("weight", &self.weight)
+            .field("shard_group", &self.shard_group)
+            .field("shard_id", &self.shard_id)
             .finish()
     }
 }
@@ -384,6 +459,7 @@ fn keys_hint(path: &str) -> Option<&'static str> {
         ["routing", _] => Some(ROUTING_KEYS),
         ["consistency", _] => Some(CONSISTENCY_KEYS),
         ["databases", _, _] => Some(DATABASE_KEYS),
+        ["shard_groups", _, _] => Some(GROUP_KEYS),
         _ => None,
     }
 }

@@ -252,3 +252,145 @@ fn settings_built_in_code_validate_like_toml() {
     assert_eq!(t.primaries[0].pool_size, 4);
     assert_eq!(t.primaries[0].replicas[0].weight, 2);
 }
+
+const SHARDS: &str = r#"
+[databases.default]
+url = "postgres://app@h/app"
+
+[databases.users_0]
+url = "postgres://app@h/users_0"
+shard_group = "users"
+shard_id = 0
+
+[databases.users_1]
+url = "postgres://app@h/users_1"
+shard_group = "users"
+shard_id = 1
+
+[databases.users_1_replica]
+url = "postgres://app@h2/users_1"
+primary = "users_1"
+
+[shard_groups.users]
+bucketing = "jump"
+read_strategy = "primary_only"
+epoch = "2016-01-01T00:00:00Z"
+storage = "default"
+"#;
+
+#[test]
+fn shard_groups_parse_with_their_options() {
+    let t = check(SHARDS).unwrap();
+    assert_eq!(t.groups.len(), 1);
+    let g = &t.groups[0];
+    assert_eq!(g.name, "users");
+    assert_eq!(g.bucketing, "jump");
+    assert_eq!(g.storage.as_deref(), Some("default"));
+    assert_eq!(
+        g.shards,
+        vec![(0, "users_0".to_owned()), (1, "users_1".to_owned())]
+    );
+    assert_eq!(
+        g.epoch
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs(),
+        1_451_606_400
+    );
+    let strategy = |n: &str| {
+        t.primaries
+            .iter()
+            .find(|p| p.name == n)
+            .unwrap()
+            .read_strategy
+    };
+    assert_eq!(
+        strategy("users_1"),
+        ReadStrategy::PrimaryOnly,
+        "the group's default"
+    );
+    assert_eq!(
+        strategy("default"),
+        ReadStrategy::RoundRobin,
+        "not in the group"
+    );
+}
+
+#[test]
+fn a_group_declared_only_by_its_shards_gets_the_defaults() {
+    let t = check("[databases.s0]\nurl = \"postgres://h/s0\"\nshard_group = \"g\"\nshard_id = 0")
+        .unwrap();
+    assert_eq!(t.groups[0].bucketing, "round_robin");
+}
+
+#[test]
+fn a_duplicate_shard_id_names_both_databases() {
+    let e = error(&SHARDS.replace("shard_id = 1", "shard_id = 0"));
+    assert!(
+        e.contains("`users_1`") && e.contains("`users_0`") && e.contains("shard_id"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_shard_id_above_8191_is_an_error() {
+    let e = error(&SHARDS.replace("shard_id = 1", "shard_id = 8192"));
+    assert!(
+        e.contains("`users_1`") && e.contains("shard_id") && e.contains("8191"),
+        "{e}"
+    );
+    let e = error(&SHARDS.replace("shard_id = 1", "shard_id = -1"));
+    assert!(e.contains("shard_id"), "{e}");
+}
+
+#[test]
+fn a_replica_with_shard_keys_is_an_error() {
+    let e = error(&SHARDS.replace(
+        "primary = \"users_1\"",
+        "primary = \"users_1\"\nshard_group = \"users\"",
+    ));
+    assert!(
+        e.contains("`users_1_replica`") && e.contains("shard_group"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_shard_group_without_a_shard_id_and_the_reverse_are_errors() {
+    let e = error(&SHARDS.replace("shard_id = 1\n", ""));
+    assert!(e.contains("`users_1`") && e.contains("shard_id"), "{e}");
+    let e = error("[databases.a]\nurl = \"postgres://h/a\"\nshard_id = 3");
+    assert!(e.contains("`a`") && e.contains("shard_group"), "{e}");
+}
+
+#[test]
+fn a_group_with_no_shards_is_an_error() {
+    let e = error(&format!(
+        "{SHARDS}\n[shard_groups.orders]\nbucketing = \"mod\""
+    ));
+    assert!(e.contains("orders") && e.contains("no shards"), "{e}");
+}
+
+#[test]
+fn an_unknown_bucketing_lists_the_strategies() {
+    let e = error(&SHARDS.replace("bucketing = \"jump\"", "bucketing = \"consistent\""));
+    assert!(
+        e.contains("`users`") && e.contains("bucketing") && e.contains("saved_mod"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_group_epoch_storage_and_keys_are_errors() {
+    let e = error(&SHARDS.replace("2016-01-01T00:00:00Z", "yesterday"));
+    assert!(e.contains("`users`") && e.contains("epoch"), "{e}");
+    let e = error(&SHARDS.replace("storage = \"default\"", "storage = \"users_0\""));
+    assert!(e.contains("storage") && e.contains("shard"), "{e}");
+    let e = error(&SHARDS.replace("storage = \"default\"", "storage = \"nope\""));
+    assert!(e.contains("storage") && e.contains("nope"), "{e}");
+    let e = error(&SHARDS.replace("bucketing = \"jump\"", "bucketting = \"jump\""));
+    assert!(
+        e.contains("shard_groups.users.bucketting") && e.contains("epoch"),
+        "{e}"
+    );
+}

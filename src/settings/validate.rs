@@ -45,6 +45,8 @@ pub(crate) struct Topology {
     pub(crate) connect_timeout: Duration,
     /// `[consistency]`.
     pub(crate) consistency: ConsistencySpec,
+    /// Shard groups, in name order.
+    pub(crate) groups: Vec<super::GroupSpec>,
 }
 
 /// A validated primary.
@@ -182,6 +184,7 @@ impl Settings {
                 });
             }
         }
+        let groups = self.validate_groups(&mut primaries)?;
 
         Ok(Topology {
             primaries,
@@ -190,6 +193,7 @@ impl Settings {
             replica_retry,
             connect_timeout,
             consistency,
+            groups,
         })
     }
 }

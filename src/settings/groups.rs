@@ -1,0 +1,199 @@
+//! Shard groups: which primaries form a group, with which shard ids and options.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use super::{PrimarySpec, ReadStrategy, Settings};
+use crate::error::SettingsError;
+
+/// The largest shard id: global ids keep 13 bits for it.
+pub(crate) const MAX_SHARD_ID: i64 = 8191;
+/// The bucketing names the settings accept.
+pub(crate) const BUCKETING_NAMES: &str = "round_robin, random, mod, saved_mod, jump";
+/// The default epoch of global ids (django-sharding-library's documented one).
+const DEFAULT_EPOCH: &str = "2016-01-01T00:00:00Z";
+
+/// A validated shard group.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupSpec {
+    pub(crate) name: String,
+    /// One of [`BUCKETING_NAMES`].
+    pub(crate) bucketing: String,
+    pub(crate) epoch: SystemTime,
+    /// The database that stores picks of strategies that are not a pure function of the key.
+    pub(crate) storage: Option<String>,
+    /// `(shard id, primary name)`, in shard-id order.
+    pub(crate) shards: Vec<(i32, String)>,
+}
+
+impl Settings {
+    /// Checks the shard keys of every database and the `[shard_groups]`; sets the group's
+    /// read strategy on its primaries that have none; returns the groups.
+    pub(crate) fn validate_groups(
+        &self,
+        primaries: &mut [PrimarySpec],
+    ) -> Result<Vec<GroupSpec>, SettingsError> {
+        let mut members: BTreeMap<&str, Vec<(i32, String)>> = BTreeMap::new();
+        for (name, db) in &self.databases {
+            if db.primary.is_some() {
+                for (key, set) in [
+                    ("shard_group", db.shard_group.is_some()),
+                    ("shard_id", db.shard_id.is_some()),
+                ] {
+                    if set {
+                        return Err(SettingsError::MisplacedKey {
+                            database: name.clone(),
+                            key,
+                            reason:
+                                "only applies to primaries (a replica serves its primary's shard)",
+                        });
+                    }
+                }
+                continue;
+            }
+            match (&db.shard_group, db.shard_id) {
+                (None, None) => {}
+                (None, Some(_)) => {
+                    return Err(SettingsError::MisplacedKey {
+                        database: name.clone(),
+                        key: "shard_id",
+                        reason: "needs `shard_group` (a shard id is unique within its group)",
+                    })
+                }
+                (Some(group), None) => {
+                    return Err(SettingsError::InvalidValue {
+                        database: Some(name.clone()),
+                        key: "shard_id",
+                        value: "(missing)".into(),
+                        reason: format!("required for a shard of group `{group}`"),
+                    })
+                }
+                (Some(group), Some(id)) => {
+                    if !(0..=MAX_SHARD_ID).contains(&id) {
+                        return Err(SettingsError::InvalidValue {
+                            database: Some(name.clone()),
+                            key: "shard_id",
+                            value: id.to_string(),
+                            reason: format!(
+                                "must be between 0 and {MAX_SHARD_ID} (13 bits of every global id)"
+                            ),
+                        });
+                    }
+                    let list = members.entry(group.as_str()).or_default();
+                    if let Some((_, other)) = list.iter().find(|(i, _)| i64::from(*i) == id) {
+                        return Err(SettingsError::InvalidValue {
+                            database: Some(name.clone()),
+                            key: "shard_id",
+                            value: id.to_string(),
+                            reason: format!("already the shard id of `{other}` in group `{group}` (shard ids are unique and never reused)"),
+                        });
+                    }
+                    list.push((id as i32, name.clone()));
+                }
+            }
+        }
+        for name in self.shard_groups.keys() {
+            if !members.contains_key(name.as_str()) {
+                return Err(SettingsError::InvalidValue {
+                    database: None,
+                    key: "shard_groups",
+                    value: format!("{name:?}"),
+                    reason: "the group has no shards: give primaries `shard_group` and `shard_id`"
+                        .into(),
+                });
+            }
+        }
+        let mut groups = Vec::new();
+        for (name, mut shards) in members {
+            let options = self.shard_groups.get(name).cloned().unwrap_or_default();
+            let group_key = |key: &'static str| SettingsKey {
+                group: name.to_owned(),
+                key,
+            };
+            let bucketing = options
+                .bucketing
+                .clone()
+                .unwrap_or_else(|| "round_robin".into());
+            if !BUCKETING_NAMES.split(", ").any(|n| n == bucketing) {
+                return Err(group_key("bucketing").invalid(
+                    &bucketing,
+                    format!("unknown bucketing (expected one of: {BUCKETING_NAMES})"),
+                ));
+            }
+            if let Some(strategy) = &options.read_strategy {
+                let strategy: ReadStrategy = strategy.parse().map_err(|_| {
+                    group_key("read_strategy").invalid(
+                        strategy,
+                        format!(
+                            "unknown read strategy (expected one of: {})",
+                            ReadStrategy::NAMES
+                        ),
+                    )
+                })?;
+                for p in primaries.iter_mut() {
+                    let explicit = self
+                        .databases
+                        .get(&p.name)
+                        .is_some_and(|d| d.read_strategy.is_some());
+                    if !explicit && shards.iter().any(|(_, n)| *n == p.name) {
+                        p.read_strategy = strategy;
+                    }
+                }
+            }
+            let epoch_text = options
+                .epoch
+                .clone()
+                .unwrap_or_else(|| DEFAULT_EPOCH.into());
+            let epoch = humantime::parse_rfc3339_weak(&epoch_text).map_err(|e| {
+                group_key("epoch").invalid(
+                    &epoch_text,
+                    format!("not an RFC 3339 time like \"2016-01-01T00:00:00Z\" ({e})"),
+                )
+            })?;
+            if let Some(storage) = &options.storage {
+                match self.databases.get(storage) {
+                    None => {
+                        return Err(
+                            group_key("storage").invalid(storage, "names no database".into())
+                        )
+                    }
+                    Some(db) if db.primary.is_some() => {
+                        return Err(group_key("storage")
+                            .invalid(storage, "is a replica: name a primary".into()))
+                    }
+                    Some(db) if db.shard_group.is_some() => {
+                        return Err(group_key("storage")
+                            .invalid(storage, "is a shard: name an unsharded primary".into()))
+                    }
+                    Some(_) => {}
+                }
+            }
+            shards.sort();
+            groups.push(GroupSpec {
+                name: name.to_owned(),
+                bucketing,
+                epoch,
+                storage: options.storage.clone(),
+                shards,
+            });
+        }
+        Ok(groups)
+    }
+}
+
+/// A key of `[shard_groups.<group>]`, for errors.
+struct SettingsKey {
+    group: String,
+    key: &'static str,
+}
+
+impl SettingsKey {
+    fn invalid(&self, value: &str, reason: String) -> SettingsError {
+        SettingsError::GroupValue {
+            group: self.group.clone(),
+            key: self.key,
+            value: format!("{value:?}"),
+            reason,
+        }
+    }
+}
