@@ -20,7 +20,11 @@ mod private {
 
 /// A Diesel connection type the router can route: `PgConnection` or `SqliteConnection`.
 pub trait RoutedBackend:
-    Connection<TransactionManager = AnsiTransactionManager> + R2D2Connection + private::Sealed + 'static
+    Connection<TransactionManager = AnsiTransactionManager>
+    + R2D2Connection
+    + crate::sharding::storage::ShardStorage
+    + private::Sealed
+    + 'static
 {
     /// The backend's name in messages (`PostgreSQL`, `SQLite`).
     const NAME: &'static str;

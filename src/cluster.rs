@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
 use crate::routing::{Classifier, TableId};
 use crate::settings::Settings;
+use crate::sharding::Group;
 use crate::stats::Stats;
 
 /// The r2d2 pool of one primary; `pool.get()` hands out routed connections.
@@ -43,6 +44,8 @@ struct Inner<C: RoutedBackend> {
     primaries: BTreeMap<String, (Arc<Database>, Pool<C>)>,
     /// Replica name -> its primary's name.
     replicas: BTreeMap<String, String>,
+    /// Shard groups by name.
+    groups: BTreeMap<String, Group>,
     /// Stops the replica monitors when the cluster goes away.
     _monitors: Vec<Monitor>,
 }
@@ -95,6 +98,11 @@ impl<C: RoutedBackend> Cluster<C> {
             inner: Arc::new(Inner {
                 primaries,
                 replicas,
+                groups: topology
+                    .groups
+                    .iter()
+                    .map(|g| (g.name.clone(), Group::new(g)))
+                    .collect(),
                 _monitors: monitors,
             }),
         })
@@ -114,6 +122,11 @@ impl<C: RoutedBackend> Cluster<C> {
             database: name.to_owned(),
             source,
         })
+    }
+
+    /// The shard groups by name.
+    pub(crate) fn groups(&self) -> &BTreeMap<String, Group> {
+        &self.inner.groups
     }
 
     /// The names of the primaries, in name order.

@@ -26,6 +26,86 @@ pub enum Error {
         /// The primary it replicates.
         primary: String,
     },
+    /// A shard group that the settings do not declare.
+    #[error("unknown shard group `{group}`{}", model_suffix(.model))]
+    UnknownShardGroup {
+        /// The group asked for.
+        group: String,
+        /// The model that names it, if a model did.
+        model: Option<&'static str>,
+    },
+    /// A model placed on a database the settings do not declare (or on a replica).
+    #[error(
+        "model `{model}` lives on database `{database}`, which is not a primary of the settings"
+    )]
+    UnknownModelDatabase {
+        /// The model.
+        model: &'static str,
+        /// The database it names.
+        database: String,
+    },
+    /// The operation needs a model of another kind (sharded by a key, storing its shard, or on
+    /// one database).
+    #[error("model `{model}` {problem}")]
+    WrongModelKind {
+        /// The model.
+        model: &'static str,
+        /// What does not fit.
+        problem: &'static str,
+    },
+    /// A `stores_shard` model whose shard is not set yet.
+    #[error("model `{model}` has no shard yet: call `cluster.assign_shard(&mut row)` first")]
+    ShardNotAssigned {
+        /// The model.
+        model: &'static str,
+    },
+    /// A shard id that the group does not have.
+    #[error("shard group `{group}` has no shard {shard_id}")]
+    UnknownShard {
+        /// The group.
+        group: String,
+        /// The id.
+        shard_id: i32,
+    },
+    /// A bucketing that needs a key was asked to pick without one.
+    #[error("shard group `{group}` buckets with `{bucketing}`, which needs a shard key")]
+    BucketingNeedsKey {
+        /// The group.
+        group: String,
+        /// The bucketing.
+        bucketing: &'static str,
+    },
+    /// A bucketing whose picks must be stored, in a group without `storage`.
+    #[error("shard group `{group}` buckets with `{bucketing}`, whose picks must be stored: set `storage = \"<database>\"` in [shard_groups.{group}], or store the shard on the model (`stores_shard`)")]
+    NoShardStorage {
+        /// The group.
+        group: String,
+        /// The bucketing.
+        bucketing: &'static str,
+    },
+    /// A query failed on one database.
+    #[error("database `{database}`")]
+    Query {
+        /// Where.
+        database: String,
+        /// What Diesel reported.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// Migrations failed on one database (the first failure stops the run).
+    #[error("migrations on database `{database}`: {message}")]
+    Migration {
+        /// Where.
+        database: String,
+        /// What the migration harness reported.
+        message: String,
+    },
+    /// The closure run on a shard panicked.
+    #[error("the work on database `{database}` panicked")]
+    ShardPanicked {
+        /// Where.
+        database: String,
+    },
     /// The connection pool could not hand out a connection.
     #[error("connection pool of database `{database}`")]
     Pool {
@@ -153,6 +233,12 @@ pub enum SettingsError {
         /// What is allowed.
         reason: String,
     },
+}
+
+fn model_suffix(model: &Option<&'static str>) -> String {
+    model
+        .map(|m| format!(" (named by model `{m}`)"))
+        .unwrap_or_default()
 }
 
 fn hint_suffix(hint: &Option<&'static str>) -> String {

@@ -1,0 +1,116 @@
+//! Shard storage: the shard picked for each key, for bucketings that are not a pure function
+//! of the key (`round_robin`, `random`, `saved_mod`). django-sharding-library's
+//! `ShardStorageModel`, as one table on an unsharded database. The first pick wins and is never
+//! changed: concurrent first picks race on the primary key, and the loser reads the winner's.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use diesel::result::QueryResult;
+use diesel::sql_types::{Integer, Text};
+
+/// The storage table.
+pub const TABLE: &str = "diesel_sharding_shard_storage";
+
+#[derive(QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Integer)]
+    shard_id: i32,
+}
+
+/// Shard storage on one physical connection (implemented for the supported backends; the
+/// statements run on the storage database's primary).
+#[doc(hidden)]
+pub trait ShardStorage {
+    /// Creates the table if it does not exist.
+    fn ensure_storage(&mut self) -> QueryResult<()>;
+    /// The stored shard of `key` in `group`, if any.
+    fn stored(&mut self, group: &str, key: &str) -> QueryResult<Option<i32>>;
+    /// Stores `shard_id` for `key` unless a pick is stored already; returns the stored pick.
+    fn store_first(&mut self, group: &str, key: &str, shard_id: i32) -> QueryResult<i32>;
+    /// The next id of the ticket table (Flickr's ticket servers): unique on this database.
+    fn next_ticket(&mut self) -> QueryResult<i64>;
+}
+
+/// The ticket table (a sequence on PostgreSQL).
+pub const TICKETS: &str = "diesel_sharding_tickets";
+
+#[derive(QueryableByName)]
+struct Ticket {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    id: i64,
+}
+
+macro_rules! shard_storage {
+    ($conn:ty, $p1:literal, $p2:literal, $p3:literal, $ticket:ident) => {
+        impl ShardStorage for $conn {
+            fn ensure_storage(&mut self) -> QueryResult<()> {
+                self.batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS {TABLE} (\
+                     shard_group TEXT NOT NULL, shard_key TEXT NOT NULL, \
+                     shard_id INTEGER NOT NULL, PRIMARY KEY (shard_group, shard_key))"
+                ))
+            }
+
+            fn stored(&mut self, group: &str, key: &str) -> QueryResult<Option<i32>> {
+                let rows: Vec<Row> = diesel::sql_query(format!(
+                    "SELECT shard_id FROM {TABLE} WHERE shard_group = {} AND shard_key = {}",
+                    $p1, $p2
+                ))
+                .bind::<Text, _>(group)
+                .bind::<Text, _>(key)
+                .load(self)?;
+                Ok(rows.first().map(|r| r.shard_id))
+            }
+
+            fn store_first(&mut self, group: &str, key: &str, shard_id: i32) -> QueryResult<i32> {
+                diesel::sql_query(format!(
+                    "INSERT INTO {TABLE} (shard_group, shard_key, shard_id) VALUES ({}, {}, {}) \
+                     ON CONFLICT (shard_group, shard_key) DO NOTHING",
+                    $p1, $p2, $p3
+                ))
+                .bind::<Text, _>(group)
+                .bind::<Text, _>(key)
+                .bind::<Integer, _>(shard_id)
+                .execute(self)?;
+                self.stored(group, key)?
+                    .ok_or(diesel::result::Error::NotFound)
+            }
+
+            fn next_ticket(&mut self) -> QueryResult<i64> {
+                $ticket(self)
+            }
+        }
+    };
+}
+
+#[cfg(feature = "postgres")]
+shard_storage!(diesel::pg::PgConnection, "$1", "$2", "$3", next_ticket_pg);
+#[cfg(feature = "sqlite")]
+shard_storage!(
+    diesel::sqlite::SqliteConnection,
+    "?",
+    "?",
+    "?",
+    next_ticket_sqlite
+);
+
+#[cfg(feature = "postgres")]
+fn next_ticket_pg(conn: &mut diesel::pg::PgConnection) -> QueryResult<i64> {
+    conn.batch_execute(&format!("CREATE SEQUENCE IF NOT EXISTS {TICKETS}"))?;
+    let t: Ticket =
+        diesel::sql_query(format!("SELECT nextval('{TICKETS}') AS id")).get_result(conn)?;
+    Ok(t.id)
+}
+
+#[cfg(feature = "sqlite")]
+fn next_ticket_sqlite(conn: &mut diesel::sqlite::SqliteConnection) -> QueryResult<i64> {
+    // REPLACE keeps one row; AUTOINCREMENT never hands out an id twice
+    conn.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {TICKETS} (id INTEGER PRIMARY KEY AUTOINCREMENT, stub TEXT NOT NULL UNIQUE)"
+    ))?;
+    conn.immediate_transaction(|c| {
+        c.batch_execute(&format!("REPLACE INTO {TICKETS} (stub) VALUES ('a')"))?;
+        let t: Ticket = diesel::sql_query("SELECT last_insert_rowid() AS id").get_result(c)?;
+        Ok(t.id)
+    })
+}
