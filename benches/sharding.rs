@@ -10,6 +10,11 @@
 //!   1, 64 and 4096 shards. `mod` is one division whatever the count; `jump` takes
 //!   O(ln shards) steps.
 //!
+//! * `resolution/{mod,jump}/{1,64,4096}`: `cluster.shard_for::<Post>(&user_id)` on a cluster
+//!   of 1, 64 and 4096 shards (SQLite files, never opened): the group lookup, the bucketing
+//!   and the `Shard` value. It should not grow with the number of shards beyond `jump`'s
+//!   O(ln shards).
+//!
 //! Run: `cargo bench --bench sharding`.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented public functions
@@ -18,12 +23,48 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
+use diesel::sqlite::SqliteConnection;
 use diesel_sharding::sharding::ids::IdGenerator;
 use diesel_sharding::sharding::{jump_hash, mod_bucket};
+use diesel_sharding::{Cluster, Settings, ShardedModel};
 
 /// 2016-01-01T00:00:00Z.
 fn epoch() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_millis(1_451_606_400_000)
+}
+
+#[derive(ShardedModel)]
+#[sharding(group = "users", key = user_id)]
+struct Post {
+    user_id: i64,
+}
+
+/// A cluster of `shards` SQLite shards with `bucketing`; no file is opened.
+fn cluster(shards: u32, bucketing: &str) -> Cluster<SqliteConnection> {
+    let mut toml = format!("[shard_groups.users]\nbucketing = \"{bucketing}\"\n");
+    for id in 0..shards {
+        toml += &format!(
+            "[databases.users_{id}]\nurl = \"/nonexistent/users_{id}.sqlite\"\nshard_group = \"users\"\nshard_id = {id}\n"
+        );
+    }
+    Cluster::new(Settings::from_toml_str(&toml).unwrap()).unwrap()
+}
+
+fn resolution(c: &mut Criterion) {
+    let mut group = c.benchmark_group("resolution");
+    for bucketing in ["mod", "jump"] {
+        for shards in [1u32, 64, 4096] {
+            let cluster = cluster(shards, bucketing);
+            let mut key = 0i64;
+            group.bench_with_input(BenchmarkId::new(bucketing, shards), &shards, |b, _| {
+                b.iter(|| {
+                    key = key.wrapping_add(0x9E37_79B9);
+                    cluster.shard_for::<Post>(black_box(&key)).unwrap()
+                })
+            });
+        }
+    }
+    group.finish();
 }
 
 fn ids(c: &mut Criterion) {
@@ -71,6 +112,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = ids, bucketing
+    targets = ids, bucketing, resolution
 }
 criterion_main!(benches);

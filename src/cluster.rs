@@ -76,6 +76,14 @@ impl<C: RoutedBackend> Cluster<C> {
         let mut primaries = BTreeMap::new();
         let mut replicas = BTreeMap::new();
         let mut monitors = Vec::new();
+        // One helper thread pool for every pool of the cluster: r2d2 starts three threads per
+        // pool otherwise, which is thousands of threads for a few hundred shards.
+        let workers = Arc::new(
+            scheduled_thread_pool::ScheduledThreadPool::builder()
+                .num_threads(3)
+                .thread_name_pattern("diesel-sharding-r2d2-{}")
+                .build(),
+        );
         for spec in &topology.primaries {
             let db = Arc::new(Database::new(spec, &options));
             if C::HAS_POSITIONS && !spec.replicas.is_empty() {
@@ -88,6 +96,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 .max_size(spec.pool_size)
                 .min_idle(Some(0))
                 .test_on_check_out(true)
+                .thread_pool(workers.clone())
                 .build_unchecked(RoutedConnectionManager::new(db.clone()));
             for r in &spec.replicas {
                 replicas.insert(r.name.clone(), spec.name.clone());

@@ -107,6 +107,8 @@ impl fmt::Display for StatementKind {
 pub const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[
     // PostgreSQL: sequences.
     "nextval", "setval", "currval", "lastval",
+    // this crate's own id function (`cluster.install_id_function`)
+    "next_sharded_id",
     // PostgreSQL: advisory locks.
     "pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock",
     "pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
