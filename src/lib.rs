@@ -10,6 +10,11 @@
 //! * every other read: a **replica**, chosen by the read strategy among healthy replicas;
 //! * reads on a thread that wrote within `pinning.seconds`, or is [pinned](pin): the primary.
 //!
+//! On PostgreSQL the router also tracks WAL positions: a read goes to a replica only once it
+//! has replayed what the reader must see ([`consistency`]: read-your-writes by default,
+//! causal, strong; [`ConsistencyToken`]s carry that across requests and jobs). Models spread
+//! over shard groups with `#[derive(ShardedModel)]` ([`sharding`]).
+//!
 //! ```no_run
 //! use diesel::prelude::*;
 //! use diesel::sqlite::SqliteConnection;
