@@ -116,6 +116,33 @@ impl<C: RoutedBackend> Cluster<C> {
                     bucketing: group.bucketing.as_str(),
                 });
         }
+        let storage_key = key.storage_key();
+        let shard_id = self.with_storage(group, |primary| {
+            match primary.stored(&group.name, &storage_key)? {
+                Some(id) => Ok(Ok(id)),
+                None => match group.pick(Some(key.stable_hash())) {
+                    Some(pick) => primary
+                        .store_first(&group.name, &storage_key, pick.shard_id)
+                        .map(Ok),
+                    None => Ok(Err(Error::BucketingNeedsKey {
+                        group: group.name.clone(),
+                        bucketing: group.bucketing.as_str(),
+                    })),
+                },
+            }
+        })??;
+        group.by_id(shard_id).ok_or_else(|| Error::UnknownShard {
+            group: group.name.clone(),
+            shard_id,
+        })
+    }
+
+    /// Runs `f` on the primary of `group`'s shard storage database, creating the table first.
+    fn with_storage<R>(
+        &self,
+        group: &Group,
+        f: impl FnOnce(&mut C) -> diesel::QueryResult<R>,
+    ) -> Result<R> {
         let storage = group
             .storage
             .as_deref()
@@ -129,29 +156,11 @@ impl<C: RoutedBackend> Cluster<C> {
             source: e,
         };
         let primary = conn.primary().map_err(query)?;
-        let storage_key = key.storage_key();
         if !group.storage_ready() {
             primary.ensure_storage().map_err(query)?;
             group.set_storage_ready();
         }
-        let shard_id = match primary.stored(&group.name, &storage_key).map_err(query)? {
-            Some(id) => id,
-            None => {
-                let pick = group.pick(Some(key.stable_hash())).ok_or_else(|| {
-                    Error::BucketingNeedsKey {
-                        group: group.name.clone(),
-                        bucketing: group.bucketing.as_str(),
-                    }
-                })?;
-                primary
-                    .store_first(&group.name, &storage_key, pick.shard_id)
-                    .map_err(query)?
-            }
-        };
-        group.by_id(shard_id).ok_or_else(|| Error::UnknownShard {
-            group: group.name.clone(),
-            shard_id,
-        })
+        f(primary).map_err(query)
     }
 
     /// Stores `shard` as the shard of `key` in `group`'s shard storage, unless the key has one
@@ -164,23 +173,9 @@ impl<C: RoutedBackend> Cluster<C> {
         shard: &Shard,
     ) -> Result<Shard> {
         let g = self.group(group, None)?;
-        let storage = g.storage.as_deref().ok_or_else(|| Error::NoShardStorage {
-            group: g.name.clone(),
-            bucketing: g.bucketing.as_str(),
+        let shard_id = self.with_storage(g, |primary| {
+            primary.store_first(&g.name, &key.storage_key(), shard.shard_id)
         })?;
-        let mut conn = self.get(storage)?;
-        let query = |e| Error::Query {
-            database: storage.to_owned(),
-            source: e,
-        };
-        let primary = conn.primary().map_err(query)?;
-        if !g.storage_ready() {
-            primary.ensure_storage().map_err(query)?;
-            g.set_storage_ready();
-        }
-        let shard_id = primary
-            .store_first(&g.name, &key.storage_key(), shard.shard_id)
-            .map_err(query)?;
         g.by_id(shard_id).ok_or_else(|| Error::UnknownShard {
             group: g.name.clone(),
             shard_id,
