@@ -29,6 +29,42 @@ impl NoReplica {
     }
 }
 
+/// The replicas a read has tried: a bit set, on the stack for up to 64 replicas (every routed
+/// read builds one).
+enum Tried {
+    Small(u64),
+    Large(Vec<bool>),
+}
+
+impl Tried {
+    fn new(n: usize) -> Self {
+        if n <= 64 {
+            Tried::Small(0)
+        } else {
+            Tried::Large(vec![false; n])
+        }
+    }
+
+    fn has(&self, i: usize) -> bool {
+        match self {
+            Tried::Small(bits) => i < 64 && bits & (1 << i) != 0,
+            Tried::Large(v) => v.get(i).copied().unwrap_or(false),
+        }
+    }
+
+    fn add(&mut self, i: usize) {
+        match self {
+            Tried::Small(bits) if i < 64 => *bits |= 1 << i,
+            Tried::Small(_) => {}
+            Tried::Large(v) => {
+                if let Some(b) = v.get_mut(i) {
+                    *b = true;
+                }
+            }
+        }
+    }
+}
+
 impl<C: RoutedBackend> RoutedConnection<C> {
     /// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
     /// `reads` are the tables the read touches (`None`: the whole database).
@@ -96,23 +132,23 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             .db
             .primary_position
             .load(std::sync::atomic::Ordering::Relaxed);
-        let mut tried = vec![false; n];
+        let mut tried = Tried::new(n);
         let mut any_usable = false;
         let mut any_lagging = false;
         let mut next = self.current_replica;
         for _ in 0..n {
             let candidate = match next.take() {
-                Some(i) if !tried[i] => Some(i),
+                Some(i) if !tried.has(i) => Some(i),
                 _ => self.db.replicas.pick_among(
                     |i| {
-                        !tried[i]
+                        !tried.has(i)
                             && self.db.replicas.usability(i, primary_position) == Usability::Usable
                     },
                     &mut rand::thread_rng(),
                 ),
             };
             let Some(i) = candidate else { break };
-            tried[i] = true;
+            tried.add(i);
             match self.db.replicas.usability(i, primary_position) {
                 Usability::Usable => {}
                 Usability::Lagging => {
