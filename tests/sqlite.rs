@@ -61,6 +61,14 @@ impl Files {
         files
     }
 
+    /// Runs SQL on the primary file directly, not through the router: only the primary has it.
+    fn write_behind_the_router(&self, sql: &str) {
+        SqliteConnection::establish(self.primary.to_str().unwrap())
+            .unwrap()
+            .batch_execute(sql)
+            .unwrap();
+    }
+
     /// "Replication catches up": the replica becomes a copy of the primary.
     fn replicate(&self) {
         std::fs::copy(&self.primary, &self.replica).unwrap();
@@ -117,10 +125,7 @@ fn a_plain_read_is_served_by_the_replica() {
     let cluster = f.cluster();
     let mut conn = cluster.get("default").unwrap();
     // Written behind the router's back: only the primary has it.
-    SqliteConnection::establish(f.primary.to_str().unwrap())
-        .unwrap()
-        .batch_execute("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')")
-        .unwrap();
+    f.write_behind_the_router("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')");
     assert_eq!(count(&mut conn, "new"), 0, "the replica file answered");
     assert_eq!(reason(&conn), RouteReason::Replica);
     assert_eq!(count(&mut conn, "old"), 1);
@@ -382,10 +387,7 @@ fn read_only_transaction_runs_on_the_replica() {
     let f = Files::new();
     let cluster = f.cluster();
     let mut conn = cluster.get("default").unwrap();
-    SqliteConnection::establish(f.primary.to_str().unwrap())
-        .unwrap()
-        .batch_execute("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')")
-        .unwrap();
+    f.write_behind_the_router("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')");
     let n: i64 = conn
         .read_only_transaction(|c| users::table.count().get_result(c))
         .unwrap();
@@ -450,10 +452,7 @@ fn primary_only_never_opens_a_replica() {
     );
     let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
     let mut conn = cluster.get("default").unwrap();
-    SqliteConnection::establish(f.primary.to_str().unwrap())
-        .unwrap()
-        .batch_execute("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')")
-        .unwrap();
+    f.write_behind_the_router("INSERT INTO users (name, email) VALUES ('new', 'new@example.com')");
     assert_eq!(count(&mut conn, "new"), 1);
     assert_eq!(reason(&conn), RouteReason::PrimaryOnly);
     assert_eq!(cluster.stats().database("default").unwrap().replica, 0);
