@@ -29,6 +29,17 @@ pub trait RoutedBackend:
     /// The backend's name in messages (`PostgreSQL`, `SQLite`).
     const NAME: &'static str;
 
+    /// Does a `COMMIT` that fails end the transaction? (PostgreSQL rolls it back; SQLite
+    /// keeps it open.)
+    #[doc(hidden)]
+    const FAILED_COMMIT_ENDS_TRANSACTION: bool;
+
+    /// Returns a session to the state of a new one, as far as the backend can without
+    /// invalidating Diesel's prepared statements; an error means: close it instead.
+    /// `replica`: the connection must stay read-only.
+    #[doc(hidden)]
+    fn reset_session(conn: &mut Self, replica: bool) -> QueryResult<()>;
+
     /// The statement that opens a read-only transaction.
     #[doc(hidden)]
     const BEGIN_READ_ONLY: &'static str;
@@ -65,10 +76,6 @@ pub trait RoutedBackend:
     #[doc(hidden)]
     fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
 
-    /// On a replica: how far it has replayed.
-    #[doc(hidden)]
-    fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>>;
-
     /// On a replica: replay position and time lag, for the monitor.
     #[doc(hidden)]
     fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
@@ -82,6 +89,9 @@ pub struct ReplicaProbe {
     pub replay: Position,
     /// How far behind in time (0 when it has replayed all it received).
     pub lag: std::time::Duration,
+    /// Which incarnation of the server answered (its start time; 0: not known). Another
+    /// value means a restart or another server behind the address: positions start over.
+    pub identity: u64,
 }
 
 /// The outcome of a load tried on a replica.
@@ -160,6 +170,20 @@ mod pg {
     impl RoutedBackend for PgConnection {
         const NAME: &'static str = "PostgreSQL";
         const BEGIN_READ_ONLY: &'static str = "BEGIN READ ONLY";
+        const FAILED_COMMIT_ENDS_TRANSACTION: bool = true;
+
+        fn reset_session(conn: &mut Self, replica: bool) -> QueryResult<()> {
+            // DISCARD ALL without its DEALLOCATE ALL, which would drop the prepared
+            // statements Diesel caches for this connection
+            conn.batch_execute(
+                "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
+                 SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES;",
+            )?;
+            if replica {
+                Self::prepare_replica(conn)?;
+            }
+            Ok(())
+        }
 
         fn check_url(url: &str) -> Result<(), &'static str> {
             const EXPECTED: &str = "expected postgres://user@host:port/database";
@@ -210,15 +234,9 @@ mod pg {
             lsn(conn, "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END")
         }
 
-        fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
-            // A "replica" that is not in recovery (a promoted standby, or the primary itself
-            // named as its own replica) has everything it wrote.
-            lsn(conn, "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END")
-        }
-
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
             use diesel::sql_types::{BigInt, Nullable};
-            let (replay, lag_ms): (Option<i64>, Option<i64>) = diesel::select((
+            let (replay, lag_ms, started): (Option<i64>, Option<i64>, i64) = diesel::select((
                 diesel::dsl::sql::<Nullable<BigInt>>(
                     "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
                      ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint",
@@ -228,11 +246,15 @@ mod pg {
                        OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
                      ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint END",
                 ),
+                diesel::dsl::sql::<BigInt>(
+                    "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
+                ),
             ))
             .get_result(conn)?;
             Ok(replay.map(|r| ReplicaProbe {
                 replay: r.max(0) as Position,
                 lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
+                identity: started.max(1) as u64,
             }))
         }
     }
@@ -313,6 +335,14 @@ mod sqlite {
     impl RoutedBackend for SqliteConnection {
         const NAME: &'static str = "SQLite";
         const BEGIN_READ_ONLY: &'static str = "BEGIN";
+        const FAILED_COMMIT_ENDS_TRANSACTION: bool = false;
+
+        fn reset_session(_conn: &mut Self, _replica: bool) -> QueryResult<()> {
+            // Functions, collations and pragmas cannot be taken back: open a new connection.
+            Err(diesel::result::Error::QueryBuilderError(
+                "an SQLite session cannot be reset".into(),
+            ))
+        }
 
         fn check_url(url: &str) -> Result<(), &'static str> {
             match crate::settings::scheme(url).as_deref() {
@@ -360,10 +390,6 @@ mod sqlite {
         }
 
         fn flush_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
-            Ok(None)
-        }
-
-        fn replay_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
             Ok(None)
         }
 

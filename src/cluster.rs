@@ -161,7 +161,13 @@ impl<C: RoutedBackend> Cluster<C> {
     /// under [`with_token`](Self::with_token): it never sees older data than this thread saw.
     ///
     /// Empty on backends without replication positions (SQLite).
+    ///
+    /// A token never leaves out what the scope has seen: the positions of committed writes
+    /// not read at commit (modes `pin` and `eventual`, the escape hatch `primary()`, a
+    /// row-by-row `INSERT .. RETURNING`) and what a replica it read from had really replayed
+    /// are learned here first (a query each, only for those).
     pub fn token(&self) -> ConsistencyToken {
+        self.learn_what_the_scope_saw();
         let mut token = ConsistencyToken::new();
         for (db_id, table, position) in scope::snapshot() {
             let Some((name, _)) = self
@@ -178,6 +184,78 @@ impl<C: RoutedBackend> Cluster<C> {
             }
         }
         token
+    }
+
+    /// Learns the positions a token must carry that the scope does not know exactly yet.
+    fn learn_what_the_scope_saw(&self) {
+        let pending = scope::pending_databases();
+        let reads = scope::unresolved_reads();
+        if pending.is_empty() && reads.is_empty() {
+            return;
+        }
+        for (name, (db, pool)) in &self.inner.primaries {
+            let wrote = pending.contains(&db.id);
+            let read = reads.iter().find(|(id, _)| *id == db.id).map(|(_, r)| *r);
+            if !wrote && read.is_none() {
+                continue;
+            }
+            // the monitor may know enough already
+            let read =
+                read.filter(
+                    |seen| match db.replicas.replay_since(seen.replica, seen.at_ms) {
+                        Some(pos) => {
+                            scope::resolved_read(db.id, pos);
+                            false
+                        }
+                        None => true,
+                    },
+                );
+            if !wrote && read.is_none() {
+                continue;
+            }
+            // a pooled connection if one is idle (never wait for one: the caller may hold
+            // them all), else a connection of its own
+            let mut conn = match pool.try_get() {
+                Some(conn) => conn,
+                None => {
+                    let mut own = crate::connection::RoutedConnection::<C>::new(db.clone());
+                    self.learn_on(name, db, &mut own, wrote, read);
+                    continue;
+                }
+            };
+            self.learn_on(name, db, &mut conn, wrote, read);
+        }
+    }
+
+    fn learn_on(
+        &self,
+        name: &str,
+        db: &Database,
+        conn: &mut crate::connection::RoutedConnection<C>,
+        wrote: bool,
+        read: Option<scope::LastRead>,
+    ) {
+        if wrote {
+            match conn.current_write_position() {
+                Some(pos) => db.wrote_at(pos, &[]),
+                None => tracing::warn!(
+                    target: "diesel_sharding::consistency",
+                    database = name,
+                    "cannot read the primary's position for a token: its reads go to the primary"
+                ),
+            }
+        }
+        if let Some(seen) = read {
+            let pos = conn.resolve_read(seen);
+            if pos == crate::consistency::Position::MAX {
+                tracing::warn!(
+                    target: "diesel_sharding::consistency",
+                    database = name,
+                    "cannot learn what a replica read had seen: the token carries the monitor's lower bound"
+                );
+            }
+            scope::resolved_read(db.id, pos);
+        }
     }
 
     /// Runs `f` in a scope whose reads see at least `token`, plus whatever the scope itself

@@ -126,6 +126,12 @@ impl Database {
         }
     }
 
+    /// Is the primary an SQLite in-memory database, which closing would lose?
+    pub(crate) fn is_in_memory(&self) -> bool {
+        let url = self.url.expose();
+        url.contains(":memory:") || url.contains("mode=memory")
+    }
+
     /// Counts a routed statement and reports it to `tracing`.
     pub(crate) fn routed(&self, reason: RouteReason, replica: Option<usize>) {
         self.counters.count(reason, replica);

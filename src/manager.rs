@@ -46,14 +46,14 @@ impl<C: RoutedBackend> r2d2::ManageConnection for RoutedConnectionManager<C> {
 
     /// On checkout: forget the previous checkout's session state, ping what is open.
     fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
-        conn.reset_session();
+        conn.checked_out();
         conn.ping().map_err(diesel::r2d2::Error::QueryError)
     }
 
-    /// On check-in (r2d2 has no other check-in hook): forget session state; a connection with
-    /// a broken primary or an unfinished hand-written transaction is discarded.
+    /// On check-in (r2d2 has no other check-in hook): reset the session state the checkout
+    /// left behind; a connection with a broken primary, an unfinished hand-written
+    /// transaction or a state the router cannot know is discarded.
     fn has_broken(&self, conn: &mut Self::Connection) -> bool {
-        conn.reset_session();
-        std::thread::panicking() || conn.is_broken()
+        std::thread::panicking() || !conn.check_in() || conn.is_broken()
     }
 }

@@ -19,10 +19,9 @@ use diesel::result::{ConnectionResult, QueryResult};
 
 use super::{connection_error, open_primary, RoutedConnection};
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
-use crate::consistency::{scope, Consistency};
+use crate::consistency::scope;
 use crate::database::Database;
-use crate::pin::PinStatus;
-use crate::routing::{decide, kind_writes, Decision, Facts, RouteReason};
+use crate::routing::{Classified, RouteReason};
 
 impl<C: RoutedBackend> ConnectionSealed for RoutedConnection<C> {}
 
@@ -39,20 +38,17 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
         Ok(conn)
     }
 
-    /// Always the primary.
+    /// Always the primary. What the statement does (a write, `BEGIN`, `SET`, ...) is read
+    /// from the statement, so `sql_query("BEGIN").execute(..)` opens a transaction like
+    /// `batch_execute("BEGIN")` does.
     fn execute_returning_count<T>(&mut self, source: &T) -> QueryResult<usize>
     where
         T: QueryFragment<Self::Backend> + QueryId,
     {
-        let written = if self.wants_tables() {
-            let classified = self
-                .kinds
-                .classify::<C, T>(&self.db.classifier, source, true);
-            Self::written_tables(&classified)
-        } else {
-            Vec::new()
-        };
-        self.write_on_primary(written, |p| p.execute_returning_count(source))
+        let classified =
+            self.kinds
+                .classify::<C, T>(&self.db.classifier, source, self.wants_tables());
+        self.run_on_primary(&classified, |p| p.execute_returning_count(source))
     }
 
     fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
@@ -110,68 +106,47 @@ where
         Self::Backend: QueryMetadata<T::SqlType>,
     {
         self.drop_dead_replica();
-        self.settle_pending();
-        let in_transaction = self.in_transaction();
         let classified =
             self.kinds
                 .classify::<C, T>(&self.db.classifier, &source, self.wants_tables());
-        let kind = classified.kind;
         let reads = self.db.read_tables(classified.tables.as_deref());
-        let mode = self.db.mode();
-        let pin = match crate::pin::status(self.db.id) {
-            // the time window is mode `pin`; the other modes go by positions
-            PinStatus::RecentWrite if mode != Consistency::Pin => PinStatus::Free,
-            status => status,
-        };
-        let pin = if pin == PinStatus::Free && mode.uses_positions() && scope::pending(self.db.id) {
-            // a committed write whose position is not known yet
-            PinStatus::RecentWrite
-        } else {
-            pin
-        };
-        let decision = decide(Facts {
-            in_transaction,
-            session_on_primary: self.session_on_primary,
-            kind,
-            has_replicas: self.db.replicas.reads_from_replicas(),
-            pin,
-        });
-        let (reason, source) = match decision {
-            Decision::Primary(reason) => (reason, source),
-            Decision::Replica => match self.choose_for_read(mode, reads) {
-                Err(reason) => (reason, source),
-                Ok(i) => {
-                    self.db.routed(RouteReason::Replica, Some(i));
-                    self.last = Some((RouteReason::Replica, Some(i)));
-                    // later reads must not see older data, and a token taken now carries it
-                    scope::observed(self.db.id, self.db.replicas.replay(i));
-                    // Borrow only the `replicas` field: the fallback below uses others.
-                    let Some(replica) = self.replicas[i].as_mut() else {
-                        return Err(connection_error(
-                            diesel::result::ConnectionError::BadConnection(
-                                "replica connection vanished".into(),
-                            ),
-                        ));
-                    };
-                    match C::load_on_replica(replica, source) {
-                        ReplicaLoad::Done(result) => return result,
-                        ReplicaLoad::Retry(error, source) => {
-                            self.dead_replica = Some(i);
-                            self.db.replicas.mark_down(i);
-                            self.db.counters.replica_failed();
-                            tracing::warn!(
-                                target: "diesel_sharding::route",
-                                database = %self.db.name,
-                                error = %error,
-                                "replica connection broke: reading from the primary"
-                            );
-                            (RouteReason::Fallback, source)
-                        }
+        let in_transaction = self.in_transaction();
+        let (reason, source) = match self.route_read(classified.kind, reads) {
+            Err(reason) => (reason, source),
+            Ok(i) => {
+                self.on_replica(i);
+                // Borrow only the `replicas` field: the fallback below uses others.
+                let Some(replica) = self.replicas[i].as_mut() else {
+                    return Err(connection_error(
+                        diesel::result::ConnectionError::BadConnection(
+                            "replica connection vanished".into(),
+                        ),
+                    ));
+                };
+                match C::load_on_replica(replica, source) {
+                    ReplicaLoad::Done(result) => return result,
+                    ReplicaLoad::Retry(error, source) => {
+                        self.dead_replica = Some(i);
+                        self.db.replicas.mark_down(i);
+                        self.db.counters.replica_failed();
+                        tracing::warn!(
+                            target: "diesel_sharding::route",
+                            database = %self.db.name,
+                            error = %error,
+                            "replica connection broke: reading from the primary"
+                        );
+                        (RouteReason::Fallback, source)
                     }
                 }
-            },
+            }
         };
-        let commits_a_write = kind_writes(kind) && !in_transaction;
+        // A plain write outside a transaction commits as it runs: where the cursor lets the
+        // connection go, its position is read right after it.
+        let capture = classified.is_plain()
+            && classified.writes()
+            && !in_transaction
+            && self.db.has_positions
+            && self.db.mode().uses_positions();
         let primary = open_primary(
             &mut self.primary,
             &self.db,
@@ -180,35 +155,27 @@ where
         )
         .map_err(connection_error)?;
         // Bookkeeping below goes through fields only: the cursor borrows the primary.
-        let written = Self::written_tables(&classified);
-        let result = if commits_a_write && self.db.has_positions && mode.uses_positions() {
-            let (result, position) = C::load_write(primary, source);
-            if result.is_ok() {
-                match position {
-                    Some(pos) => self.db.wrote_at(pos, &written),
-                    None => {
-                        scope::write_pending(self.db.id);
-                        self.position_pending = true;
-                    }
-                }
-            }
-            result
+        let (result, position) = if capture {
+            C::load_write(primary, source)
         } else {
-            primary.load(source)
+            (primary.load(source), None)
         };
         self.db.routed(reason, None);
         self.last = Some((reason, None));
-        if kind_writes(kind) && result.is_ok() {
-            if in_transaction {
-                self.transaction_wrote = true;
-                if written.is_empty() {
-                    self.transaction_tables_unknown = true;
-                } else {
-                    self.transaction_tables.extend_from_slice(&written);
+        let outcome = self.state.apply(
+            classified.statements(),
+            classified.written_tables(),
+            result.is_ok(),
+            C::FAILED_COMMIT_ENDS_TRANSACTION,
+        );
+        if let Some(tables) = outcome.committed {
+            self.db.wrote();
+            if self.db.has_positions {
+                match position {
+                    Some(pos) => self.db.wrote_at(pos, &tables),
+                    // learned before the next read that needs it, or the next token
+                    None => scope::write_pending(self.db.id),
                 }
-            } else {
-                // Autocommit: the statement has committed.
-                self.db.wrote();
             }
         }
         result
@@ -252,7 +219,9 @@ impl<C: RoutedBackend> R2D2Connection for RoutedConnection<C> {
         }
         // An open transaction of Diesel's manager is judged by the primary (a test transaction
         // is fine, any other is broken); one begun by hand is always broken.
-        self.in_hand_written_transaction() || self.primary.as_mut().is_some_and(|p| p.is_broken())
+        self.state.unknown
+            || self.in_hand_written_transaction()
+            || self.primary.as_mut().is_some_and(|p| p.is_broken())
     }
 }
 
@@ -263,8 +232,8 @@ where
     /// Creates the migrations table on the primary, and keeps the rest of the checkout on the
     /// primary: the harness reads that table right after, and a replica may not have it yet.
     fn setup(&mut self) -> QueryResult<usize> {
-        self.session_on_primary = true;
-        self.write_on_primary(Vec::new(), |p| p.setup())
+        self.stick_to_primary();
+        self.run_on_primary(&Classified::write(), |p| p.setup())
     }
 }
 
@@ -274,7 +243,7 @@ where
 {
     /// `save_changes`: the update and the read back both run on the primary.
     fn update_and_fetch(&mut self, changeset: Changes) -> QueryResult<Output> {
-        self.write_on_primary(Vec::new(), |p| p.update_and_fetch(changeset))
+        self.run_on_primary(&Classified::write(), |p| p.update_and_fetch(changeset))
     }
 }
 

@@ -7,6 +7,7 @@
 mod diesel_impls;
 mod instrumentation;
 mod reads;
+mod state;
 mod writes;
 
 use std::sync::Arc;
@@ -15,10 +16,14 @@ use diesel::connection::{AnsiTransactionManager, CacheSize, SimpleConnection, Tr
 use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
 
 use self::instrumentation::SharedInstrumentation;
+use self::state::SessionState;
 use crate::backend::RoutedBackend;
-use crate::consistency::Position;
+use crate::consistency::{scope, Consistency, Position};
 use crate::database::Database;
-use crate::routing::{Classified, KindCache, RouteReason, StatementKind, TableId};
+use crate::pin::PinStatus;
+use crate::routing::{
+    decide, Classified, Decision, Facts, KindCache, RouteReason, StatementKind, TableId,
+};
 
 /// Where the last statement of a connection ran; see [`RoutedConnection::last_route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,18 +49,8 @@ pub struct RoutedConnection<C: RoutedBackend> {
     dead_replica: Option<usize>,
     /// Stands in for the primary's transaction state while the primary is closed.
     placeholder_tm: AnsiTransactionManager,
-    /// Everything goes to the primary until the connection is returned to the pool.
-    session_on_primary: bool,
-    /// A `BEGIN` went through `batch_execute` and no `COMMIT`/`ROLLBACK` yet.
-    transaction_by_sql: bool,
-    /// The open transaction wrote: its commit pins the thread.
-    transaction_wrote: bool,
-    /// A committed write whose position is not known yet.
-    position_pending: bool,
-    /// Tables the open transaction wrote ...
-    transaction_tables: Vec<TableId>,
-    /// ... or it wrote where the tables are not known.
-    transaction_tables_unknown: bool,
+    /// Transactions and session state: the one record every entry point updates.
+    state: SessionState,
     kinds: KindCache,
     instrumentation: SharedInstrumentation,
     cache_size: Option<CacheSize>,
@@ -72,12 +67,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             current_replica: None,
             dead_replica: None,
             placeholder_tm: AnsiTransactionManager::default(),
-            session_on_primary: false,
-            transaction_by_sql: false,
-            transaction_wrote: false,
-            position_pending: false,
-            transaction_tables: Vec::new(),
-            transaction_tables_unknown: false,
+            state: SessionState::default(),
             kinds: KindCache::default(),
             instrumentation: SharedInstrumentation::default(),
             cache_size: None,
@@ -104,39 +94,50 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// The physical primary connection, opened if needed: for what does not go through
     /// Diesel's connection traits (`COPY`, `LISTEN`, SQLite function registration, ...).
     ///
-    /// Statements sent here bypass routing, so this counts as a write: the thread is pinned to
-    /// the primary for the pin window afterwards.
+    /// The router cannot see what is sent here, so it assumes the worst: it counts as a write
+    /// (the pin window opens, and the primary's position is learned before the next read or
+    /// [`token`](crate::Cluster::token) that needs it), the rest of this checkout reads from
+    /// the primary (session state may have changed), and the session is reset when the
+    /// connection goes back to the pool.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
         self.db.wrote();
         if self.in_transaction() {
-            self.transaction_wrote = true;
-            self.note_transaction_tables(&[]);
+            self.state.note_transaction_write(&[]);
+        } else if self.db.has_positions {
+            scope::write_pending(self.db.id);
         }
-        if self.db.has_positions {
-            // its position is read before the next routed statement, or at check-in
-            crate::consistency::scope::write_pending(self.db.id);
-            self.position_pending = true;
-        }
+        self.state.primary_handed_out();
         self.open_primary()
     }
 
-    /// The physical connection of the replica this connection reads from, opened if needed;
-    /// the primary when the database has no reachable replica.
+    /// The physical connection a read would use now: a replica that has replayed what this
+    /// thread (or scope) must see, chosen exactly as for a routed read, or the primary when
+    /// no replica qualifies (pinned, in a transaction, behind, unreachable, ...). Use it only
+    /// to read; its session is reset when the connection goes back to the pool.
     pub fn replica(&mut self) -> QueryResult<&mut C> {
         self.drop_dead_replica();
-        match self.find_replica(0).ok() {
-            Some(i) => match self.replicas[i].as_mut() {
-                Some(c) => Ok(c),
-                None => Err(connection_error(ConnectionError::BadConnection(
-                    "replica connection vanished".into(),
-                ))),
-            },
-            None => self.open_primary(),
+        match self.route_read(StatementKind::Read, None) {
+            Ok(i) => {
+                self.on_replica(i);
+                self.state.replica_handed_out(i);
+                match self.replicas[i].as_mut() {
+                    Some(c) => Ok(c),
+                    None => Err(connection_error(ConnectionError::BadConnection(
+                        "replica connection vanished".into(),
+                    ))),
+                }
+            }
+            Err(reason) => {
+                self.record(reason, None);
+                self.state.primary_handed_out();
+                self.open_primary()
+            }
         }
     }
 
-    /// Runs `f` in a read-only transaction on a replica (on the primary when no replica can be
-    /// reached). Use it for several reads that must see one snapshot.
+    /// Runs `f` in a read-only transaction on the connection a read would use now (see
+    /// [`replica`](Self::replica)). Use it for several reads that must see one snapshot.
+    /// Inside an open transaction, `f` runs in that transaction on the primary.
     ///
     /// The closure gets the physical connection; a write inside fails (the replica is opened
     /// read-only, and the transaction is read-only).
@@ -145,6 +146,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         F: FnOnce(&mut C) -> Result<T, E>,
         E: From<diesel::result::Error>,
     {
+        if self.in_transaction() {
+            self.record(RouteReason::Transaction, None);
+            return f(self.open_primary()?);
+        }
         let conn = self.replica()?;
         AnsiTransactionManager::begin_transaction_sql(conn, C::BEGIN_READ_ONLY)?;
         match f(conn) {
@@ -167,20 +172,72 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Sends every statement to the primary until the connection goes back to the pool.
     pub fn stick_to_primary(&mut self) {
-        self.session_on_primary = true;
+        self.state.sticky.explicit = true;
     }
 
-    /// Forgets per-checkout state; the pool calls this on check-in and check-out.
-    pub(crate) fn reset_session(&mut self) {
-        self.settle_pending();
-        self.session_on_primary = false;
+    /// The primary's write position now (for a token whose writes' positions are not known
+    /// yet): at or past every commit that has returned.
+    pub(crate) fn current_write_position(&mut self) -> Option<Position> {
+        let primary = self.open_primary().ok()?;
+        C::write_position(primary).ok().flatten()
+    }
+
+    /// On checkout: forget the last route.
+    pub(crate) fn checked_out(&mut self) {
         self.last = None;
+    }
+
+    /// On check-in: resets what this checkout left in the sessions (settings, temporary
+    /// tables, roles, whatever went through the escape hatches), or closes the connections
+    /// that cannot be reset. Returns `false` when the connection must not go back to the
+    /// pool (a hand-written transaction is open, or its state is not known).
+    pub(crate) fn check_in(&mut self) -> bool {
+        self.last = None;
+        if self.state.unknown || self.in_hand_written_transaction() {
+            return false;
+        }
+        if self.in_transaction() {
+            // a test transaction of Diesel's manager: it stays as it is
+            return true;
+        }
+        if self.state.primary_needs_reset() {
+            let reset = match self.primary.as_mut() {
+                Some(p) => C::reset_session(p, false).is_ok(),
+                None => true,
+            };
+            if !reset {
+                if self.db.is_in_memory() {
+                    tracing::warn!(
+                        target: "diesel_sharding::route",
+                        database = %self.db.name,
+                        "cannot reset the session of an in-memory primary: it keeps its session state"
+                    );
+                } else {
+                    self.primary = None;
+                }
+            }
+        }
+        for i in std::mem::take(&mut self.state.replicas_handed_out) {
+            if let Some(slot) = self.replicas.get_mut(i) {
+                if slot
+                    .as_mut()
+                    .is_some_and(|c| C::reset_session(c, true).is_err())
+                {
+                    *slot = None;
+                    if self.current_replica == Some(i) {
+                        self.current_replica = None;
+                    }
+                }
+            }
+        }
+        self.state = SessionState::default();
+        true
     }
 
     /// Is a transaction open on the primary (through Diesel's transaction manager or a
     /// hand-written `BEGIN`)?
     pub(crate) fn in_transaction(&mut self) -> bool {
-        self.transaction_by_sql || self.in_managed_transaction()
+        self.state.tx_open() || self.in_managed_transaction()
     }
 
     /// Is Diesel's transaction manager (the primary's) inside a transaction, or broken?
@@ -200,27 +257,98 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// A `BEGIN` sent by hand, that Diesel's transaction manager does not know about: the
     /// connection must not go back to the pool like that.
     pub(crate) fn in_hand_written_transaction(&mut self) -> bool {
-        self.transaction_by_sql && !self.in_managed_transaction()
+        self.state.tx_open() && !self.in_managed_transaction()
     }
 
-    /// Runs a writing statement on the physical primary, then does the bookkeeping: the
-    /// reason (`transaction` inside one, else `write`) and, if it succeeded, the write.
-    /// `written` are the tables it writes (empty: not known).
-    fn write_on_primary<R>(
+    /// The one route decision for a statement that may read: `Ok(replica)`, or the reason it
+    /// runs on the primary. `load`, `replica()` and `read_only_transaction` all go through
+    /// here; `kind` is what the statement is, `reads` the tables it reads (`None`: all).
+    pub(super) fn route_read(
         &mut self,
-        written: Vec<TableId>,
+        kind: StatementKind,
+        reads: Option<&[TableId]>,
+    ) -> Result<usize, RouteReason> {
+        let in_transaction = self.in_transaction();
+        let mode = self.db.mode();
+        let id = self.db.id;
+        if kind.is_read() && !in_transaction && mode.uses_positions() && scope::pending(id) {
+            // a committed write whose position is not known yet: learn it (one query), so
+            // that the read can go by positions
+            self.capture_position(&[]);
+        }
+        let pin = match crate::pin::status(id) {
+            // the time window is mode `pin`; the other modes go by positions
+            PinStatus::RecentWrite if mode != Consistency::Pin => PinStatus::Free,
+            status => status,
+        };
+        let pin = if pin == PinStatus::Free && mode.uses_positions() && scope::pending(id) {
+            // the position could not be learned: the primary
+            PinStatus::RecentWrite
+        } else {
+            pin
+        };
+        match decide(Facts {
+            in_transaction,
+            session_on_primary: self.state.sticky.any(),
+            kind,
+            has_replicas: self.db.replicas.reads_from_replicas(),
+            pin,
+        }) {
+            Decision::Primary(reason) => Err(reason),
+            Decision::Replica => self.choose_for_read(mode, reads),
+        }
+    }
+
+    /// Why a statement that must run on the primary runs there.
+    fn primary_reason(&mut self, kind: StatementKind) -> RouteReason {
+        let facts = Facts {
+            in_transaction: self.in_transaction(),
+            session_on_primary: self.state.sticky.any(),
+            kind,
+            has_replicas: true,
+            pin: PinStatus::Free,
+        };
+        match decide(facts) {
+            Decision::Primary(reason) => reason,
+            // a read sent through `execute`: it runs where writes run
+            Decision::Replica => RouteReason::Write,
+        }
+    }
+
+    /// Counts a statement routed for `reason` and remembers it for `last_route`.
+    fn record(&mut self, reason: RouteReason, replica: Option<usize>) {
+        self.db.routed(reason, replica);
+        self.last = Some((reason, replica));
+    }
+
+    /// A read goes to replica `i`: count it, and remember what the scope has now seen.
+    fn on_replica(&mut self, i: usize) {
+        self.record(RouteReason::Replica, Some(i));
+        let replicas = &self.db.replicas;
+        scope::observed(self.db.id, i, replicas.clock_ms(), replicas.replay(i));
+    }
+
+    /// Runs text that must go to the primary (`execute`, `batch_execute`, migrations, ...),
+    /// then records what its statements did: transactions, session state, committed writes.
+    fn run_on_primary<R>(
+        &mut self,
+        classified: &Classified,
         f: impl FnOnce(&mut C) -> QueryResult<R>,
     ) -> QueryResult<R> {
         self.drop_dead_replica();
-        self.settle_pending();
+        let reason = self.primary_reason(classified.kind);
         let primary = self.open_primary()?;
         let result = f(primary);
-        let reason = if self.in_transaction() {
-            RouteReason::Transaction
-        } else {
-            RouteReason::Write
-        };
-        self.on_primary(reason, result.is_ok().then_some(&written[..]));
+        self.record(reason, None);
+        let outcome = self.state.apply(
+            classified.statements(),
+            classified.written_tables(),
+            result.is_ok(),
+            C::FAILED_COMMIT_ENDS_TRANSACTION,
+        );
+        if let Some(tables) = outcome.committed {
+            self.committed_write(&tables);
+        }
         result
     }
 
@@ -228,14 +356,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// mode)? Only then are the tables of writes worth working out.
     pub(super) fn wants_tables(&self) -> bool {
         self.db.has_positions && self.db.consistency.granularity == crate::Granularity::Table
-    }
-
-    /// The tables a classified write writes (empty: not known, the whole database).
-    pub(super) fn written_tables(classified: &Classified) -> Vec<TableId> {
-        match (&classified.tables, classified.kind) {
-            (Some(t), StatementKind::Write) => t.written.clone(),
-            _ => Vec::new(),
-        }
     }
 
     /// The physical primary, opened if needed.
@@ -249,40 +369,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         .map_err(connection_error)
     }
 
-    /// A statement ran on the primary for `reason`; if it wrote (to `written` tables, empty
-    /// when not known), remember it.
-    fn on_primary(&mut self, reason: RouteReason, written: Option<&[TableId]>) {
-        self.db.routed(reason, None);
-        self.last = Some((reason, None));
-        if let Some(tables) = written {
-            if self.in_transaction() {
-                self.transaction_wrote = true;
-                self.note_transaction_tables(tables);
-            } else {
-                self.committed_write(tables);
-            }
-        }
-    }
-
-    /// Remembers what a statement inside the open transaction wrote, for its commit.
-    pub(super) fn note_transaction_tables(&mut self, tables: &[TableId]) {
-        if tables.is_empty() {
-            self.transaction_tables_unknown = true;
-        } else {
-            self.transaction_tables.extend_from_slice(tables);
-        }
-    }
-
-    /// What the transaction being committed wrote (empty: not known), and forgets it.
-    fn take_transaction_tables(&mut self) -> Vec<TableId> {
-        let tables = std::mem::take(&mut self.transaction_tables);
-        if std::mem::take(&mut self.transaction_tables_unknown) {
-            Vec::new()
-        } else {
-            tables
-        }
-    }
-
     fn drop_dead_replica(&mut self) {
         if let Some(i) = self.dead_replica.take() {
             if let Some(slot) = self.replicas.get_mut(i) {
@@ -292,85 +378,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 self.current_replica = None;
             }
         }
-    }
-
-    /// Handles the transaction bookkeeping of SQL sent through `batch_execute`.
-    fn note_batch(&mut self, sql: &str) -> BatchEffect {
-        match transaction_control(sql) {
-            Some(TxControl::Begin) => {
-                self.transaction_by_sql = true;
-                BatchEffect::None
-            }
-            Some(TxControl::Commit) => {
-                let wrote = self.transaction_wrote;
-                self.transaction_by_sql = false;
-                self.transaction_wrote = false;
-                let tables = self.take_transaction_tables();
-                if wrote {
-                    BatchEffect::Committed(tables)
-                } else {
-                    BatchEffect::None
-                }
-            }
-            Some(TxControl::Rollback) => {
-                self.transaction_by_sql = false;
-                self.transaction_wrote = false;
-                self.take_transaction_tables();
-                BatchEffect::None
-            }
-            Some(TxControl::Savepoint) => BatchEffect::None,
-            None => {
-                let classified = Classified::of(&self.db.classifier, sql, self.wants_tables());
-                if classified.kind.is_read() {
-                    BatchEffect::None
-                } else {
-                    BatchEffect::Write(Self::written_tables(&classified))
-                }
-            }
-        }
-    }
-}
-
-/// What SQL sent through `batch_execute` did.
-#[derive(Debug, PartialEq, Eq)]
-enum BatchEffect {
-    /// Nothing to remember (a read, transaction control).
-    None,
-    /// A write to these tables (empty: not known), committed at once unless a transaction
-    /// is open.
-    Write(Vec<TableId>),
-    /// The commit of a transaction that wrote these tables (empty: not known).
-    Committed(Vec<TableId>),
-}
-
-/// Transaction-control statements, as Diesel's transaction manager sends them.
-#[derive(Debug, PartialEq, Eq)]
-enum TxControl {
-    Begin,
-    Commit,
-    Rollback,
-    Savepoint,
-}
-
-fn transaction_control(sql: &str) -> Option<TxControl> {
-    let mut words = sql
-        .split(|c: char| c.is_whitespace() || c == ';')
-        .filter(|w| !w.is_empty());
-    let first = words.next()?;
-    let is = |w: &str| first.eq_ignore_ascii_case(w);
-    if is("BEGIN") || is("START") {
-        Some(TxControl::Begin)
-    } else if is("COMMIT") || is("END") {
-        Some(TxControl::Commit)
-    } else if is("ROLLBACK") || is("ABORT") {
-        match words.next() {
-            Some(w) if w.eq_ignore_ascii_case("TO") => Some(TxControl::Savepoint),
-            _ => Some(TxControl::Rollback),
-        }
-    } else if is("SAVEPOINT") || is("RELEASE") {
-        Some(TxControl::Savepoint)
-    } else {
-        None
     }
 }
 
@@ -444,69 +451,17 @@ impl<C: RoutedBackend> std::fmt::Debug for RoutedConnection<C> {
                 "replicas_open",
                 &self.replicas.iter().filter(|r| r.is_some()).count(),
             )
-            .field("session_on_primary", &self.session_on_primary)
+            .field("stuck_to_primary", &self.state.sticky.any())
             .finish_non_exhaustive()
     }
 }
 
 impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
-    /// Always the primary.
+    /// Always the primary. Every statement of the text is followed: transaction control,
+    /// session state, writes (a failed batch of several statements is assumed to have done
+    /// the worst it could).
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
-        self.drop_dead_replica();
-        self.settle_pending();
-        self.open_primary()?.batch_execute(query)?;
-        let effect = self.note_batch(query);
-        let reason = if self.in_transaction() {
-            RouteReason::Transaction
-        } else {
-            RouteReason::Write
-        };
-        match effect {
-            BatchEffect::Write(tables) => self.on_primary(reason, Some(&tables)),
-            BatchEffect::Committed(tables) => {
-                self.on_primary(reason, None);
-                self.committed_write(&tables);
-            }
-            BatchEffect::None => self.on_primary(reason, None),
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn recognises_the_transaction_manager_statements() {
-        assert_eq!(transaction_control("BEGIN"), Some(TxControl::Begin));
-        assert_eq!(
-            transaction_control("begin read only"),
-            Some(TxControl::Begin)
-        );
-        assert_eq!(
-            transaction_control("START TRANSACTION"),
-            Some(TxControl::Begin)
-        );
-        assert_eq!(
-            transaction_control("BEGIN IMMEDIATE"),
-            Some(TxControl::Begin)
-        );
-        assert_eq!(transaction_control("COMMIT"), Some(TxControl::Commit));
-        assert_eq!(transaction_control("ROLLBACK"), Some(TxControl::Rollback));
-        assert_eq!(
-            transaction_control("ROLLBACK TO SAVEPOINT diesel_savepoint_1"),
-            Some(TxControl::Savepoint)
-        );
-        assert_eq!(
-            transaction_control("SAVEPOINT diesel_savepoint_1"),
-            Some(TxControl::Savepoint)
-        );
-        assert_eq!(
-            transaction_control("RELEASE SAVEPOINT diesel_savepoint_1"),
-            Some(TxControl::Savepoint)
-        );
-        assert_eq!(transaction_control("INSERT INTO t VALUES (1)"), None);
-        assert_eq!(transaction_control(""), None);
+        let classified = Classified::of(&self.db.classifier, query, self.wants_tables());
+        self.run_on_primary(&classified, |p| p.batch_execute(query))
     }
 }

@@ -79,7 +79,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         let wait = self.db.consistency.replica_wait;
         let deadline = (required > 0 && !wait.is_zero()).then(|| Instant::now() + wait);
         loop {
-            match self.find_replica(required) {
+            match self.find_replica_for(required, true) {
                 Ok(i) => return Ok(i),
                 Err(NoReplica::Behind) => match deadline {
                     Some(d) if Instant::now() < d => {
@@ -101,8 +101,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     ) -> Result<Position, NoReplica> {
         let id = self.db.id;
         Ok(match mode {
-            Consistency::Pin | Consistency::Eventual => 0,
-            Consistency::ReadYourWrites => scope::required(id, reads),
+            // every mode honours what the scope must see (its token, what it read, the
+            // positions learned for its writes); the modes differ in what they add to it
+            Consistency::Pin | Consistency::Eventual | Consistency::ReadYourWrites => {
+                scope::required(id, reads)
+            }
             Consistency::Causal => scope::required(id, reads).max(self.db.process_written(reads)),
             Consistency::Strong => {
                 // one tiny query on the primary; the read itself still runs on a replica
@@ -120,6 +123,17 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the others in the read strategy's order. Positions come from the monitor's cache and,
     /// when that is not enough to decide, from the replica connection itself.
     pub(super) fn find_replica(&mut self, required: Position) -> Result<usize, NoReplica> {
+        self.find_replica_for(required, false)
+    }
+
+    /// [`find_replica`](Self::find_replica); with `monotonic`, a read of the current scope,
+    /// which must not see older data than the scope's last replica read: when the read moves
+    /// to another replica than that one, what that one had replayed is learned first.
+    pub(super) fn find_replica_for(
+        &mut self,
+        mut required: Position,
+        monotonic: bool,
+    ) -> Result<usize, NoReplica> {
         let n = self.db.replicas.len();
         if n == 0 || required == Position::MAX {
             return Err(if n == 0 {
@@ -128,6 +142,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 NoReplica::Behind
             });
         }
+        let mut last_read = if monotonic {
+            scope::last_read(self.db.id)
+        } else {
+            None
+        };
         let primary_position = self
             .db
             .primary_position
@@ -161,6 +180,19 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 continue;
             }
             any_usable = true;
+            if let Some(seen) = last_read {
+                if seen.replica != i || self.db.replicas.renewed_since(i, seen.at_ms) {
+                    // moving away from the replica the scope last read (or it is another
+                    // server now): never older than what that read saw
+                    let position = self.resolve_read(seen);
+                    scope::resolved_read(self.db.id, position);
+                    required = required.max(position);
+                    last_read = None;
+                    if required == Position::MAX {
+                        break;
+                    }
+                }
+            }
             if required == 0 || self.db.replicas.replay(i) >= required {
                 self.current_replica = Some(i);
                 return Ok(i);
@@ -187,6 +219,34 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         })
     }
 
+    /// A position at or past what replica `seen.replica` had replayed when the scope read
+    /// it: from the monitor when it has probed since, else from the replica itself, else
+    /// (the replica restarted, or cannot be asked) the primary's position, which is past
+    /// anything a replica has; [`Position::MAX`] when nothing can tell.
+    pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Position {
+        let i = seen.replica;
+        if !self.db.replicas.renewed_since(i, seen.at_ms) {
+            if let Some(pos) = self.db.replicas.replay_since(i, seen.at_ms) {
+                return pos;
+            }
+            if i < self.replicas.len() && self.ensure_replica_open(i) {
+                if let Some(pos) = self.live_replay(i) {
+                    if !self.db.replicas.renewed_since(i, seen.at_ms) {
+                        return pos;
+                    }
+                }
+            }
+        }
+        let primary = match self.open_primary() {
+            Ok(p) => p,
+            Err(_) => return Position::MAX,
+        };
+        C::flush_position(primary)
+            .ok()
+            .flatten()
+            .unwrap_or(Position::MAX)
+    }
+
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.
     fn ensure_replica_open(&mut self, i: usize) -> bool {
         if self.replicas[i].is_some() {
@@ -196,7 +256,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Ok(conn) => {
                 self.db.replicas.mark_up(i);
                 self.replicas[i] = Some(conn);
-                if self.db.has_positions && self.db.replicas.replay(i) == 0 {
+                if self.db.has_positions {
+                    // learns the position, and whether another server answers now
                     self.live_replay(i);
                 }
                 true
@@ -225,10 +286,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Asks replica `i` how far it has replayed, and remembers the answer.
     fn live_replay(&mut self, i: usize) -> Option<Position> {
         let conn = self.replicas[i].as_mut()?;
-        match C::replay_position(conn) {
-            Ok(Some(pos)) => {
-                self.db.replicas.saw_replay(i, pos);
-                Some(pos)
+        match C::probe_replica(conn) {
+            Ok(Some(probe)) => {
+                self.db.replicas.saw_replay(i, probe.replay, probe.identity);
+                Some(probe.replay)
             }
             Ok(None) => None,
             Err(e) => {

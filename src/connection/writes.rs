@@ -6,15 +6,22 @@ use crate::consistency::scope;
 use crate::routing::TableId;
 
 impl<C: RoutedBackend> RoutedConnection<C> {
-    /// A write committed on the primary (an autocommit statement, or the top-level `COMMIT`
-    /// of a transaction that wrote). Opens the pin window, and reads the primary's position
-    /// now, after the commit returned: a position read inside the transaction, or in the same
-    /// batch, is before the commit record and would let a stale read through.
-    /// `tables` are the tables it wrote (empty: not known).
+    /// A write committed on the primary (an autocommit statement, or the `COMMIT` of a
+    /// transaction that wrote). Opens the pin window and, in the modes that route by
+    /// positions, reads the primary's position now, after the commit returned: a position
+    /// read inside the transaction, or in the same batch, is before the commit record and
+    /// would let a stale read through. In `pin` and `eventual` the position is left to learn
+    /// when a [token](crate::Cluster::token) is taken. `tables` are the tables it wrote
+    /// (empty: not known).
     pub(super) fn committed_write(&mut self, tables: &[TableId]) {
         self.db.wrote();
-        if self.db.has_positions && self.db.mode().uses_positions() {
+        if !self.db.has_positions {
+            return;
+        }
+        if self.db.mode().uses_positions() {
             self.capture_position(tables);
+        } else {
+            scope::write_pending(self.db.id);
         }
     }
 
@@ -26,22 +33,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Err(_) => None,
         };
         match position {
-            Some(pos) => {
-                self.db.wrote_at(pos, tables);
-                self.position_pending = false;
-            }
-            None => {
-                scope::write_pending(self.db.id);
-                self.position_pending = true;
-            }
-        }
-    }
-
-    /// Reads a position that could not be read right after its write (the cursor of an
-    /// `INSERT ... RETURNING` held the primary, or `primary()` was handed out).
-    pub(super) fn settle_pending(&mut self) {
-        if self.position_pending && !self.in_transaction() {
-            self.capture_position(&[]);
+            Some(pos) => self.db.wrote_at(pos, tables),
+            None => scope::write_pending(self.db.id),
         }
     }
 }

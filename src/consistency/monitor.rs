@@ -89,7 +89,9 @@ fn probe_loop<C: RoutedBackend>(
                 },
                 Target::Replica(i) => match C::probe_replica(c) {
                     Ok(Some(probe)) => {
-                        database.replicas.probed(i, probe.replay, probe.lag);
+                        database
+                            .replicas
+                            .probed(i, probe.replay, probe.lag, probe.identity);
                         true
                     }
                     Ok(None) => true,

@@ -22,6 +22,16 @@ struct Scope {
     wrote: Vec<Entry>,
     /// Databases with a committed write whose position is not known yet.
     pending: Vec<u64>,
+    /// Per database, the replica this scope last read from, while what it had replayed
+    /// then is only known as a lower bound.
+    last_reads: Vec<(u64, LastRead)>,
+}
+
+/// The replica a scope last read a database from, and when (the replica set's clock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LastRead {
+    pub(crate) replica: usize,
+    pub(crate) at_ms: u64,
 }
 
 impl Scope {
@@ -88,8 +98,10 @@ pub(crate) fn write_pending(db: u64) {
 /// This scope committed a write to `db` at `pos`: to `tables`, or (empty) to tables unknown.
 pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
     with_current(|s| {
+        let was_pending = s.pending.contains(&db);
         s.pending.retain(|d| *d != db);
-        if tables.is_empty() {
+        // a pending write's tables are not known: the position (past it) covers them all
+        if tables.is_empty() || was_pending {
             Scope::raise(&mut s.must_see, db, 0, pos);
             Scope::raise(&mut s.wrote, db, 0, pos);
         }
@@ -100,12 +112,56 @@ pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
     });
 }
 
-/// This scope read `db` from a replica that had replayed `pos` (later reads must not see
-/// older data, and a token taken now carries it).
-pub(crate) fn observed(db: u64, pos: Position) {
-    if pos > 0 {
-        with_current(|s| Scope::raise(&mut s.must_see, db, 0, pos));
-    }
+/// This scope read `db` from `replica` at `at_ms`, which had replayed at least `pos` (the
+/// monitor's last value): later reads must not see older data, and a token taken now
+/// carries it. What the replica really had is learned only when it matters (the next read
+/// goes to another replica, or a token is taken).
+pub(crate) fn observed(db: u64, replica: usize, at_ms: u64, pos: Position) {
+    with_current(|s| {
+        if pos > 0 {
+            Scope::raise(&mut s.must_see, db, 0, pos);
+        }
+        let seen = LastRead { replica, at_ms };
+        match s.last_reads.iter_mut().find(|(d, _)| *d == db) {
+            Some((_, last)) => *last = seen,
+            None => s.last_reads.push((db, seen)),
+        }
+    });
+}
+
+/// The replica this scope last read `db` from, while what it had is not known exactly.
+pub(crate) fn last_read(db: u64) -> Option<LastRead> {
+    with_current(|s| {
+        s.last_reads
+            .iter()
+            .find(|(d, _)| *d == db)
+            .map(|(_, seen)| *seen)
+    })
+    .flatten()
+}
+
+/// The scope's last read of `db` saw at most `pos`: every later read sees at least that.
+/// [`Position::MAX`] (not learnable) is kept out of `must_see`: the read that needed it goes
+/// to the primary, and the next one tries again.
+pub(crate) fn resolved_read(db: u64, pos: Position) {
+    with_current(|s| {
+        if pos != Position::MAX {
+            s.last_reads.retain(|(d, _)| *d != db);
+            if pos > 0 {
+                Scope::raise(&mut s.must_see, db, 0, pos);
+            }
+        }
+    });
+}
+
+/// What the current scope has read whose exact position is not known, per database.
+pub(crate) fn unresolved_reads() -> Vec<(u64, LastRead)> {
+    with_current(|s| s.last_reads.clone()).unwrap_or_default()
+}
+
+/// Databases the current scope committed writes to whose positions are not known yet.
+pub(crate) fn pending_databases() -> Vec<u64> {
+    with_current(|s| s.pending.clone()).unwrap_or_default()
 }
 
 /// Everything the current scope must see, `(database, table or 0, position)`, for a token.
@@ -230,9 +286,9 @@ mod tests {
         reset();
         assert_eq!(required(1, None), 0);
         wrote(1, &[], 100);
-        observed(1, 50);
+        observed(1, 0, 1, 50);
         assert_eq!(required(1, None), 100);
-        observed(1, 150);
+        observed(1, 0, 2, 150);
         assert_eq!(required(1, None), 150);
         assert_eq!(required(2, None), 0);
         reset();

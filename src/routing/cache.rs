@@ -10,7 +10,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 use std::sync::Arc;
 
-use super::{tables, Classifier, StatementKind, TableUse};
+use super::{tables, Classifier, StatementInfo, StatementKind, TableId, TableUse};
 use crate::backend::RoutedBackend;
 
 /// `TypeId`s are already hashes: take their bits instead of hashing them again.
@@ -40,7 +40,12 @@ impl Hasher for TypeIdHasher {
 /// What classification found out about a statement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Classified {
+    /// Where it may run (the strongest kind of its statements).
     pub(crate) kind: StatementKind,
+    /// What the text does, when it is one statement ...
+    info: StatementInfo,
+    /// ... or every statement, when it is none or several.
+    several: Option<Arc<[StatementInfo]>>,
     /// The tables read and written, when asked for and certain.
     pub(crate) tables: Option<Arc<TableUse>>,
 }
@@ -48,13 +53,80 @@ pub(crate) struct Classified {
 impl Classified {
     /// Classifies SQL text, with its tables if `want_tables`.
     pub(crate) fn of(classifier: &Classifier, sql: &str, want_tables: bool) -> Classified {
+        let mut first = None;
+        let mut all: Vec<StatementInfo> = Vec::new();
+        classifier.analyze(sql, |info| {
+            if first.is_none() {
+                first = Some(info);
+            }
+            all.push(info);
+        });
+        let kind = all
+            .iter()
+            .map(|s| s.kind)
+            .reduce(StatementKind::stronger)
+            .unwrap_or(StatementKind::Unknown);
+        let (info, several) = match (first, all.len()) {
+            (Some(info), 1) => (info, None),
+            _ => (StatementInfo::UNKNOWN, Some(Arc::from(all))),
+        };
         Classified {
-            kind: classifier.classify(sql),
+            kind,
+            info,
+            several,
             tables: if want_tables {
                 tables(sql).map(Arc::new)
             } else {
                 None
             },
+        }
+    }
+
+    /// What rendering failed on: the primary, and assume the worst.
+    pub(crate) fn unknown() -> Classified {
+        Classified {
+            kind: StatementKind::Unknown,
+            info: StatementInfo::UNKNOWN,
+            several: None,
+            tables: None,
+        }
+    }
+
+    /// A write whose SQL the router does not see (`save_changes`, the migrations table).
+    pub(crate) fn write() -> Classified {
+        Classified {
+            kind: StatementKind::Write,
+            info: StatementInfo::WRITE,
+            several: None,
+            tables: None,
+        }
+    }
+
+    /// What each statement does, in order.
+    pub(crate) fn statements(&self) -> &[StatementInfo] {
+        match &self.several {
+            Some(all) => all,
+            None => std::slice::from_ref(&self.info),
+        }
+    }
+
+    /// Does the text change data (so that, outside a transaction, it commits a write)?
+    pub(crate) fn writes(&self) -> bool {
+        self.statements().iter().any(|s| s.writes)
+    }
+
+    /// Is it one plain statement, with no transaction control or session change?
+    pub(crate) fn is_plain(&self) -> bool {
+        self.several.is_none()
+            && self.info.tx.is_none()
+            && self.info.session == crate::routing::SessionChange::None
+    }
+
+    /// The tables a write writes (empty: not known, the whole database).
+    pub(crate) fn written_tables(&self) -> &[TableId] {
+        match (&self.tables, self.kind) {
+            (Some(t), StatementKind::Write) => &t.written,
+            _ => &[],
         }
     }
 }
@@ -97,10 +169,7 @@ impl KindCache {
         }
         let found = match C::render_sql(query) {
             Ok(sql) => Classified::of(classifier, &sql, want_tables),
-            Err(_) => Classified {
-                kind: StatementKind::Unknown,
-                tables: None,
-            },
+            Err(_) => Classified::unknown(),
         };
         if let Some(id) = id {
             self.insert(id, found.clone());
@@ -130,14 +199,10 @@ mod tests {
     #[test]
     fn remembers_kinds_by_type() {
         let mut cache = KindCache::default();
-        let read = Classified {
-            kind: StatementKind::Read,
-            tables: None,
-        };
-        let write = Classified {
-            kind: StatementKind::Write,
-            tables: None,
-        };
+        let read = Classified::of(&Classifier::new(), "SELECT 1", false);
+        let write = Classified::of(&Classifier::new(), "DELETE FROM t", false);
+        assert_eq!(read.kind, StatementKind::Read);
+        assert_eq!(write.kind, StatementKind::Write);
         assert_eq!(cache.get(TypeId::of::<u8>()), None);
         cache.insert(TypeId::of::<u8>(), read.clone());
         cache.insert(TypeId::of::<u16>(), write.clone());

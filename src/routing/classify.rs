@@ -85,7 +85,7 @@ impl StatementKind {
     }
 
     /// The stronger of `self` and `other`.
-    fn stronger(self, other: Self) -> Self {
+    pub(crate) fn stronger(self, other: Self) -> Self {
         if other.strength() > self.strength() {
             other
         } else {
@@ -148,11 +148,110 @@ const EXPLAIN_NOISE: &[&str] = &["VERBOSE", "QUERY", "PLAN"];
 /// How many trailing parts of a qualified function name are remembered.
 const MAX_NAME_PARTS: usize = 4;
 
+/// Transaction control, as far as the router follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TxControl {
+    /// `BEGIN`, `START TRANSACTION`.
+    Begin,
+    /// `COMMIT`, `END`.
+    Commit,
+    /// `COMMIT AND CHAIN`: ends the transaction and opens the next one.
+    CommitAndChain,
+    /// `ROLLBACK`, `ABORT`, `PREPARE TRANSACTION` (the transaction leaves this session).
+    Rollback,
+    /// `ROLLBACK AND CHAIN`.
+    RollbackAndChain,
+    /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: the transaction stays open.
+    Savepoint,
+}
+
+/// What a statement leaves behind in its session, beyond its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SessionChange {
+    /// Nothing.
+    None,
+    /// Settings that `RESET ALL` restores: `SET x`, `RESET x`, `set_config(..)`.
+    Settings,
+    /// State only a new session (or `DISCARD ALL`) clears: temporary tables, prepared
+    /// statements, cursors, `LISTEN`, roles, session advisory locks, SQLite pragmas and
+    /// attachments, statements the classifier could not read.
+    Other,
+    /// `RESET ALL`: settings are back to their defaults.
+    ResetAll,
+    /// `DISCARD ALL`: the session is as new.
+    DiscardAll,
+}
+
+impl SessionChange {
+    fn stronger(self, other: Self) -> Self {
+        use SessionChange::*;
+        match (self, other) {
+            (Other, _) | (_, Other) => Other,
+            (Settings, _) | (_, Settings) => Settings,
+            (a, None) => a,
+            (_, b) => b,
+        }
+    }
+}
+
+/// What the router must know of one statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatementInfo {
+    /// Where it may run.
+    pub(crate) kind: StatementKind,
+    /// It may change data, so its commit is a write (pin window, replication position).
+    pub(crate) writes: bool,
+    /// Transaction control it performs.
+    pub(crate) tx: Option<TxControl>,
+    /// Session state it leaves behind.
+    pub(crate) session: SessionChange,
+}
+
+impl StatementInfo {
+    /// What the router assumes of text it cannot read: the primary, a write, and session
+    /// state it cannot know.
+    pub(crate) const UNKNOWN: StatementInfo = StatementInfo {
+        kind: StatementKind::Unknown,
+        writes: true,
+        tx: None,
+        session: SessionChange::Other,
+    };
+
+    /// A plain data write.
+    pub(crate) const WRITE: StatementInfo = StatementInfo {
+        kind: StatementKind::Write,
+        writes: true,
+        tx: None,
+        session: SessionChange::None,
+    };
+
+    fn of_kind(kind: StatementKind) -> Self {
+        StatementInfo {
+            kind,
+            writes: !matches!(kind, StatementKind::Read | StatementKind::Locking),
+            tx: None,
+            session: SessionChange::None,
+        }
+    }
+
+    /// A statement that is not a read and changes no data (transaction control, `SET`, ...).
+    fn control(tx: Option<TxControl>, session: SessionChange) -> Self {
+        StatementInfo {
+            kind: StatementKind::Write,
+            writes: false,
+            tx,
+            session,
+        }
+    }
+}
+
 /// Classifies SQL text. Holds the extra user-configured function names.
 #[derive(Debug, Clone, Default)]
 pub struct Classifier {
     /// User-configured write function names, lowercase, possibly qualified (`app.touch`).
     extra: Vec<String>,
+    /// MySQL dialect: `/*! ... */` comments are executed.
+    mysql: bool,
 }
 
 impl Classifier {
@@ -177,23 +276,43 @@ impl Classifier {
             .map(|name| name.as_ref().trim().to_ascii_lowercase())
             .filter(|name| !name.is_empty())
             .collect();
-        Self { extra }
+        Self {
+            extra,
+            mysql: false,
+        }
+    }
+
+    /// Reads SQL as MySQL does, which executes the content of `/*! ... */` comments.
+    /// PostgreSQL and SQLite treat them as comments. Defaults to off.
+    #[must_use]
+    pub fn mysql_dialect(mut self, on: bool) -> Self {
+        self.mysql = on;
+        self
     }
 
     /// Classifies one statement's SQL text.
     #[must_use]
     pub fn classify(&self, sql: &str) -> StatementKind {
-        let mut lexer = Lexer { src: sql, pos: 0 };
         let mut overall: Option<StatementKind> = None;
+        self.analyze(sql, |info| {
+            overall = Some(overall.map_or(info.kind, |seen| seen.stronger(info.kind)));
+        });
+        overall.unwrap_or(StatementKind::Unknown)
+    }
+
+    /// Calls `f` with what each statement of `sql` does, in order. Text the lexer cannot
+    /// finish ends with [`StatementInfo::UNKNOWN`].
+    pub(crate) fn analyze(&self, sql: &str, mut f: impl FnMut(StatementInfo)) {
+        let mut lexer = Lexer::new(sql, self.mysql);
         loop {
             match self.statement(&mut lexer) {
-                Err(Unterminated) => return StatementKind::Unknown,
-                Ok((kind, more)) => {
-                    if let Some(kind) = kind {
-                        overall = Some(overall.map_or(kind, |seen| seen.stronger(kind)));
+                Err(Unterminated) => return f(StatementInfo::UNKNOWN),
+                Ok((info, more)) => {
+                    if let Some(info) = info {
+                        f(info);
                     }
                     if !more {
-                        return overall.unwrap_or(StatementKind::Unknown);
+                        return;
                     }
                 }
             }
@@ -202,81 +321,149 @@ impl Classifier {
 
     /// Classifies the statement at the lexer's position, consuming it and its `;`.
     ///
-    /// Returns its kind (`None` for an empty statement) and whether a `;` ended it.
-    fn statement(&self, lx: &mut Lexer<'_>) -> Result<(Option<StatementKind>, bool), Unterminated> {
+    /// Returns what it does (`None` for an empty statement) and whether a `;` ended it.
+    fn statement(&self, lx: &mut Lexer<'_>) -> Result<(Option<StatementInfo>, bool), Unterminated> {
         let mut explaining = false;
         let head = loop {
             let token = lx.next_token()?;
             match token {
                 None | Some(Token::Punct(b';')) => {
                     // A bare `EXPLAIN` is not a read; an empty statement is nothing.
-                    let kind = explaining.then_some(StatementKind::Write);
-                    return Ok((kind, token.is_some()));
+                    let info = explaining.then(|| StatementInfo::of_kind(StatementKind::Write));
+                    return Ok((info, token.is_some()));
                 }
                 Some(Token::Punct(b'(')) if explaining => {
                     if explain_options_analyze(lx)? {
-                        break StatementKind::Write;
+                        break None;
                     }
                 }
                 Some(Token::Punct(b'(')) => {} // leading parentheses
                 Some(Token::Word(w)) if explaining && is_one_of(w, EXPLAIN_ANALYZE) => {
-                    break StatementKind::Write;
+                    break None;
                 }
                 Some(Token::Word(w)) if explaining && is_one_of(w, EXPLAIN_NOISE) => {}
                 Some(Token::Word(w)) if !explaining && w.eq_ignore_ascii_case("EXPLAIN") => {
                     explaining = true;
                 }
-                Some(Token::Word(w)) if is_one_of(w, READ_HEADS) => break StatementKind::Read,
-                Some(_) => break StatementKind::Write,
+                Some(Token::Word(w)) if is_one_of(w, READ_HEADS) => {
+                    return self.scan_read(lx).map(|(info, more)| (Some(info), more));
+                }
+                Some(Token::Word(w)) if !explaining => break Some(w),
+                Some(_) => break None,
             }
         };
-        if head == StatementKind::Write {
-            return skip_statement(lx).map(|more| (Some(StatementKind::Write), more));
-        }
-        self.scan_read(lx).map(|(kind, more)| (Some(kind), more))
+        let mut rest = Rest::default();
+        let more = rest.scan(lx)?;
+        let info = match head {
+            None => StatementInfo::of_kind(StatementKind::Write),
+            Some(word) => head_info(word, &rest),
+        };
+        Ok((Some(info), more))
     }
 
-    /// Scans the rest of a read candidate; returns its kind and whether a `;` ended it.
-    fn scan_read(&self, lx: &mut Lexer<'_>) -> Result<(StatementKind, bool), Unterminated> {
+    /// Scans the rest of a read candidate; returns what it does and whether a `;` ended it.
+    fn scan_read(&self, lx: &mut Lexer<'_>) -> Result<(StatementInfo, bool), Unterminated> {
         let mut found = StatementKind::Read;
+        let mut session = SessionChange::None;
         let mut name = NameChain::default();
+        let mut after_into = false;
+        // a qualified name just ended: without a `(` after it, it may be attribute notation
+        let mut qualified = false;
         loop {
-            let Some(token) = lx.next_token()? else {
-                return Ok((found, false));
+            let token = lx.next_token()?;
+            if std::mem::take(&mut qualified) && !matches!(token, Some(Token::Punct(b'(' | b'.'))) {
+                found = found.stronger(self.attribute_call(&name));
+            }
+            let Some(token) = token else {
+                break Ok((read_info(found, session), false));
             };
+            let was_after_into = std::mem::take(&mut after_into);
             match token {
-                Token::Punct(b';') => return Ok((found, true)),
+                Token::Punct(b';') => break Ok((read_info(found, session), true)),
                 Token::Word(w) => {
-                    // After a `.` a word is part of a qualified name, never a keyword.
-                    if !name.after_dot {
-                        // Checked first: the clause's `UPDATE`/`LOCK` is not a write.
-                        let locking = (w.eq_ignore_ascii_case("FOR") && locking_clause(lx)?)
-                            || (w.eq_ignore_ascii_case("LOCK") && lock_in_share_mode(lx)?);
-                        if locking {
-                            found = found.stronger(StatementKind::Locking);
-                            name.reset();
-                            continue;
-                        }
-                        if is_one_of(w, WRITE_WORDS) {
-                            found = found.stronger(StatementKind::Write);
-                        }
+                    // After a `.` a word is part of a qualified name, never a keyword; it may
+                    // still be a function called in attribute notation (`t.touch` = `touch(t)`)
+                    if name.after_dot {
+                        name.push(w);
+                        qualified = true;
+                        continue;
+                    }
+                    // Checked first: the clause's `UPDATE`/`LOCK` is not a write.
+                    let locking = (w.eq_ignore_ascii_case("FOR") && locking_clause(lx)?)
+                        || (w.eq_ignore_ascii_case("LOCK") && lock_in_share_mode(lx)?);
+                    if locking {
+                        found = found.stronger(StatementKind::Locking);
+                        name.reset();
+                        continue;
+                    }
+                    if is_one_of(w, WRITE_WORDS) {
+                        found = found.stronger(StatementKind::Write);
+                    }
+                    if w.eq_ignore_ascii_case("INTO") {
+                        after_into = true;
+                    } else if was_after_into && is_one_of(w, TEMP_WORDS) {
+                        // `SELECT ... INTO TEMP t`: a temporary table
+                        session = SessionChange::Other;
                     }
                     name.push(w);
                 }
-                Token::Quoted(q) => name.push(q),
+                Token::Quoted(q) => {
+                    qualified = name.after_dot;
+                    name.push(q);
+                }
+                // a name the lexer cannot read: it may call anything
+                Token::UnicodeQuoted => {
+                    found = found.stronger(StatementKind::Unknown);
+                    name.reset();
+                }
                 Token::Punct(b'.') => name.dot(),
                 Token::Punct(b'(') => {
-                    if name
-                        .called()
-                        .is_some_and(|parts| self.is_write_function(parts))
-                    {
-                        found = found.stronger(StatementKind::WriteFunction);
+                    if let Some(parts) = name.called() {
+                        if self.is_write_function(parts) {
+                            found = found.stronger(StatementKind::WriteFunction);
+                            if let Some(last) = parts.last() {
+                                session = session.stronger(function_session(last));
+                            }
+                        }
                     }
                     name.reset();
                 }
                 Token::Punct(_) | Token::Other => name.reset(),
             }
         }
+    }
+
+    /// `x.f` may call `f(x)` in PostgreSQL's attribute notation, when `f` takes a row type.
+    /// No built-in write function does, so only the configured names count here.
+    fn attribute_call(&self, name: &NameChain<'_>) -> StatementKind {
+        match name.called() {
+            Some(parts) if parts.len() >= 2 => {
+                // attribute notation names no schema: any configured function of that name
+                let function = parts[parts.len() - 1];
+                let configured = self.extra.iter().any(|c| {
+                    c.rsplit('.')
+                        .next()
+                        .is_some_and(|f| f.eq_ignore_ascii_case(function))
+                });
+                if configured {
+                    StatementKind::WriteFunction
+                } else {
+                    StatementKind::Read
+                }
+            }
+            _ => StatementKind::Read,
+        }
+    }
+
+    /// Whether `parts` names one of the configured write functions.
+    fn is_configured_function(&self, parts: &[&str]) -> bool {
+        self.extra.iter().any(|configured| {
+            // Compare from the end: `touch` matches `x.touch`, `app.touch` needs `app.`.
+            let mut called = parts.iter().rev();
+            configured
+                .rsplit('.')
+                .all(|part| called.next().is_some_and(|c| c.eq_ignore_ascii_case(part)))
+        })
     }
 
     /// Whether a call of the qualified name `parts` (last part = function) forces the primary.
@@ -287,30 +474,202 @@ impl Classifier {
         BUILTIN_WRITE_FUNCTIONS
             .iter()
             .any(|f| f.eq_ignore_ascii_case(last))
-            || self.extra.iter().any(|configured| {
-                // Compare from the end: `touch` matches `x.touch`, `app.touch` needs `app.`.
-                let mut called = parts.iter().rev();
-                configured
-                    .rsplit('.')
-                    .all(|part| called.next().is_some_and(|c| c.eq_ignore_ascii_case(part)))
-            })
+            || self.is_configured_function(parts)
+    }
+}
+
+/// A read candidate's info: a read that calls a session function leaves that state behind.
+fn read_info(kind: StatementKind, session: SessionChange) -> StatementInfo {
+    StatementInfo {
+        session: if kind == StatementKind::Unknown {
+            SessionChange::Other
+        } else {
+            session
+        },
+        ..StatementInfo::of_kind(kind)
+    }
+}
+
+/// Session state left by a write function: settings for `set_config`, locks held by the
+/// session for the advisory locks that outlive their transaction.
+fn function_session(name: &str) -> SessionChange {
+    if name.eq_ignore_ascii_case("set_config") {
+        SessionChange::Settings
+    } else if is_one_of(name, SESSION_FUNCTIONS) {
+        SessionChange::Other
+    } else {
+        SessionChange::None
+    }
+}
+
+/// Write functions whose effect outlives the transaction in the session.
+const SESSION_FUNCTIONS: &[&str] = &[
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "get_lock",
+    "lo_open",
+    "dblink_connect",
+    "dblink_connect_u",
+    "load_extension",
+];
+
+/// Words that make `CREATE ...` or `... INTO ...` temporary.
+const TEMP_WORDS: &[&str] = &["TEMP", "TEMPORARY"];
+
+/// The first words of a statement that is not a read candidate, and what they say.
+#[derive(Default)]
+struct Rest<'a> {
+    /// The first few words after the head, uppercased comparisons done by the caller.
+    words: [&'a str; 4],
+    count: usize,
+    /// `TEMP`/`TEMPORARY` before the first `(` or `AS`, or `pg_temp` anywhere.
+    temp: bool,
+    /// `=` or `(` appeared (a `PRAGMA` that sets something).
+    assigns: bool,
+    /// Seen a `(` or `AS`: later `TEMP` words are not the object's kind.
+    past_head: bool,
+}
+
+impl<'a> Rest<'a> {
+    /// Consumes the rest of the statement and its `;`; returns whether there was one.
+    fn scan(&mut self, lx: &mut Lexer<'a>) -> Result<bool, Unterminated> {
+        loop {
+            match lx.next_token()? {
+                None => return Ok(false),
+                Some(Token::Punct(b';')) => return Ok(true),
+                Some(Token::Word(w)) => {
+                    if self.count < self.words.len() {
+                        self.words[self.count] = w;
+                    }
+                    self.count += 1;
+                    if w.eq_ignore_ascii_case("pg_temp")
+                        || (!self.past_head && is_one_of(w, TEMP_WORDS))
+                    {
+                        self.temp = true;
+                    }
+                    if w.eq_ignore_ascii_case("AS") {
+                        self.past_head = true;
+                    }
+                }
+                Some(Token::Quoted(q)) => {
+                    if q.eq_ignore_ascii_case("pg_temp") {
+                        self.temp = true;
+                    }
+                    self.count += 1;
+                }
+                Some(Token::Punct(b'=' | b'(')) => {
+                    self.assigns = true;
+                    self.past_head = true;
+                }
+                Some(_) => self.count += 1,
+            }
+        }
+    }
+
+    /// Is word `i` after the head (0-based) `word`?
+    fn is(&self, i: usize, word: &str) -> bool {
+        i < self.count.min(self.words.len()) && self.words[i].eq_ignore_ascii_case(word)
+    }
+
+    /// Does `word` appear among the first words after the head?
+    fn has(&self, word: &str) -> bool {
+        self.words[..self.count.min(self.words.len())]
+            .iter()
+            .any(|w| w.eq_ignore_ascii_case(word))
+    }
+}
+
+/// What a statement that is not a read candidate does, from its first word and the rest.
+fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
+    use SessionChange as S;
+    let h = |w: &str| head.eq_ignore_ascii_case(w);
+    let tx = |t| StatementInfo::control(Some(t), S::None);
+    let session = |s| StatementInfo::control(None, s);
+    let chain = rest.has("CHAIN") && !rest.has("NO");
+    if h("BEGIN") {
+        tx(TxControl::Begin)
+    } else if h("START") && rest.is(0, "TRANSACTION") {
+        tx(TxControl::Begin)
+    } else if h("COMMIT") || h("END") {
+        if rest.is(0, "PREPARED") {
+            // commits a prepared transaction: a write, outside any transaction
+            StatementInfo::of_kind(StatementKind::Write)
+        } else if chain {
+            tx(TxControl::CommitAndChain)
+        } else {
+            tx(TxControl::Commit)
+        }
+    } else if h("ROLLBACK") || h("ABORT") {
+        if rest.has("TO") {
+            tx(TxControl::Savepoint)
+        } else if rest.is(0, "PREPARED") {
+            session(S::None)
+        } else if chain {
+            tx(TxControl::RollbackAndChain)
+        } else {
+            tx(TxControl::Rollback)
+        }
+    } else if h("SAVEPOINT") || h("RELEASE") {
+        tx(TxControl::Savepoint)
+    } else if h("PREPARE") {
+        if rest.is(0, "TRANSACTION") {
+            // the transaction leaves this session; its writes commit with COMMIT PREPARED
+            tx(TxControl::Rollback)
+        } else {
+            session(S::Other)
+        }
+    } else if h("SET") {
+        if rest.is(0, "LOCAL") || rest.is(0, "TRANSACTION") || rest.is(0, "CONSTRAINTS") {
+            session(S::None) // ends with the transaction
+        } else if rest.is(0, "ROLE") || rest.is(1, "AUTHORIZATION") || rest.is(1, "ROLE") {
+            session(S::Other)
+        } else {
+            session(S::Settings)
+        }
+    } else if h("RESET") {
+        if rest.is(0, "ALL") {
+            session(S::ResetAll)
+        } else {
+            session(S::Settings)
+        }
+    } else if h("DISCARD") {
+        if rest.is(0, "ALL") {
+            session(S::DiscardAll)
+        } else {
+            session(S::Other)
+        }
+    } else if h("DEALLOCATE")
+        || h("LISTEN")
+        || h("UNLISTEN")
+        || h("DECLARE")
+        || h("LOAD")
+        || h("USE")
+        || h("ATTACH")
+        || h("DETACH")
+    {
+        session(S::Other)
+    } else if h("PRAGMA") {
+        if rest.assigns {
+            // may set a connection option, or write to the file (`user_version`)
+            StatementInfo {
+                session: S::Other,
+                ..StatementInfo::of_kind(StatementKind::Write)
+            }
+        } else {
+            session(S::None)
+        }
+    } else if h("CREATE") && rest.temp {
+        session(S::Other)
+    } else {
+        StatementInfo::of_kind(StatementKind::Write)
     }
 }
 
 /// True when `word` equals one of `list`, ignoring ASCII case.
 fn is_one_of(word: &str, list: &[&str]) -> bool {
     list.iter().any(|k| word.eq_ignore_ascii_case(k))
-}
-
-/// Consumes tokens up to and including the next `;`; returns whether one was found.
-fn skip_statement(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
-    loop {
-        match lx.next_token()? {
-            None => return Ok(false),
-            Some(Token::Punct(b';')) => return Ok(true),
-            Some(_) => {}
-        }
-    }
 }
 
 /// Consumes a parenthesised `EXPLAIN` option list (after its `(`); true if it asks for ANALYZE.
@@ -786,9 +1145,15 @@ mod tests {
 
     #[test]
     fn mysql_executable_comments_are_lexed_as_sql() {
+        let mysql = Classifier::new().mysql_dialect(true);
+        assert_eq!(
+            mysql.classify("SELECT * FROM t /*!50000 FOR UPDATE */"),
+            StatementKind::Locking
+        );
         assert_eq!(
             kind("SELECT * FROM t /*!50000 FOR UPDATE */"),
-            StatementKind::Locking
+            StatementKind::Read,
+            "PostgreSQL and SQLite do not run it"
         );
         assert_eq!(
             kind("SELECT * FROM t /* FOR UPDATE */"),

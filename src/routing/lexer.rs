@@ -11,6 +11,9 @@ pub(super) enum Token<'a> {
     Word(&'a str),
     /// The raw content of a `"..."` or `` `...` `` quoted identifier.
     Quoted(&'a str),
+    /// A PostgreSQL Unicode-escaped identifier `U&"..."`: its name is not its text, so it
+    /// never matches a name (the classifier sends such statements to the primary).
+    UnicodeQuoted,
     /// A single ASCII punctuation byte (including the `?` bind and a lone `$`).
     Punct(u8),
     /// A string literal, number, `$1` bind, dollar-quoted body or non-ASCII character.
@@ -23,6 +26,15 @@ pub(super) enum Token<'a> {
 pub(super) struct Lexer<'a> {
     pub(super) src: &'a str,
     pub(super) pos: usize,
+    /// MySQL runs the content of `/*! ... */` comments; everywhere else they are comments.
+    pub(super) mysql: bool,
+}
+
+impl<'a> Lexer<'a> {
+    /// A lexer at the start of `src`; `mysql` turns on MySQL's executable comments.
+    pub(super) fn new(src: &'a str, mysql: bool) -> Self {
+        Lexer { src, pos: 0, mysql }
+    }
 }
 
 impl<'a> Lexer<'a> {
@@ -56,6 +68,11 @@ impl<'a> Lexer<'a> {
                 self.quoted(b'\'', true)?;
                 Token::Other
             }
+            b'u' | b'U' if self.byte(1) == Some(b'&') && self.byte(2) == Some(b'"') => {
+                self.pos += 3;
+                self.quoted(b'"', false)?;
+                Token::UnicodeQuoted
+            }
             b'"' | b'`' => {
                 self.pos += 1;
                 self.quoted(b, false)?;
@@ -63,7 +80,7 @@ impl<'a> Lexer<'a> {
             }
             b'$' => self.dollar()?,
             // MySQL executes `/*! ... */`: lex its content; `*/` then lexes as punctuation.
-            b'/' if self.byte(1) == Some(b'*') => {
+            b'/' if self.mysql && self.byte(1) == Some(b'*') => {
                 self.pos += 3;
                 Token::Other
             }
@@ -95,7 +112,9 @@ impl<'a> Lexer<'a> {
             match (self.byte(0), self.byte(1)) {
                 (Some(b), _) if b.is_ascii_whitespace() => self.pos += 1,
                 (Some(b'-'), Some(b'-')) => self.eat_while(|c| c != b'\n'),
-                (Some(b'/'), Some(b'*')) if self.byte(2) != Some(b'!') => self.block_comment()?,
+                (Some(b'/'), Some(b'*')) if !self.mysql || self.byte(2) != Some(b'!') => {
+                    self.block_comment()?
+                }
                 _ => return Ok(()),
             }
         }

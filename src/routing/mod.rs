@@ -24,6 +24,7 @@ use std::fmt;
 
 pub(crate) use self::cache::{Classified, KindCache};
 pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
+pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
 pub(crate) use self::tables::{intern, table_name, tables, TableId, TableUse};
 
@@ -185,12 +186,6 @@ pub(crate) fn decide(f: Facts) -> Decision {
     }
 }
 
-/// Does a statement that ran on the primary for this reason count as a write, which pins the
-/// thread and (inside a transaction) makes the commit a write?
-pub(crate) fn kind_writes(kind: StatementKind) -> bool {
-    !matches!(kind, StatementKind::Read | StatementKind::Locking)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,15 +291,6 @@ mod tests {
             ..facts(StatementKind::Write)
         };
         assert_eq!(decide(f), Decision::Primary(RouteReason::Write));
-    }
-
-    #[test]
-    fn reads_and_locking_reads_do_not_count_as_writes() {
-        assert!(!kind_writes(StatementKind::Read));
-        assert!(!kind_writes(StatementKind::Locking));
-        assert!(kind_writes(StatementKind::Write));
-        assert!(kind_writes(StatementKind::WriteFunction));
-        assert!(kind_writes(StatementKind::Unknown));
     }
 
     #[test]

@@ -22,6 +22,12 @@ pub(crate) struct Replica {
     lag_ms: AtomicU64,
     /// When the last probe succeeded, in milliseconds after the epoch (0: never).
     probed_ms: AtomicU64,
+    /// Which server incarnation answers behind the address (start time and system id;
+    /// 0: not known yet).
+    identity: AtomicU64,
+    /// When a new incarnation was last seen (restarted, rebuilt, replaced), in milliseconds
+    /// after the epoch (0: never): positions seen before it say nothing about it.
+    renewed_ms: AtomicU64,
 }
 
 /// When a replica may take reads at all, whatever the read must see.
@@ -85,6 +91,8 @@ impl ReplicaSet {
                 replay: AtomicU64::new(0),
                 lag_ms: AtomicU64::new(0),
                 probed_ms: AtomicU64::new(0),
+                identity: AtomicU64::new(0),
+                renewed_ms: AtomicU64::new(0),
             })
             .collect::<Vec<_>>();
         // Round-robin starts at a random replica, so that every process does not hit the
@@ -111,9 +119,9 @@ impl ReplicaSet {
     }
 
     /// A monitor probe of replica `index` succeeded.
-    pub(crate) fn probed(&self, index: usize, replay: u64, lag: Duration) {
+    pub(crate) fn probed(&self, index: usize, replay: u64, lag: Duration, identity: u64) {
         if let Some(r) = self.replicas.get(index) {
-            r.replay.fetch_max(replay, Ordering::Relaxed);
+            self.learn(r, replay, identity);
             r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
             r.probed_ms.store(self.now_ms(), Ordering::Relaxed);
         }
@@ -127,10 +135,49 @@ impl ReplicaSet {
     }
 
     /// A live check saw replica `index` at `replay`.
-    pub(crate) fn saw_replay(&self, index: usize, replay: u64) {
+    pub(crate) fn saw_replay(&self, index: usize, replay: u64, identity: u64) {
         if let Some(r) = self.replicas.get(index) {
+            self.learn(r, replay, identity);
+        }
+    }
+
+    /// Positions only go up, except when another server incarnation answers (a restart
+    /// from an older restart point, a rebuild, a replacement): then what it has replayed is
+    /// learned anew.
+    fn learn(&self, r: &Replica, replay: u64, identity: u64) {
+        let before = r.identity.swap(identity, Ordering::Relaxed);
+        if identity != 0 && before != 0 && before != identity {
+            r.replay.store(replay, Ordering::Relaxed);
+            r.renewed_ms.store(self.now_ms(), Ordering::Relaxed);
+            tracing::info!(
+                target: "diesel_sharding::monitor",
+                replica = %r.name,
+                "replica restarted or replaced: its replay position is learned anew"
+            );
+        } else {
             r.replay.fetch_max(replay, Ordering::Relaxed);
         }
+    }
+
+    /// The clock positions and probes are stamped with: milliseconds after the set's epoch.
+    pub(crate) fn clock_ms(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// A position of replica `index` at or past what it had replayed at `at_ms`, if the
+    /// monitor has probed it since (and it is the same incarnation).
+    pub(crate) fn replay_since(&self, index: usize, at_ms: u64) -> Option<u64> {
+        let r = self.replicas.get(index)?;
+        let probed = r.probed_ms.load(Ordering::Relaxed);
+        let renewed = r.renewed_ms.load(Ordering::Relaxed);
+        (probed > at_ms && renewed <= at_ms).then(|| r.replay.load(Ordering::Relaxed))
+    }
+
+    /// Has another incarnation of replica `index` answered since `at_ms`?
+    pub(crate) fn renewed_since(&self, index: usize, at_ms: u64) -> bool {
+        self.replicas
+            .get(index)
+            .is_some_and(|r| r.renewed_ms.load(Ordering::Relaxed) > at_ms)
     }
 
     /// May replica `index` take reads? `primary_position` is the primary's last known position

@@ -123,7 +123,7 @@ enum Tok<'a> {
 
 /// The tables `sql` reads and writes, or `None` when unsure.
 pub(crate) fn tables(sql: &str) -> Option<TableUse> {
-    let mut lx = Lexer { src: sql, pos: 0 };
+    let mut lx = Lexer::new(sql, false);
     let mut toks = Vec::new();
     while let Some(t) = lx.next_token().ok()? {
         toks.push(match t {
@@ -131,6 +131,8 @@ pub(crate) fn tables(sql: &str) -> Option<TableUse> {
             Token::Quoted(q) => Tok::Quoted(q),
             Token::Punct(p) => Tok::Punct(p),
             Token::Other => Tok::Other,
+            // its name is not its text: unsure
+            Token::UnicodeQuoted => return None,
         });
     }
     let head = toks.iter().find_map(|t| match t {
