@@ -174,10 +174,12 @@ mod pg {
 
         fn reset_session(conn: &mut Self, replica: bool) -> QueryResult<()> {
             // DISCARD ALL without its DEALLOCATE ALL, which would drop the prepared
-            // statements Diesel caches for this connection
+            // statements Diesel caches for this connection; then the settings Diesel makes
+            // when it connects
             conn.batch_execute(
                 "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *; \
-                 SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES;",
+                 SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; DISCARD SEQUENCES; \
+                 SET TIME ZONE 'UTC'; SET CLIENT_ENCODING TO 'UTF8';",
             )?;
             if replica {
                 Self::prepare_replica(conn)?;

@@ -367,19 +367,26 @@ impl Classifier {
         let mut session = SessionChange::None;
         let mut name = NameChain::default();
         let mut after_into = false;
+        // a write function that may change data was called (not only a lock or a setting)
+        let mut writes_data = false;
         // a qualified name just ended: without a `(` after it, it may be attribute notation
         let mut qualified = false;
         loop {
             let token = lx.next_token()?;
             if std::mem::take(&mut qualified) && !matches!(token, Some(Token::Punct(b'(' | b'.'))) {
-                found = found.stronger(self.attribute_call(&name));
+                if self.attribute_call(&name) == StatementKind::WriteFunction {
+                    found = found.stronger(StatementKind::WriteFunction);
+                    writes_data = true;
+                    // a configured function: it may leave anything in the session
+                    session = SessionChange::Other;
+                }
             }
             let Some(token) = token else {
-                break Ok((read_info(found, session), false));
+                break Ok((read_info(found, session, writes_data), false));
             };
             let was_after_into = std::mem::take(&mut after_into);
             match token {
-                Token::Punct(b';') => break Ok((read_info(found, session), true)),
+                Token::Punct(b';') => break Ok((read_info(found, session, writes_data), true)),
                 Token::Word(w) => {
                     // After a `.` a word is part of a qualified name, never a keyword; it may
                     // still be a function called in attribute notation (`t.touch` = `touch(t)`)
@@ -421,9 +428,11 @@ impl Classifier {
                     if let Some(parts) = name.called() {
                         if self.is_write_function(parts) {
                             found = found.stronger(StatementKind::WriteFunction);
-                            if let Some(last) = parts.last() {
-                                session = session.stronger(function_session(last));
-                            }
+                            session = session.stronger(self.function_session(parts));
+                            writes_data |= self.is_configured_function(parts)
+                                || !parts
+                                    .last()
+                                    .is_some_and(|f| is_one_of(f, NO_DATA_FUNCTIONS));
                         }
                     }
                     name.reset();
@@ -431,6 +440,17 @@ impl Classifier {
                 Token::Punct(_) | Token::Other => name.reset(),
             }
         }
+    }
+
+    /// Session state a write function call leaves: what the built-in ones are known to
+    /// leave; for a configured one, the worst (it may take a session lock).
+    fn function_session(&self, parts: &[&str]) -> SessionChange {
+        if self.is_configured_function(parts) {
+            return SessionChange::Other;
+        }
+        parts
+            .last()
+            .map_or(SessionChange::None, |f| function_session(f))
     }
 
     /// `x.f` may call `f(x)` in PostgreSQL's attribute notation, when `f` takes a row type.
@@ -478,20 +498,64 @@ impl Classifier {
     }
 }
 
-/// A read candidate's info: a read that calls a session function leaves that state behind.
-fn read_info(kind: StatementKind, session: SessionChange) -> StatementInfo {
+/// A read candidate's info: a read that calls a session function leaves that state behind;
+/// one that calls only functions that take locks or read settings writes no data.
+fn read_info(kind: StatementKind, session: SessionChange, writes_data: bool) -> StatementInfo {
+    let info = StatementInfo::of_kind(kind);
     StatementInfo {
         session: if kind == StatementKind::Unknown {
             SessionChange::Other
         } else {
             session
         },
-        ..StatementInfo::of_kind(kind)
+        writes: if kind == StatementKind::WriteFunction {
+            writes_data
+        } else {
+            info.writes
+        },
+        ..info
     }
 }
 
-/// Session state left by a write function: settings for `set_config`, locks held by the
-/// session for the advisory locks that outlive their transaction.
+/// Write functions that must run on the primary but change no data: locks, settings,
+/// positions, values of the session.
+const NO_DATA_FUNCTIONS: &[&str] = &[
+    "set_config",
+    "currval",
+    "lastval",
+    "pg_advisory_lock",
+    "pg_advisory_lock_shared",
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_lock",
+    "pg_try_advisory_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "pg_advisory_unlock",
+    "pg_advisory_unlock_shared",
+    "pg_advisory_unlock_all",
+    "pg_current_wal_lsn",
+    "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn",
+    "last_insert_rowid",
+    "changes",
+    "total_changes",
+    "get_lock",
+    "release_lock",
+    "release_all_locks",
+    "is_used_lock",
+    "is_free_lock",
+    "last_insert_id",
+    "found_rows",
+    "row_count",
+    "master_pos_wait",
+    "master_gtid_wait",
+    "source_pos_wait",
+    "wait_for_executed_gtid_set",
+];
+
+/// Session state left by a built-in write function: settings for `set_config`, locks held
+/// by the session for the advisory locks that outlive their transaction.
 fn function_session(name: &str) -> SessionChange {
     if name.eq_ignore_ascii_case("set_config") {
         SessionChange::Settings
@@ -588,9 +652,7 @@ fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
     let tx = |t| StatementInfo::control(Some(t), S::None);
     let session = |s| StatementInfo::control(None, s);
     let chain = rest.has("CHAIN") && !rest.has("NO");
-    if h("BEGIN") {
-        tx(TxControl::Begin)
-    } else if h("START") && rest.is(0, "TRANSACTION") {
+    if h("BEGIN") || (h("START") && rest.is(0, "TRANSACTION")) {
         tx(TxControl::Begin)
     } else if h("COMMIT") || h("END") {
         if rest.is(0, "PREPARED") {
@@ -681,7 +743,14 @@ fn explain_options_analyze(lx: &mut Lexer<'_>) -> Result<bool, Unterminated> {
             None => break,
             Some(Token::Punct(b'(')) => depth += 1,
             Some(Token::Punct(b')')) => depth -= 1,
-            Some(Token::Word(w)) if is_one_of(w, EXPLAIN_ANALYZE) => analyze = true,
+            Some(Token::Word(w)) if is_one_of(w, EXPLAIN_ANALYZE) => {
+                // `ANALYZE FALSE` / `ANALYZE OFF` do not execute the statement
+                let mut probe = lx.clone();
+                match probe.next_token()? {
+                    Some(Token::Word(v)) if is_one_of(v, &["FALSE", "OFF"]) => *lx = probe,
+                    _ => analyze = true,
+                }
+            }
             Some(_) => {}
         }
     }
@@ -1198,6 +1267,159 @@ mod tests {
                 StatementKind::WriteFunction
             );
         }
+    }
+
+    #[test]
+    fn postgres_comments_are_comments_even_when_they_look_like_mysql_ones() {
+        // MySQL's `/*!` rule would hide the call inside a string literal
+        assert_eq!(
+            kind("SELECT /*! ' */ pg_try_advisory_lock(7) --'"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            kind("SELECT /*! ' */ nextval('s') --'"),
+            StatementKind::WriteFunction
+        );
+    }
+
+    #[test]
+    fn unicode_escaped_names_go_to_the_primary() {
+        for sql in [
+            r#"SELECT U&"pg_try_advisory_loc\006B"(7)"#,
+            r#"SELECT u&"nextva\006C"('s')"#,
+            r#"SELECT * FROM U&"t\0061ble""#,
+        ] {
+            assert!(!kind(sql).is_read(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_configured_function_in_attribute_notation_is_a_call() {
+        let c = Classifier::with_write_functions(["touch_item"]);
+        assert_eq!(
+            c.classify("SELECT i.touch_item FROM items i"),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            c.classify(r#"SELECT "i"."touch_item" FROM "items" "i""#),
+            StatementKind::WriteFunction
+        );
+        assert_eq!(
+            c.classify("SELECT i.touch_item_count FROM items i"),
+            StatementKind::Read
+        );
+        // built-in write functions take no row, so `t.nextval` is a column
+        assert_eq!(kind("SELECT t.nextval FROM t"), StatementKind::Read);
+    }
+
+    #[test]
+    fn explain_without_analyze_is_a_read_also_with_analyze_false() {
+        assert_eq!(
+            kind("EXPLAIN (COSTS OFF) SELECT * FROM t"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            kind("EXPLAIN (ANALYZE FALSE) SELECT * FROM t"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            kind("EXPLAIN (ANALYZE off, COSTS OFF) SELECT * FROM t"),
+            StatementKind::Read
+        );
+        assert_eq!(
+            kind("EXPLAIN (ANALYZE TRUE) SELECT * FROM t"),
+            StatementKind::Write
+        );
+    }
+
+    fn infos(sql: &str) -> Vec<StatementInfo> {
+        let mut out = Vec::new();
+        Classifier::new().analyze(sql, |i| out.push(i));
+        out
+    }
+
+    #[test]
+    fn transaction_control_is_recognised_in_every_spelling() {
+        for (sql, tx) in [
+            ("BEGIN", TxControl::Begin),
+            ("/* app */ BEGIN", TxControl::Begin),
+            ("-- app\nbegin work", TxControl::Begin),
+            ("BEGIN IMMEDIATE", TxControl::Begin),
+            (
+                "START TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+                TxControl::Begin,
+            ),
+            ("COMMIT", TxControl::Commit),
+            ("end transaction", TxControl::Commit),
+            ("COMMIT AND CHAIN", TxControl::CommitAndChain),
+            ("COMMIT AND NO CHAIN", TxControl::Commit),
+            ("ROLLBACK", TxControl::Rollback),
+            ("ABORT", TxControl::Rollback),
+            ("ROLLBACK TO SAVEPOINT s", TxControl::Savepoint),
+            ("ROLLBACK TRANSACTION TO s", TxControl::Savepoint),
+            ("SAVEPOINT s", TxControl::Savepoint),
+            ("RELEASE SAVEPOINT s", TxControl::Savepoint),
+            ("PREPARE TRANSACTION 'x'", TxControl::Rollback),
+        ] {
+            let found = infos(sql);
+            assert_eq!(found.len(), 1, "{sql}");
+            assert_eq!(found[0].tx, Some(tx), "{sql}");
+            assert!(!found[0].writes, "{sql}");
+        }
+        let batch = infos("BEGIN; INSERT INTO t VALUES (1); COMMIT;");
+        let tx: Vec<_> = batch.iter().map(|i| i.tx).collect();
+        assert_eq!(tx, [Some(TxControl::Begin), None, Some(TxControl::Commit)]);
+        assert!(batch[1].writes);
+        assert!(infos("COMMIT PREPARED 'x'")[0].writes);
+        assert_eq!(infos("START REPLICA")[0].tx, None);
+    }
+
+    #[test]
+    fn session_state_is_recognised() {
+        use SessionChange as S;
+        for (sql, change) in [
+            ("SET search_path TO app, public", S::Settings),
+            ("set time zone 'Asia/Tokyo'", S::Settings),
+            ("SET SESSION statement_timeout = 5", S::Settings),
+            ("SET ROLE limited", S::Other),
+            ("SET SESSION AUTHORIZATION limited", S::Other),
+            ("SET LOCAL search_path TO app", S::None),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", S::None),
+            ("SET CONSTRAINTS ALL DEFERRED", S::None),
+            ("RESET search_path", S::Settings),
+            ("RESET ALL", S::ResetAll),
+            ("DISCARD ALL", S::DiscardAll),
+            ("DISCARD TEMP", S::Other),
+            ("CREATE TEMP TABLE t (id int)", S::Other),
+            ("CREATE TEMPORARY VIEW v AS SELECT 1", S::Other),
+            ("CREATE GLOBAL TEMPORARY TABLE t (id int)", S::Other),
+            ("CREATE TABLE pg_temp.t (id int)", S::Other),
+            ("CREATE TABLE t (temp int)", S::None),
+            ("CREATE TABLE t AS SELECT 1 AS temp", S::None),
+            ("SELECT * INTO TEMP t FROM u", S::Other),
+            ("PREPARE p AS SELECT 1", S::Other),
+            ("DEALLOCATE p", S::Other),
+            ("LISTEN ch", S::Other),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", S::Other),
+            (
+                "SELECT set_config('application_name', 'x', false)",
+                S::Settings,
+            ),
+            ("SELECT pg_advisory_lock(1)", S::Other),
+            ("SELECT pg_advisory_xact_lock(1)", S::None),
+            ("PRAGMA foreign_keys = ON", S::Other),
+            ("PRAGMA foreign_keys", S::None),
+            ("ATTACH DATABASE 'x.db' AS x", S::Other),
+            ("SELECT 1", S::None),
+            ("INSERT INTO t VALUES (1)", S::None),
+        ] {
+            let found = infos(sql);
+            assert_eq!(found.len(), 1, "{sql}");
+            assert_eq!(found[0].session, change, "{sql}");
+        }
+        assert!(!infos("SET x = 1")[0].writes);
+        assert!(infos("CREATE TABLE t (id int)")[0].writes);
+        assert_eq!(infos("SELECT 'unterminated"), [StatementInfo::UNKNOWN]);
     }
 
     #[test]

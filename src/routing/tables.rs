@@ -103,6 +103,24 @@ const CLAUSE_WORDS: &[&str] = &[
     "ONLY",
 ];
 
+/// Words that end a `FROM` list at their depth.
+const FROM_ENDS: &[&str] = &[
+    "WHERE",
+    "GROUP",
+    "HAVING",
+    "ORDER",
+    "LIMIT",
+    "OFFSET",
+    "FETCH",
+    "WINDOW",
+    "UNION",
+    "INTERSECT",
+    "EXCEPT",
+    "RETURNING",
+    "FOR",
+    "SELECT",
+];
+
 /// Statement heads whose tables this module can tell.
 const KNOWN_HEADS: &[&str] = &[
     "SELECT", "WITH", "VALUES", "TABLE", "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE",
@@ -145,19 +163,45 @@ pub(crate) fn tables(sql: &str) -> Option<TableUse> {
     }
     let mut use_ = TableUse::default();
     let mut i = 0;
+    // Parenthesis depth, and the depths at which a `FROM` list is open. A comma at such a
+    // depth that the name lists below did not take (after a subquery, a function, a column
+    // alias list, a join condition) may start another table: unsure.
+    let mut depth = 0usize;
+    let mut open_from: Vec<usize> = Vec::new();
     while i < toks.len() {
         let after_dot = i > 0 && toks[i - 1] == Tok::Punct(b'.');
-        let Tok::Word(w) = toks[i] else {
-            i += 1;
-            continue;
+        let w = match toks[i] {
+            Tok::Word(w) => w,
+            Tok::Punct(b'(') => {
+                depth += 1;
+                i += 1;
+                continue;
+            }
+            Tok::Punct(b')') => {
+                depth = depth.saturating_sub(1);
+                open_from.retain(|d| *d <= depth);
+                i += 1;
+                continue;
+            }
+            Tok::Punct(b',') if open_from.last() == Some(&depth) => return None,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         i += 1;
         if after_dot {
             continue;
         }
+        if is(w, FROM_ENDS) && open_from.last() == Some(&depth) {
+            open_from.pop();
+        }
         let prev = (i >= 2).then(|| toks[i - 2]);
         let prev_is = |list: &[&str]| matches!(prev, Some(Tok::Word(p)) if is(p, list));
         if w.eq_ignore_ascii_case("FROM") {
+            if open_from.last() != Some(&depth) {
+                open_from.push(depth);
+            }
             let written = prev_is(&["DELETE"]);
             i = name_list(
                 &toks,
@@ -379,6 +423,34 @@ mod tests {
             "WITH gone AS (DELETE FROM users RETURNING *) SELECT * FROM gone",
             &["gone"],
             &["users"],
+        );
+    }
+
+    #[test]
+    fn a_comma_after_a_subquery_a_function_or_a_column_alias_list_is_unsure() {
+        for sql in [
+            r#"SELECT * FROM (SELECT 1) AS s, "secret""#,
+            r#"SELECT * FROM generate_series(1, 3) AS g, "secret""#,
+            r#"SELECT * FROM "a" AS x(c1, c2), "secret""#,
+            r#"SELECT * FROM "a" JOIN "b" ON true, "secret""#,
+            r#"SELECT * FROM "a" WHERE "id" IN (SELECT 1 FROM "b", "secret")"#,
+        ] {
+            let found = tables(sql);
+            assert!(
+                found.is_none() || names(&found.unwrap().read).contains(&"secret".to_string()),
+                "{sql}"
+            );
+        }
+        // commas elsewhere stay fine
+        check(
+            r#"SELECT "a"."x", coalesce("a"."y", 1) FROM "a" WHERE "a"."z" IN ($1, $2) ORDER BY 1, 2"#,
+            &["a"],
+            &[],
+        );
+        check(
+            r#"SELECT * FROM "a" WHERE "id" IN (SELECT "x" FROM "b"), 1"#.trim_end_matches(", 1"),
+            &["a", "b"],
+            &[],
         );
     }
 

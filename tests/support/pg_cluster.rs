@@ -1069,6 +1069,17 @@ impl PgCluster {
         }
     }
 
+    /// Starts a stopped replica (`pg_ctl start -w`: until it accepts connections) without
+    /// waiting for its WAL receiver, which starts only once the replica has replayed its
+    /// local WAL (never, while a recovery delay holds a commit).
+    pub(crate) fn start_replica_accepting_connections(&self, i: usize) {
+        let node = Node::Replica(i);
+        let k = self.index(node);
+        if let Err(e) = self.pg_ctl_start(k).wait() {
+            panic!("starting {node} failed: {e}\n{}", self.log_tails(&[node]));
+        }
+    }
+
     /// SIGSTOPs a node's postmaster and then each of its children (each child calls
     /// `setsid()`, so signalling the process group would stop only the postmaster).
     pub(crate) fn freeze_node(&self, node: Node) {
