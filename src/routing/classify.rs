@@ -373,13 +373,13 @@ impl Classifier {
         let mut qualified = false;
         loop {
             let token = lx.next_token()?;
-            if std::mem::take(&mut qualified) && !matches!(token, Some(Token::Punct(b'(' | b'.'))) {
-                if self.attribute_call(&name) == StatementKind::WriteFunction {
-                    found = found.stronger(StatementKind::WriteFunction);
-                    writes_data = true;
-                    // a configured function: it may leave anything in the session
-                    session = SessionChange::Other;
-                }
+            let ended = std::mem::take(&mut qualified)
+                && !matches!(token, Some(Token::Punct(b'(' | b'.')));
+            if ended && self.attribute_call(&name) == StatementKind::WriteFunction {
+                found = found.stronger(StatementKind::WriteFunction);
+                writes_data = true;
+                // a configured function: it may leave anything in the session
+                session = SessionChange::Other;
             }
             let Some(token) = token else {
                 break Ok((read_info(found, session, writes_data), false));
