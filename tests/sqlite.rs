@@ -659,3 +659,76 @@ fn a_hand_written_begin_keeps_reads_on_the_primary_and_is_not_returned_to_the_po
     let mut conn = cluster.get("default").unwrap();
     assert_eq!(pin::use_primary(|| count(&mut conn, "ada")), 0);
 }
+
+diesel::define_sql_function! {
+    /// Upper-cases its argument; registered on the primary through the escape hatch.
+    fn shout(x: diesel::sql_types::Text) -> diesel::sql_types::Text;
+}
+
+#[derive(QueryableByName)]
+struct Counted {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    n: i64,
+}
+
+#[test]
+fn a_function_registered_through_the_primary_keeps_the_checkout_on_the_primary() {
+    let files = Files::new();
+    let cluster = files.one_connection_cluster();
+    let mut conn = cluster.get("default").unwrap();
+    shout_utils::register_impl(conn.primary().unwrap(), |x: String| x.to_uppercase()).unwrap();
+    let shouted: Vec<String> = users::table
+        .select(shout(users::name))
+        .load(&mut conn)
+        .unwrap();
+    assert_eq!(shouted, ["OLD"]);
+    assert_eq!(reason(&conn), RouteReason::Session);
+    drop(conn);
+    // the next checkout starts clean: reads go to the replica again
+    let mut conn = cluster.get("default").unwrap();
+    assert_eq!(count(&mut conn, "old"), 1);
+    assert_eq!(reason(&conn), RouteReason::Replica);
+}
+
+#[test]
+fn a_temporary_table_keeps_the_checkout_on_the_primary_and_is_gone_at_the_next_one() {
+    let files = Files::new();
+    let cluster = files.one_connection_cluster();
+    let mut conn = cluster.get("default").unwrap();
+    conn.batch_execute("CREATE TEMP TABLE scratch (x INTEGER); INSERT INTO scratch VALUES (1);")
+        .unwrap();
+    let n = diesel::sql_query("SELECT count(*) AS n FROM scratch")
+        .get_result::<Counted>(&mut conn)
+        .unwrap()
+        .n;
+    assert_eq!(n, 1);
+    assert_eq!(reason(&conn), RouteReason::Session);
+    drop(conn);
+    let mut conn = cluster.get("default").unwrap();
+    conn.stick_to_primary();
+    assert!(
+        diesel::sql_query("SELECT count(*) AS n FROM scratch")
+            .get_result::<Counted>(&mut conn)
+            .is_err(),
+        "the session was closed at check-in"
+    );
+    assert_eq!(
+        count(&mut conn, "old"),
+        1,
+        "the primary's data is all there"
+    );
+}
+
+#[test]
+fn a_transaction_begun_by_hand_after_a_comment_reads_its_own_rows() {
+    let files = Files::new();
+    let cluster = files.cluster();
+    let mut conn = cluster.get("default").unwrap();
+    conn.batch_execute("/* app */ BEGIN").unwrap();
+    add_user(&mut conn, "ada");
+    assert_eq!(count(&mut conn, "ada"), 1, "its own uncommitted row");
+    assert_eq!(reason(&conn), RouteReason::Transaction);
+    diesel::sql_query("COMMIT").execute(&mut conn).unwrap();
+    assert_eq!(count(&mut conn, "ada"), 1);
+    assert_eq!(reason(&conn), RouteReason::RecentWrite);
+}

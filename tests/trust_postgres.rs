@@ -281,14 +281,16 @@ fn discard_all_releases_the_session_and_set_local_never_holds_it() {
 }
 
 #[test]
-fn a_session_advisory_lock_keeps_the_session_on_the_primary() {
+fn a_session_advisory_lock_is_taken_on_the_primary_and_released_at_check_in() {
     let s = setup(1, "[pinning]\nseconds = 0", 2, ITEMS);
     let mut conn = s.conn();
     diesel::sql_query("SELECT 'locked' AS v FROM pg_advisory_lock(42)")
         .get_result::<Value>(&mut conn)
         .unwrap();
+    assert_eq!(reason(&conn), RouteReason::WriteFunction);
+    // a lock does not change what reads see: they still go to the replica
     names(&mut conn);
-    assert_eq!(reason(&conn), RouteReason::Session);
+    assert_eq!(reason(&conn), RouteReason::Replica);
     // it really is held on the primary
     let mut other = PgConnection::establish(&s.pg.primary_url(DB)).unwrap();
     let got: bool = diesel::select(diesel::dsl::sql::<diesel::sql_types::Bool>(

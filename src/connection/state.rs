@@ -51,6 +51,9 @@ pub(super) struct SessionState {
     pub(super) sticky: Sticky,
     /// The physical primary was handed out (`primary()`): its session is reset at check-in.
     primary_handed_out: bool,
+    /// Session state that does not change what reads see but is reset at check-in
+    /// (session locks, `LISTEN`, prepared statements, configured write functions).
+    held: bool,
     /// Replicas whose physical connection was handed out (`replica()`,
     /// `read_only_transaction`): reset at check-in.
     pub(super) replicas_handed_out: Vec<usize>,
@@ -67,7 +70,7 @@ impl SessionState {
 
     /// Must the primary's session be reset before the next checkout?
     pub(super) fn primary_needs_reset(&self) -> bool {
-        self.sticky.settings || self.sticky.other || self.primary_handed_out
+        self.sticky.settings || self.sticky.other || self.held || self.primary_handed_out
     }
 
     /// The escape hatch `primary()` handed out the physical primary: anything may happen on
@@ -194,10 +197,12 @@ impl SessionState {
                 SessionChange::None => {}
                 SessionChange::Settings => self.sticky.settings = true,
                 SessionChange::Other => self.sticky.other = true,
+                SessionChange::Held => self.held = true,
                 SessionChange::ResetAll => self.sticky.settings = false,
                 SessionChange::DiscardAll => {
                     self.sticky.settings = false;
                     self.sticky.other = false;
+                    self.held = false;
                 }
             }
         }
@@ -320,6 +325,11 @@ mod tests {
     #[test]
     fn session_statements_are_not_writes() {
         let mut s = SessionState::default();
+        run(&mut s, "LISTEN ch", true);
+        assert!(
+            !s.sticky.any() && s.primary_needs_reset(),
+            "held, not sticky"
+        );
         for sql in [
             "SET x = 1",
             "LISTEN ch",

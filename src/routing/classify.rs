@@ -172,10 +172,14 @@ pub(crate) enum SessionChange {
     None,
     /// Settings that `RESET ALL` restores: `SET x`, `RESET x`, `set_config(..)`.
     Settings,
-    /// State only a new session (or `DISCARD ALL`) clears: temporary tables, prepared
-    /// statements, cursors, `LISTEN`, roles, session advisory locks, SQLite pragmas and
-    /// attachments, statements the classifier could not read.
+    /// State only a new session (or `DISCARD ALL`) clears and that changes what reads see:
+    /// temporary tables, roles, SQLite pragmas and attachments, loaded libraries, statements
+    /// the classifier could not read.
     Other,
+    /// State that does not change what reads see but must not reach the next user of the
+    /// connection: session advisory locks, `LISTEN`, prepared statements, cursors, whatever a
+    /// configured write function leaves.
+    Held,
     /// `RESET ALL`: settings are back to their defaults.
     ResetAll,
     /// `DISCARD ALL`: the session is as new.
@@ -188,6 +192,7 @@ impl SessionChange {
         match (self, other) {
             (Other, _) | (_, Other) => Other,
             (Settings, _) | (_, Settings) => Settings,
+            (Held, _) | (_, Held) => Held,
             (a, None) => a,
             (_, b) => b,
         }
@@ -373,13 +378,13 @@ impl Classifier {
         let mut qualified = false;
         loop {
             let token = lx.next_token()?;
-            let ended = std::mem::take(&mut qualified)
-                && !matches!(token, Some(Token::Punct(b'(' | b'.')));
+            let ended =
+                std::mem::take(&mut qualified) && !matches!(token, Some(Token::Punct(b'(' | b'.')));
             if ended && self.attribute_call(&name) == StatementKind::WriteFunction {
                 found = found.stronger(StatementKind::WriteFunction);
                 writes_data = true;
-                // a configured function: it may leave anything in the session
-                session = SessionChange::Other;
+                // a configured function: it may leave a lock in the session
+                session = session.stronger(SessionChange::Held);
             }
             let Some(token) = token else {
                 break Ok((read_info(found, session, writes_data), false));
@@ -446,7 +451,7 @@ impl Classifier {
     /// leave; for a configured one, the worst (it may take a session lock).
     fn function_session(&self, parts: &[&str]) -> SessionChange {
         if self.is_configured_function(parts) {
-            return SessionChange::Other;
+            return SessionChange::Held;
         }
         parts
             .last()
@@ -560,7 +565,7 @@ fn function_session(name: &str) -> SessionChange {
     if name.eq_ignore_ascii_case("set_config") {
         SessionChange::Settings
     } else if is_one_of(name, SESSION_FUNCTIONS) {
-        SessionChange::Other
+        SessionChange::Held
     } else {
         SessionChange::None
     }
@@ -680,7 +685,7 @@ fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
             // the transaction leaves this session; its writes commit with COMMIT PREPARED
             tx(TxControl::Rollback)
         } else {
-            session(S::Other)
+            session(S::Held)
         }
     } else if h("SET") {
         if rest.is(0, "LOCAL") || rest.is(0, "TRANSACTION") || rest.is(0, "CONSTRAINTS") {
@@ -702,15 +707,9 @@ fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
         } else {
             session(S::Other)
         }
-    } else if h("DEALLOCATE")
-        || h("LISTEN")
-        || h("UNLISTEN")
-        || h("DECLARE")
-        || h("LOAD")
-        || h("USE")
-        || h("ATTACH")
-        || h("DETACH")
-    {
+    } else if h("DEALLOCATE") || h("LISTEN") || h("UNLISTEN") || h("DECLARE") {
+        session(S::Held)
+    } else if h("LOAD") || h("USE") || h("ATTACH") || h("DETACH") {
         session(S::Other)
     } else if h("PRAGMA") {
         if rest.assigns {
@@ -1397,15 +1396,15 @@ mod tests {
             ("CREATE TABLE t (temp int)", S::None),
             ("CREATE TABLE t AS SELECT 1 AS temp", S::None),
             ("SELECT * INTO TEMP t FROM u", S::Other),
-            ("PREPARE p AS SELECT 1", S::Other),
-            ("DEALLOCATE p", S::Other),
-            ("LISTEN ch", S::Other),
-            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", S::Other),
+            ("PREPARE p AS SELECT 1", S::Held),
+            ("DEALLOCATE p", S::Held),
+            ("LISTEN ch", S::Held),
+            ("DECLARE c CURSOR WITH HOLD FOR SELECT 1", S::Held),
             (
                 "SELECT set_config('application_name', 'x', false)",
                 S::Settings,
             ),
-            ("SELECT pg_advisory_lock(1)", S::Other),
+            ("SELECT pg_advisory_lock(1)", S::Held),
             ("SELECT pg_advisory_xact_lock(1)", S::None),
             ("PRAGMA foreign_keys = ON", S::Other),
             ("PRAGMA foreign_keys", S::None),
