@@ -299,19 +299,21 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
-    /// Why a statement that must run on the primary runs there.
-    fn primary_reason(&mut self, kind: StatementKind) -> RouteReason {
-        let facts = Facts {
-            in_transaction: self.in_transaction(),
-            session_on_primary: self.state.sticky.any(),
-            kind,
-            has_replicas: true,
-            pin: PinStatus::Free,
-        };
-        match decide(facts) {
-            Decision::Primary(reason) => reason,
-            // a read sent through `execute`: it runs where writes run
-            Decision::Replica => RouteReason::Write,
+    /// Why a statement that must run on the primary runs there (the rules of
+    /// [`decide`](crate::routing), without the replica branch).
+    fn primary_reason(&self, kind: StatementKind, in_transaction: bool) -> RouteReason {
+        if in_transaction {
+            return RouteReason::Transaction;
+        }
+        if self.state.sticky.any() {
+            return RouteReason::Session;
+        }
+        match kind {
+            StatementKind::Locking => RouteReason::Locking,
+            StatementKind::WriteFunction => RouteReason::WriteFunction,
+            StatementKind::Unknown => RouteReason::Unclassified,
+            // writes, and reads sent through `execute`: they run where writes run
+            _ => RouteReason::Write,
         }
     }
 
@@ -324,8 +326,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// A read goes to replica `i`: count it, and remember what the scope has now seen.
     fn on_replica(&mut self, i: usize) {
         self.record(RouteReason::Replica, Some(i));
-        let replicas = &self.db.replicas;
-        scope::observed(self.db.id, i, replicas.clock_ms(), replicas.replay(i));
+        if self.db.has_positions {
+            let replicas = &self.db.replicas;
+            scope::observed(self.db.id, i, replicas.clock_ms(), replicas.replay(i));
+        }
     }
 
     /// Runs text that must go to the primary (`execute`, `batch_execute`, migrations, ...),
@@ -336,10 +340,23 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         f: impl FnOnce(&mut C) -> QueryResult<R>,
     ) -> QueryResult<R> {
         self.drop_dead_replica();
-        let reason = self.primary_reason(classified.kind);
+        let in_transaction = self.in_transaction();
+        let reason = self.primary_reason(classified.kind, in_transaction);
         let primary = self.open_primary()?;
         let result = f(primary);
         self.record(reason, None);
+        if result.is_ok() && classified.is_plain() {
+            // the common case, one plain statement: what it wrote, without the bookkeeping
+            if classified.writes() {
+                if in_transaction {
+                    self.state
+                        .note_transaction_write(classified.written_tables());
+                } else {
+                    self.committed_write(classified.written_tables());
+                }
+            }
+            return result;
+        }
         let outcome = self.state.apply(
             classified.statements(),
             classified.written_tables(),

@@ -118,6 +118,19 @@ impl SessionState {
         failed_commit_ends: bool,
     ) -> Outcome {
         let mut outcome = Outcome::default();
+        if let [one] = statements {
+            // the common case, one plain statement: no loop, no bookkeeping
+            if ok && one.tx.is_none() && one.session == SessionChange::None {
+                if one.writes {
+                    if self.tx_open {
+                        self.note_transaction_write(written);
+                    } else {
+                        outcome.committed = Some(written.to_vec());
+                    }
+                }
+                return outcome;
+            }
+        }
         if !ok {
             if let [one] = statements {
                 // One statement that failed changed nothing, except a COMMIT that ends the

@@ -112,7 +112,10 @@ impl Classified {
 
     /// Does the text change data (so that, outside a transaction, it commits a write)?
     pub(crate) fn writes(&self) -> bool {
-        self.statements().iter().any(|s| s.writes)
+        match &self.several {
+            Some(all) => all.iter().any(|s| s.writes),
+            None => self.info.writes,
+        }
     }
 
     /// Is it one plain statement, with no transaction control or session change?
@@ -135,6 +138,8 @@ impl Classified {
 #[derive(Debug, Default)]
 pub(crate) struct KindCache {
     map: HashMap<TypeId, Classified, BuildHasherDefault<TypeIdHasher>>,
+    /// The last query type looked up: a loop of one statement skips the hash.
+    last: Option<(TypeId, Classified)>,
 }
 
 impl KindCache {
@@ -163,8 +168,15 @@ impl KindCache {
     {
         let id = T::query_id();
         if let Some(id) = id {
+            if let Some((last, found)) = &self.last {
+                if *last == id {
+                    return found.clone();
+                }
+            }
             if let Some(found) = self.get(id) {
-                return found.clone();
+                let found = found.clone();
+                self.last = Some((id, found.clone()));
+                return found;
             }
         }
         let found = match C::render_sql(query) {
