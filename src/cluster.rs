@@ -64,7 +64,11 @@ impl<C: RoutedBackend> Cluster<C> {
     pub fn new(settings: Settings) -> Result<Self> {
         let topology = settings.validate(C::NAME, C::check_url)?;
         let options = Options {
-            classifier: Classifier::with_write_functions(&topology.write_functions),
+            classifier: Classifier::with_write_functions(&topology.write_functions)
+                .unknown_functions_to_primary(
+                    topology.unknown_functions == crate::UnknownFunctions::Primary,
+                )
+                .with_read_functions(&topology.read_functions),
             pin_window: topology.pin_window,
             replica_retry: topology.replica_retry,
             connect_timeout: topology.connect_timeout,

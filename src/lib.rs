@@ -62,8 +62,8 @@ pub use crate::job::{DataConsistency, JobDelayed};
 pub use crate::manager::RoutedConnectionManager;
 pub use crate::routing::RouteReason;
 pub use crate::settings::{
-    DatabaseSettings, ReadStrategy, Settings, ShardGroupSettings, DEFAULT_PINNING_SECONDS,
-    DEFAULT_POOL_SIZE, DEFAULT_REPLICA_RETRY,
+    DatabaseSettings, ReadStrategy, Settings, ShardGroupSettings, UnknownFunctions,
+    DEFAULT_PINNING_SECONDS, DEFAULT_POOL_SIZE, DEFAULT_REPLICA_RETRY,
 };
 pub use crate::sharding::{ShardKey, ShardedModel};
 pub use crate::stats::{DatabaseStats, Stats};

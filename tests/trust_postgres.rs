@@ -667,6 +667,38 @@ fn advisory_locks_in_any_spelling_are_taken_on_the_primary() {
 }
 
 #[test]
+fn with_unknown_functions_on_the_primary_an_unnamed_locking_function_locks_the_primary() {
+    let s = setup(
+        1,
+        "[pinning]\nseconds = 0\n[routing]\nunknown_functions = \"primary\"\nread_functions = [\"score\"]",
+        2,
+        &format!(
+            "{ITEMS} CREATE FUNCTION app_lock(k bigint) RETURNS bool LANGUAGE sql AS 'SELECT pg_try_advisory_lock(k)';\
+             CREATE FUNCTION score(n int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT n * 2';"
+        ),
+    );
+    let mut conn = s.conn();
+    assert_eq!(value(&mut conn, "SELECT app_lock(9)::text AS v"), "true");
+    assert_eq!(reason(&conn), RouteReason::WriteFunction);
+    assert!(lock_is_held_elsewhere(&s, 9), "the lock is on the primary");
+    // named read functions and built-in ones still read from the replica (once it has
+    // replayed what the unknown function may have written)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        assert_eq!(
+            value(&mut conn, "SELECT score(length(lower('x')))::text AS v"),
+            "2"
+        );
+        if reason(&conn) == RouteReason::Replica {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the replica never took the read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(s.replica_calls("SELECT app_lock%"), 0);
+}
+
+#[test]
 fn explain_without_analyze_reads_from_a_replica() {
     let s = setup(1, "[pinning]\nseconds = 0", 1, ITEMS);
     let mut conn = s.conn();

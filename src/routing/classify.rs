@@ -32,6 +32,10 @@
 
 use std::fmt;
 
+use super::functions::{
+    BUILTIN_WRITE_FUNCTIONS, CALL_CONTEXT, KNOWN_READ_FUNCTIONS, NOT_CALLS, NO_DATA_FUNCTIONS,
+    SESSION_FUNCTIONS,
+};
 use super::lexer::{Lexer, Token, Unterminated};
 
 /// What a statement needs from the router.
@@ -99,39 +103,6 @@ impl fmt::Display for StatementKind {
         f.write_str(self.as_str())
     }
 }
-
-/// Built-in write/session function names (lowercase) that force the primary.
-///
-/// They match a call with any schema qualifier (`pg_catalog.nextval(...)`).
-#[rustfmt::skip]
-pub const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[
-    // PostgreSQL: sequences.
-    "nextval", "setval", "currval", "lastval",
-    // this crate's own id function (`cluster.install_id_function`)
-    "next_sharded_id",
-    // PostgreSQL: advisory locks.
-    "pg_advisory_lock", "pg_advisory_lock_shared", "pg_advisory_xact_lock",
-    "pg_advisory_xact_lock_shared", "pg_try_advisory_lock", "pg_try_advisory_lock_shared",
-    "pg_try_advisory_xact_lock", "pg_try_advisory_xact_lock_shared", "pg_advisory_unlock",
-    "pg_advisory_unlock_shared", "pg_advisory_unlock_all",
-    // PostgreSQL: transactions, notifications, settings.
-    "txid_current", "pg_current_xact_id", "pg_notify", "set_config",
-    // PostgreSQL: large objects.
-    "lo_create", "lo_creat", "lo_import", "lo_export", "lo_unlink", "lo_from_bytea", "lo_put",
-    "lo_truncate", "lowrite",
-    // PostgreSQL: WAL, replication and server administration.
-    "pg_current_wal_lsn", "pg_current_wal_insert_lsn", "pg_current_wal_flush_lsn",
-    "pg_switch_wal", "pg_create_restore_point", "pg_logical_emit_message",
-    "pg_create_physical_replication_slot", "pg_create_logical_replication_slot",
-    "pg_drop_replication_slot", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-    "pg_stat_reset", "pg_stat_reset_shared", "pg_stat_statements_reset",
-    // SQLite.
-    "last_insert_rowid", "changes", "total_changes",
-    // MySQL / MariaDB.
-    "get_lock", "release_lock", "release_all_locks", "is_used_lock", "is_free_lock",
-    "last_insert_id", "found_rows", "row_count", "master_pos_wait", "master_gtid_wait",
-    "source_pos_wait", "wait_for_executed_gtid_set",
-];
 
 /// First words of statements that may be plain reads.
 const READ_HEADS: &[&str] = &["SELECT", "WITH", "VALUES", "TABLE", "SHOW"];
@@ -257,6 +228,11 @@ pub struct Classifier {
     extra: Vec<String>,
     /// MySQL dialect: `/*! ... */` comments are executed.
     mysql: bool,
+    /// `unknown_functions = "primary"`: a call of a function not known to only read goes to
+    /// the primary.
+    unknown_to_primary: bool,
+    /// User functions known to only read (lowercase, possibly qualified).
+    read_only: Vec<String>,
 }
 
 impl Classifier {
@@ -283,8 +259,36 @@ impl Classifier {
             .collect();
         Self {
             extra,
-            mysql: false,
+            ..Self::default()
         }
+    }
+
+    /// Sends every read that calls a function the classifier does not know to only read
+    /// (built-in read functions, and those named with
+    /// [`with_read_functions`](Self::with_read_functions)) to the primary. Defaults to off:
+    /// unknown functions run on replicas, where a function that writes fails loudly but one
+    /// that only takes a lock succeeds silently.
+    #[must_use]
+    pub fn unknown_functions_to_primary(mut self, on: bool) -> Self {
+        self.unknown_to_primary = on;
+        self
+    }
+
+    /// User functions known to only read, for
+    /// [`unknown_functions_to_primary`](Self::unknown_functions_to_primary). Defaults to none.
+    #[must_use]
+    pub fn with_read_functions<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        self.read_only.extend(
+            names
+                .into_iter()
+                .map(|name| name.as_ref().trim().to_ascii_lowercase())
+                .filter(|name| !name.is_empty()),
+        );
+        self
     }
 
     /// Reads SQL as MySQL does, which executes the content of `/*! ... */` comments.
@@ -376,6 +380,10 @@ impl Classifier {
         let mut writes_data = false;
         // a qualified name just ended: without a `(` after it, it may be attribute notation
         let mut qualified = false;
+        // the token before: may a name that starts here be called (not an alias, not a type)?
+        let mut call_context = true;
+        // ... and was the current name started in such a place?
+        let mut name_is_callable = false;
         loop {
             let token = lx.next_token()?;
             let ended =
@@ -390,6 +398,17 @@ impl Classifier {
                 break Ok((read_info(found, session, writes_data), false));
             };
             let was_after_into = std::mem::take(&mut after_into);
+            let context = std::mem::replace(
+                &mut call_context,
+                match token {
+                    Token::Word(w) => is_one_of(w, CALL_CONTEXT),
+                    Token::Punct(b':' | b')') | Token::Quoted(_) | Token::Other => false,
+                    _ => true,
+                },
+            );
+            if matches!(token, Token::Word(_) | Token::Quoted(_)) && !name.after_dot {
+                name_is_callable = context;
+            }
             match token {
                 Token::Punct(b';') => break Ok((read_info(found, session, writes_data), true)),
                 Token::Word(w) => {
@@ -438,6 +457,14 @@ impl Classifier {
                                 || !parts
                                     .last()
                                     .is_some_and(|f| is_one_of(f, NO_DATA_FUNCTIONS));
+                        } else if self.unknown_to_primary
+                            && name_is_callable
+                            && !self.is_known_read_function(parts)
+                        {
+                            // a function nobody said only reads: assume it may write or lock
+                            found = found.stronger(StatementKind::WriteFunction);
+                            session = session.stronger(SessionChange::Held);
+                            writes_data = true;
                         }
                     }
                     name.reset();
@@ -478,6 +505,22 @@ impl Classifier {
             }
             _ => StatementKind::Read,
         }
+    }
+
+    /// Whether `parts` names a built-in read function, syntax that looks like a call, or a
+    /// configured read function.
+    fn is_known_read_function(&self, parts: &[&str]) -> bool {
+        let Some(last) = parts.last() else {
+            return true;
+        };
+        is_one_of(last, KNOWN_READ_FUNCTIONS)
+            || is_one_of(last, NOT_CALLS)
+            || self.read_only.iter().any(|configured| {
+                let mut called = parts.iter().rev();
+                configured
+                    .rsplit('.')
+                    .all(|part| called.next().is_some_and(|c| c.eq_ignore_ascii_case(part)))
+            })
     }
 
     /// Whether `parts` names one of the configured write functions.
@@ -522,43 +565,6 @@ fn read_info(kind: StatementKind, session: SessionChange, writes_data: bool) -> 
     }
 }
 
-/// Write functions that must run on the primary but change no data: locks, settings,
-/// positions, values of the session.
-const NO_DATA_FUNCTIONS: &[&str] = &[
-    "set_config",
-    "currval",
-    "lastval",
-    "pg_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_advisory_xact_lock",
-    "pg_advisory_xact_lock_shared",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_lock_shared",
-    "pg_try_advisory_xact_lock",
-    "pg_try_advisory_xact_lock_shared",
-    "pg_advisory_unlock",
-    "pg_advisory_unlock_shared",
-    "pg_advisory_unlock_all",
-    "pg_current_wal_lsn",
-    "pg_current_wal_insert_lsn",
-    "pg_current_wal_flush_lsn",
-    "last_insert_rowid",
-    "changes",
-    "total_changes",
-    "get_lock",
-    "release_lock",
-    "release_all_locks",
-    "is_used_lock",
-    "is_free_lock",
-    "last_insert_id",
-    "found_rows",
-    "row_count",
-    "master_pos_wait",
-    "master_gtid_wait",
-    "source_pos_wait",
-    "wait_for_executed_gtid_set",
-];
-
 /// Session state left by a built-in write function: settings for `set_config`, locks held
 /// by the session for the advisory locks that outlive their transaction.
 fn function_session(name: &str) -> SessionChange {
@@ -570,19 +576,6 @@ fn function_session(name: &str) -> SessionChange {
         SessionChange::None
     }
 }
-
-/// Write functions whose effect outlives the transaction in the session.
-const SESSION_FUNCTIONS: &[&str] = &[
-    "pg_advisory_lock",
-    "pg_advisory_lock_shared",
-    "pg_try_advisory_lock",
-    "pg_try_advisory_lock_shared",
-    "get_lock",
-    "lo_open",
-    "dblink_connect",
-    "dblink_connect_u",
-    "load_extension",
-];
 
 /// Words that make `CREATE ...` or `... INTO ...` temporary.
 const TEMP_WORDS: &[&str] = &["TEMP", "TEMPORARY"];
@@ -1419,6 +1412,40 @@ mod tests {
         assert!(!infos("SET x = 1")[0].writes);
         assert!(infos("CREATE TABLE t (id int)")[0].writes);
         assert_eq!(infos("SELECT 'unterminated"), [StatementInfo::UNKNOWN]);
+    }
+
+    #[test]
+    fn unknown_functions_go_to_the_primary_only_when_asked() {
+        let strict = Classifier::new().unknown_functions_to_primary(true);
+        let read_ok = strict.clone().with_read_functions(["app.score"]);
+        for sql in [
+            "SELECT app_lock(1)",
+            "SELECT * FROM t WHERE app_lock(t.id)",
+            "SELECT x FROM my_set_returning(1) AS x",
+            "SELECT app.score(t) FROM t",
+        ] {
+            assert_eq!(strict.classify(sql), StatementKind::WriteFunction, "{sql}");
+            assert_eq!(kind(sql), StatementKind::Read, "default: {sql}");
+        }
+        assert_eq!(
+            read_ok.classify("SELECT app.score(t) FROM t"),
+            StatementKind::Read
+        );
+        // what Diesel and hand-written reads use every day stays a read
+        for sql in [
+            r#"SELECT COUNT(*) FROM "users" WHERE "users"."name" = ANY($1)"#,
+            r#"SELECT lower("users"."name"), coalesce("users"."x", $1) FROM "users" WHERE "users"."id" IN ($2, $3)"#,
+            "SELECT CAST(x AS varchar(10)), x::numeric(10, 2) FROM t",
+            "SELECT * FROM t AS a(x, y) JOIN u b(z) ON a.x = b.z",
+            "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r) SELECT * FROM r",
+            "SELECT EXISTS (SELECT 1 FROM t) AND NOT (x IN (1, 2))",
+            "SELECT row_number() OVER (PARTITION BY a ORDER BY b) FROM t",
+            "SELECT count(*) FILTER (WHERE a) FROM t",
+            "SELECT date_trunc('day', now()), json_build_object('a', 1)",
+            "SELECT * FROM generate_series(1, 3)",
+        ] {
+            assert_eq!(strict.classify(sql), StatementKind::Read, "{sql}");
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 
 mod cache;
 mod classify;
+mod functions;
 mod lexer;
 mod strategy;
 mod tables;
@@ -23,8 +24,9 @@ mod tables;
 use std::fmt;
 
 pub(crate) use self::cache::{Classified, KindCache};
-pub use self::classify::{Classifier, StatementKind, BUILTIN_WRITE_FUNCTIONS};
+pub use self::classify::{Classifier, StatementKind};
 pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
+pub use self::functions::BUILTIN_WRITE_FUNCTIONS;
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
 pub(crate) use self::tables::{intern, table_name, tables, TableId, TableUse};
 

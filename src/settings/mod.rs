@@ -91,11 +91,36 @@ impl Default for PinningSettings {
     }
 }
 
+/// Where reads that call a function the router does not know go (`[routing]
+/// unknown_functions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum UnknownFunctions {
+    /// To a replica, like any read (the default).
+    #[default]
+    Replica,
+    /// To the primary, unless the function is a built-in read function or named in
+    /// `read_functions`.
+    Primary,
+}
+
+impl UnknownFunctions {
+    /// The name in the settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnknownFunctions::Replica => "replica",
+            UnknownFunctions::Primary => "primary",
+        }
+    }
+}
+
 /// `[routing]`: classification and failover options.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 struct RoutingSettings {
     write_functions: Vec<String>,
+    unknown_functions: Option<String>,
+    read_functions: Vec<String>,
     replica_retry: Option<String>,
     connect_timeout: Option<String>,
 }
@@ -235,7 +260,8 @@ impl FromStr for ReadStrategy {
 const TOP_KEYS: &str = "pinning, routing, consistency, databases, shard_groups";
 const GROUP_KEYS: &str = "bucketing, read_strategy, epoch, storage";
 const PINNING_KEYS: &str = "seconds";
-const ROUTING_KEYS: &str = "write_functions, replica_retry, connect_timeout";
+const ROUTING_KEYS: &str =
+    "write_functions, unknown_functions, read_functions, replica_retry, connect_timeout";
 const CONSISTENCY_KEYS: &str =
     "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, granularity";
 const DATABASE_KEYS: &str =
@@ -310,6 +336,30 @@ impl Settings {
     {
         self.routing
             .write_functions
+            .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Where reads that call a function the router does not know go: `Replica` (a function
+    /// that writes fails loudly there; one that only takes a lock succeeds silently) or
+    /// `Primary` (every function but the built-in read functions and `read_functions`).
+    /// Defaults to `Replica`.
+    #[must_use]
+    pub fn unknown_functions(mut self, to: UnknownFunctions) -> Self {
+        self.routing.unknown_functions = Some(to.as_str().to_owned());
+        self
+    }
+
+    /// Adds user functions known to only read, for `unknown_functions = "primary"`.
+    /// Defaults to none.
+    #[must_use]
+    pub fn read_functions<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.routing
+            .read_functions
             .extend(names.into_iter().map(Into::into));
         self
     }

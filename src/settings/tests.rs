@@ -394,3 +394,39 @@ fn bad_group_epoch_storage_and_keys_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn unknown_functions_is_replica_or_primary_and_names_the_key_otherwise() {
+    let base = "[databases.default]\nurl = \"postgres://h/db\"\n";
+    let t = Settings::from_toml_str(base)
+        .unwrap()
+        .validate(BACKEND, pg_url)
+        .unwrap();
+    assert_eq!(t.unknown_functions, crate::UnknownFunctions::Replica);
+    let t = Settings::from_toml_str(&format!(
+        "[routing]\nunknown_functions = \"primary\"\nread_functions = [\"score\"]\n{base}"
+    ))
+    .unwrap()
+    .validate(BACKEND, pg_url)
+    .unwrap();
+    assert_eq!(t.unknown_functions, crate::UnknownFunctions::Primary);
+    assert_eq!(t.read_functions, ["score"]);
+    let e = Settings::from_toml_str(&format!(
+        "[routing]\nunknown_functions = \"sometimes\"\n{base}"
+    ))
+    .unwrap()
+    .validate(BACKEND, pg_url)
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("routing.unknown_functions") && msg.contains("sometimes"),
+        "{msg}"
+    );
+    let t = Settings::new()
+        .unknown_functions(crate::UnknownFunctions::Primary)
+        .read_functions(["score"])
+        .database("default", DatabaseSettings::primary("postgres://h/db"))
+        .validate(BACKEND, pg_url)
+        .unwrap();
+    assert_eq!(t.unknown_functions, crate::UnknownFunctions::Primary);
+}

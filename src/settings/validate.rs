@@ -39,6 +39,10 @@ pub(crate) struct Topology {
     pub(crate) pin_window: Duration,
     /// Extra function names that force the primary.
     pub(crate) write_functions: Vec<String>,
+    /// Where calls of unknown functions go.
+    pub(crate) unknown_functions: super::UnknownFunctions,
+    /// User functions known to only read.
+    pub(crate) read_functions: Vec<String>,
     /// How long an unreachable replica is skipped.
     pub(crate) replica_retry: Duration,
     /// Connect timeout of replica (and monitor) connections.
@@ -96,6 +100,18 @@ impl Settings {
             DEFAULT_CONNECT_TIMEOUT,
         )?;
         let consistency = self.consistency_spec()?;
+        let unknown_functions = match self.routing.unknown_functions.as_deref() {
+            None | Some("replica") => super::UnknownFunctions::Replica,
+            Some("primary") => super::UnknownFunctions::Primary,
+            Some(other) => {
+                return Err(SettingsError::InvalidValue {
+                    database: None,
+                    key: "routing.unknown_functions",
+                    value: format!("{other:?}"),
+                    reason: "expected \"replica\" or \"primary\"".to_owned(),
+                })
+            }
+        };
 
         let mut primaries = Vec::new();
         for (name, db) in &self.databases {
@@ -190,6 +206,8 @@ impl Settings {
             primaries,
             pin_window: self.pinning_window(),
             write_functions: self.routing.write_functions.clone(),
+            unknown_functions,
+            read_functions: self.routing.read_functions.clone(),
             replica_retry,
             connect_timeout,
             consistency,
