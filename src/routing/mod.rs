@@ -18,6 +18,7 @@ mod cache;
 mod classify;
 mod functions;
 mod lexer;
+mod statement;
 mod strategy;
 mod tables;
 
