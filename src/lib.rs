@@ -56,6 +56,16 @@ mod stats;
 pub use crate::backend::{RoutedBackend, RoutedLoad};
 pub use crate::cluster::{Cluster, Pool, PooledConnection};
 pub use crate::connection::{Route, RoutedConnection};
+
+/// The routed PostgreSQL connection, for signatures that named `PgConnection`: a function
+/// taking `&mut RoutedPgConnection` accepts `&mut pooled` (see the README's "Moving an
+/// application").
+#[cfg(feature = "postgres")]
+pub type RoutedPgConnection = RoutedConnection<diesel::pg::PgConnection>;
+
+/// The routed SQLite connection, for signatures that named `SqliteConnection`.
+#[cfg(feature = "sqlite")]
+pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnection>;
 pub use crate::consistency::{Consistency, ConsistencyToken, Granularity, Position, TokenError};
 pub use crate::error::{Error, Result, SettingsError};
 pub use crate::job::{DataConsistency, JobDelayed};

@@ -11,6 +11,13 @@ use crate::database::Database;
 
 /// An r2d2 [`ManageConnection`](r2d2::ManageConnection) for one primary and its replicas.
 ///
+/// Met this type in "expected `&mut PgConnection`, found `&mut PooledConnection<
+/// RoutedConnectionManager<PgConnection>>`"? A function that takes the concrete connection
+/// would bypass routing: make it take `&mut` [`RoutedPgConnection`](crate::RoutedPgConnection)
+/// (which `&mut pooled` coerces to) or be generic over Diesel's connection traits; Diesel
+/// traits implemented only for the routed connection itself (`COPY FROM`, custom type lookup)
+/// take `&mut *pooled`. See the README's "Moving an application".
+///
 /// `connect` opens nothing: physical connections open on first use, so building a pool does
 /// not need every server to be up, and a checkout that only reads never opens the primary.
 pub struct RoutedConnectionManager<C> {

@@ -52,14 +52,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     }
 
     fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
-        match self.primary {
-            Some(ref mut p) => p.transaction_state(),
-            None => {
-                // No primary connection means no transaction.
-                self.placeholder_tm = AnsiTransactionManager::default();
-                &mut self.placeholder_tm
-            }
-        }
+        self.transaction_manager()
     }
 
     fn instrumentation(&mut self) -> &mut dyn Instrumentation {
@@ -109,6 +102,9 @@ where
         let classified =
             self.kinds
                 .classify::<C, T>(&self.db.classifier, &source, self.wants_tables());
+        if let (Some(i), true) = (self.state.tx_replica, self.state.tx_open()) {
+            return self.load_in_replica_transaction(i, &classified, source);
+        }
         let reads = self.db.read_tables(classified.tables.as_deref());
         let in_transaction = self.in_transaction();
         let (reason, source) = match self.route_read(classified.kind, reads) {
@@ -176,6 +172,46 @@ where
                     // learned before the next read that needs it, or the next token
                     None => scope::write_pending(self.db.id),
                 }
+            }
+        }
+        result
+    }
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// A statement inside a read-only transaction that runs on replica `i`.
+    fn load_in_replica_transaction<'conn, 'query, T, B>(
+        &'conn mut self,
+        i: usize,
+        classified: &Classified,
+        source: T,
+    ) -> QueryResult<<C as LoadConnection<B>>::Cursor<'conn, 'query>>
+    where
+        C: RoutedLoad<B>,
+        T: Query + QueryFragment<C::Backend> + QueryId + 'query,
+        C::Backend: QueryMetadata<T::SqlType>,
+    {
+        self.db.routed(RouteReason::Transaction, Some(i));
+        self.last = Some((RouteReason::Transaction, Some(i)));
+        // a statement that ends the transaction ends it here too
+        self.state.apply(
+            classified.statements(),
+            &[],
+            true,
+            C::FAILED_COMMIT_ENDS_TRANSACTION,
+        );
+        let Some(replica) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
+            self.state.unknown = true;
+            return Err(connection_error(
+                diesel::result::ConnectionError::BadConnection(
+                    "the replica of this read-only transaction is gone".into(),
+                ),
+            ));
+        };
+        let result = <C as LoadConnection<B>>::load(replica, source);
+        if let Err(e) = &result {
+            if crate::backend::is_connection_error(e) {
+                self.state.unknown = true;
             }
         }
         result

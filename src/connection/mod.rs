@@ -6,7 +6,11 @@
 
 mod diesel_impls;
 mod instrumentation;
+#[cfg(feature = "postgres")]
+mod pg;
 mod reads;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 mod state;
 mod writes;
 
@@ -55,6 +59,9 @@ pub struct RoutedConnection<C: RoutedBackend> {
     instrumentation: SharedInstrumentation,
     cache_size: Option<CacheSize>,
     last: Option<(RouteReason, Option<usize>)>,
+    /// Custom type OIDs (PostgreSQL), the same on the primary and its physical replicas.
+    #[cfg(feature = "postgres")]
+    pg_metadata: diesel::pg::PgMetadataCache,
 }
 
 impl<C: RoutedBackend> RoutedConnection<C> {
@@ -72,6 +79,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             instrumentation: SharedInstrumentation::default(),
             cache_size: None,
             last: None,
+            #[cfg(feature = "postgres")]
+            pg_metadata: diesel::pg::PgMetadataCache::new(),
         }
     }
 
@@ -240,18 +249,18 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.state.tx_open() || self.in_managed_transaction()
     }
 
-    /// Is Diesel's transaction manager (the primary's) inside a transaction, or broken?
+    /// Is Diesel's transaction manager (the primary's, or the replica's that runs a
+    /// read-only transaction) inside a transaction, or broken?
     fn in_managed_transaction(&mut self) -> bool {
-        match self.primary.as_mut() {
-            None => false,
-            Some(p) => {
-                !matches!(
-                <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(p)
-                    .transaction_depth(),
-                Ok(None)
-            )
-            }
+        if self.primary.is_none() && self.state.tx_replica.is_none() {
+            return false;
         }
+        let depth =
+            <AnsiTransactionManager as TransactionManager<Self>>::transaction_manager_status_mut(
+                self,
+            )
+            .transaction_depth();
+        !matches!(depth, Ok(None))
     }
 
     /// A `BEGIN` sent by hand, that Diesel's transaction manager does not know about: the
@@ -342,9 +351,28 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.drop_dead_replica();
         let in_transaction = self.in_transaction();
         let reason = self.primary_reason(classified.kind, in_transaction);
-        let primary = self.open_primary()?;
-        let result = f(primary);
-        self.record(reason, None);
+        let (result, replica) = match self.state.tx_replica {
+            // inside a read-only transaction that runs on a replica: there, like its BEGIN
+            Some(i) if self.state.tx_open() => {
+                let Some(conn) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
+                    self.state.unknown = true;
+                    return Err(connection_error(ConnectionError::BadConnection(
+                        "the replica of this read-only transaction is gone".into(),
+                    )));
+                };
+                let result = f(conn);
+                if result
+                    .as_ref()
+                    .err()
+                    .is_some_and(crate::backend::is_connection_error)
+                {
+                    self.state.unknown = true;
+                }
+                (result, Some(i))
+            }
+            _ => (f(self.open_primary()?), None),
+        };
+        self.record(reason, replica);
         if result.is_ok() && classified.is_plain() {
             // the common case, one plain statement: what it wrote, without the bookkeeping
             if classified.writes() {
@@ -367,6 +395,123 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             self.committed_write(&tables);
         }
         result
+    }
+
+    /// Runs `f` in a transaction opened with `begin` (Diesel's `transaction_sql`), through
+    /// the routed connection: `BEGIN` and everything inside go where the rules say.
+    pub(super) fn transaction_sql<T, E, F>(&mut self, f: F, begin: &str) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        AnsiTransactionManager::begin_transaction_sql(&mut *self, begin)?;
+        match f(&mut *self) {
+            Ok(value) => {
+                <AnsiTransactionManager as TransactionManager<Self>>::commit_transaction(self)?;
+                Ok(value)
+            }
+            Err(e) => {
+                <AnsiTransactionManager as TransactionManager<Self>>::rollback_transaction(self)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs a write the router cannot see as SQL (`COPY FROM`) on the primary, with the
+    /// bookkeeping of a write; inside a read-only transaction on a replica, there (where it
+    /// fails as a write must).
+    pub(super) fn write_through<R, E>(
+        &mut self,
+        f: impl FnOnce(&mut C) -> Result<R, E>,
+    ) -> Result<R, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        self.drop_dead_replica();
+        let in_transaction = self.in_transaction();
+        if let (Some(i), true) = (self.state.tx_replica, self.state.tx_open()) {
+            self.record(RouteReason::Transaction, Some(i));
+            return match self.replicas.get_mut(i).and_then(Option::as_mut) {
+                Some(conn) => f(conn),
+                None => Err(connection_error(ConnectionError::BadConnection(
+                    "the replica of this read-only transaction is gone".into(),
+                ))
+                .into()),
+            };
+        }
+        let reason = self.primary_reason(StatementKind::Write, in_transaction);
+        let result = f(self.open_primary()?);
+        self.record(reason, None);
+        if result.is_ok() {
+            if in_transaction {
+                self.state.note_transaction_write(&[]);
+            } else {
+                self.committed_write(&[]);
+            }
+        }
+        result
+    }
+
+    /// A `BEGIN .. READ ONLY` goes where a read would go: on a replica, the whole
+    /// transaction runs there. `None`: it runs on the primary.
+    fn begin_on_replica(
+        &mut self,
+        classified: &Classified,
+        query: &str,
+    ) -> Option<QueryResult<()>> {
+        self.drop_dead_replica();
+        let i = self.route_read(StatementKind::Read, None).ok()?;
+        let conn = self.replicas.get_mut(i)?.as_mut()?;
+        match conn.batch_execute(query) {
+            Ok(()) => {
+                self.on_replica(i);
+                self.last = Some((RouteReason::Transaction, Some(i)));
+                self.state.apply(
+                    classified.statements(),
+                    &[],
+                    true,
+                    C::FAILED_COMMIT_ENDS_TRANSACTION,
+                );
+                self.state.tx_replica = Some(i);
+                Some(Ok(()))
+            }
+            Err(e) if crate::backend::is_connection_error(&e) => {
+                self.replicas[i] = None;
+                if self.current_replica == Some(i) {
+                    self.current_replica = None;
+                }
+                self.db.replicas.mark_down(i);
+                self.db.counters.replica_failed();
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The transaction manager state for the open transaction: the replica's while a
+    /// read-only transaction runs there (until its manager has closed it), else the
+    /// primary's.
+    pub(super) fn transaction_manager(&mut self) -> &mut AnsiTransactionManager {
+        if let Some(i) = self.state.tx_replica {
+            let open = self.state.tx_open();
+            if let Some(r) = self.replicas.get_mut(i).and_then(Option::as_mut) {
+                let depth =
+                    <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(r)
+                        .transaction_depth();
+                if open || !matches!(depth, Ok(None)) {
+                    return r.transaction_state();
+                }
+            }
+            self.state.tx_replica = None;
+        }
+        match self.primary {
+            Some(ref mut p) => p.transaction_state(),
+            None => {
+                // No primary connection means no transaction.
+                self.placeholder_tm = AnsiTransactionManager::default();
+                &mut self.placeholder_tm
+            }
+        }
     }
 
     /// Do positions per table matter here (PostgreSQL, `granularity = "table"`, a position
@@ -479,6 +624,11 @@ impl<C: RoutedBackend> SimpleConnection for RoutedConnection<C> {
     /// the worst it could).
     fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
         let classified = Classified::of(&self.db.classifier, query, self.wants_tables());
+        if classified.begins_read_only() && !self.in_transaction() {
+            if let Some(done) = self.begin_on_replica(&classified, query) {
+                return done;
+            }
+        }
         self.run_on_primary(&classified, |p| p.batch_execute(query))
     }
 }

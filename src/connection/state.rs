@@ -60,6 +60,9 @@ pub(super) struct SessionState {
     /// The state cannot be known (a batch with transaction control failed halfway): the
     /// connection is discarded at check-in.
     pub(super) unknown: bool,
+    /// The open read-only transaction runs on this replica (a `BEGIN .. READ ONLY` that the
+    /// route decision sent there); kept until the replica's transaction manager is done.
+    pub(super) tx_replica: Option<usize>,
 }
 
 impl SessionState {
@@ -174,7 +177,7 @@ impl SessionState {
         let single = statements.len() == 1;
         for s in statements {
             match s.tx {
-                Some(TxControl::Begin) => {
+                Some(TxControl::Begin | TxControl::BeginReadOnly) => {
                     if !self.tx_open {
                         self.end_transaction();
                         self.tx_open = true;

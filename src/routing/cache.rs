@@ -125,6 +125,11 @@ impl Classified {
             && self.info.session == crate::routing::SessionChange::None
     }
 
+    /// Is it one `BEGIN .. READ ONLY` (not serializable), which a replica may run?
+    pub(crate) fn begins_read_only(&self) -> bool {
+        self.several.is_none() && self.info.tx == Some(crate::routing::TxControl::BeginReadOnly)
+    }
+
     /// The tables a write writes (empty: not known, the whole database).
     pub(crate) fn written_tables(&self) -> &[TableId] {
         match (&self.tables, self.kind) {

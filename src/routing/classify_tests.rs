@@ -525,6 +525,18 @@ fn transaction_control_is_recognised_in_every_spelling() {
         ("SAVEPOINT s", TxControl::Savepoint),
         ("RELEASE SAVEPOINT s", TxControl::Savepoint),
         ("PREPARE TRANSACTION 'x'", TxControl::Rollback),
+        ("BEGIN READ ONLY", TxControl::BeginReadOnly),
+        ("BEGIN TRANSACTION READ ONLY", TxControl::BeginReadOnly),
+        (
+            "START TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY",
+            TxControl::BeginReadOnly,
+        ),
+        (
+            "BEGIN TRANSACTION ISOLATION LEVEL SERIALIZABLE READ ONLY DEFERRABLE",
+            TxControl::Begin,
+        ),
+        ("BEGIN READ ONLY READ WRITE", TxControl::Begin),
+        ("BEGIN ISOLATION LEVEL READ COMMITTED", TxControl::Begin),
     ] {
         let found = infos(sql);
         assert_eq!(found.len(), 1, "{sql}");

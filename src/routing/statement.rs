@@ -9,6 +9,8 @@ use super::lexer::{Lexer, Token, Unterminated};
 pub(crate) enum TxControl {
     /// `BEGIN`, `START TRANSACTION`.
     Begin,
+    /// `BEGIN .. READ ONLY` (not serializable): a replica may run it.
+    BeginReadOnly,
     /// `COMMIT`, `END`.
     Commit,
     /// `COMMIT AND CHAIN`: ends the transaction and opens the next one.
@@ -121,13 +123,23 @@ pub(super) struct Rest<'a> {
     assigns: bool,
     /// Seen a `(` or `AS`: later `TEMP` words are not the object's kind.
     past_head: bool,
+    /// `READ ONLY` (and no `READ WRITE` after it).
+    read_only: bool,
+    /// `SERIALIZABLE` appeared.
+    serializable: bool,
+    /// The word before, to read `READ ONLY` / `READ WRITE`.
+    previous: Option<&'a str>,
 }
 
 impl<'a> Rest<'a> {
     /// Consumes the rest of the statement and its `;`; returns whether there was one.
     pub(super) fn scan(&mut self, lx: &mut Lexer<'a>) -> Result<bool, Unterminated> {
         loop {
-            match lx.next_token()? {
+            let token = lx.next_token()?;
+            if !matches!(token, Some(Token::Word(_) | Token::Punct(b','))) {
+                self.previous = None;
+            }
+            match token {
                 None => return Ok(false),
                 Some(Token::Punct(b';')) => return Ok(true),
                 Some(Token::Word(w)) => {
@@ -143,6 +155,21 @@ impl<'a> Rest<'a> {
                     if w.eq_ignore_ascii_case("AS") {
                         self.past_head = true;
                     }
+                    if self
+                        .previous
+                        .is_some_and(|p| p.eq_ignore_ascii_case("READ"))
+                    {
+                        if w.eq_ignore_ascii_case("ONLY") {
+                            self.read_only = true;
+                        } else if w.eq_ignore_ascii_case("WRITE") {
+                            self.read_only = false;
+                        }
+                    }
+                    if w.eq_ignore_ascii_case("SERIALIZABLE") {
+                        self.serializable = true;
+                    }
+                    self.previous = Some(w);
+                    continue;
                 }
                 Some(Token::Quoted(q)) => {
                     if q.eq_ignore_ascii_case("pg_temp") {
@@ -150,6 +177,7 @@ impl<'a> Rest<'a> {
                     }
                     self.count += 1;
                 }
+                Some(Token::Punct(b',')) => continue, // `BEGIN ISOLATION LEVEL .., READ ONLY`
                 Some(Token::Punct(b'=' | b'(')) => {
                     self.assigns = true;
                     self.past_head = true;
@@ -180,7 +208,12 @@ pub(super) fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
     let session = |s| StatementInfo::control(None, s);
     let chain = rest.has("CHAIN") && !rest.has("NO");
     if h("BEGIN") || (h("START") && rest.is(0, "TRANSACTION")) {
-        tx(TxControl::Begin)
+        // a hot standby runs read-only transactions, but not serializable ones
+        if rest.read_only && !rest.serializable {
+            tx(TxControl::BeginReadOnly)
+        } else {
+            tx(TxControl::Begin)
+        }
     } else if h("COMMIT") || h("END") {
         if rest.is(0, "PREPARED") {
             // commits a prepared transaction: a write, outside any transaction
