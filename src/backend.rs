@@ -212,17 +212,9 @@ mod pg {
         const HAS_POSITIONS: bool = true;
 
         fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String {
-            if url.contains("connect_timeout") {
-                return url.to_owned();
-            }
             // libpq takes whole seconds and treats less than 2 as 2
             let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
-            if crate::settings::scheme(url).is_some() {
-                let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}connect_timeout={secs}")
-            } else {
-                format!("{url} connect_timeout={secs}")
-            }
+            crate::settings::with_libpq_option(url, "connect_timeout", &secs.to_string())
         }
 
         fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {

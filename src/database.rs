@@ -58,7 +58,11 @@ impl Database {
         let limits = Limits {
             max_lag: c.max_lag,
             max_lag_bytes: c.max_lag_bytes,
-            stale_after: c.monitor_interval * 2 + o.connect_timeout + Duration::from_millis(500),
+            stale_after: c
+                .monitor_interval
+                .saturating_mul(2)
+                .saturating_add(o.connect_timeout)
+                .saturating_add(Duration::from_millis(500)),
         };
         let open_url = |url: &str| (o.connect_url)(&(o.replica_url)(url), o.connect_timeout);
         Database {
@@ -152,7 +156,10 @@ impl Database {
     /// This thread committed a write here: pin its reads for the pin window (mode `pin`).
     pub(crate) fn wrote(&self) {
         if !self.pin_window.is_zero() {
-            crate::pin::record_write(self.id, Instant::now() + self.pin_window);
+            let now = Instant::now();
+            // the window is bounded by validation; saturate anyway
+            let until = now.checked_add(self.pin_window).unwrap_or(now);
+            crate::pin::record_write(self.id, until);
         }
     }
 

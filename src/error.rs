@@ -131,12 +131,25 @@ pub enum SettingsError {
         source: std::io::Error,
     },
     /// The text is not valid TOML, or a value has the wrong type.
-    #[error("{}{message}", key_prefix(.key))]
+    #[error("{}{}{message}", key_prefix(.key), line_prefix(.line, .column))]
     Parse {
         /// The key path where parsing failed (`databases.default.pool_size`), if known.
         key: Option<String>,
-        /// What the parser reported.
+        /// The line of the text (1-based), when the parser knows where.
+        line: Option<usize>,
+        /// The column of that line (1-based).
+        column: Option<usize>,
+        /// What the parser reported (values that may hold a password are hidden).
         message: String,
+    },
+    /// A database or shard group name that is empty, too long or not made of letters,
+    /// digits, `_`, `-` and `.`.
+    #[error("{kind} name `{name}`: use 1 to 64 letters, digits, `_`, `-` or `.`")]
+    InvalidName {
+        /// `database` or `shard group`.
+        kind: &'static str,
+        /// The name, escaped.
+        name: String,
     },
     /// A key that the settings format does not know.
     #[error("unknown settings key `{key}`{}", hint_suffix(.hint))]
@@ -244,6 +257,107 @@ fn model_suffix(model: &Option<&'static str>) -> String {
 fn hint_suffix(hint: &Option<&'static str>) -> String {
     hint.map(|h| format!(" (expected one of: {h})"))
         .unwrap_or_default()
+}
+
+impl SettingsError {
+    /// The same error with every value that came from the settings scrubbed of anything
+    /// that looks like a password (a URL written under the wrong key is echoed back).
+    pub(crate) fn scrubbed(self) -> Self {
+        use crate::settings::scrub_text as s;
+        let o = |v: Option<String>| v.map(|v| s(&v));
+        match self {
+            SettingsError::Parse {
+                key,
+                line,
+                column,
+                message,
+            } => SettingsError::Parse {
+                key: o(key),
+                line,
+                column,
+                message: s(&message),
+            },
+            SettingsError::InvalidName { kind, name } => SettingsError::InvalidName {
+                kind,
+                name: s(&name),
+            },
+            SettingsError::UnknownKey { key, hint } => {
+                SettingsError::UnknownKey { key: s(&key), hint }
+            }
+            SettingsError::MissingUrl { database, url_env } => SettingsError::MissingUrl {
+                database: s(&database),
+                url_env: o(url_env),
+            },
+            SettingsError::UrlEnvNotUnicode { database, var } => SettingsError::UrlEnvNotUnicode {
+                database: s(&database),
+                var: s(&var),
+            },
+            SettingsError::UrlScheme {
+                database,
+                url,
+                backend,
+                expected,
+            } => SettingsError::UrlScheme {
+                database: s(&database),
+                url: s(&url),
+                backend,
+                expected,
+            },
+            SettingsError::UnknownPrimary { database, primary } => SettingsError::UnknownPrimary {
+                database: s(&database),
+                primary: s(&primary),
+            },
+            SettingsError::PrimaryIsReplica {
+                database,
+                primary,
+                its_primary,
+            } => SettingsError::PrimaryIsReplica {
+                database: s(&database),
+                primary: s(&primary),
+                its_primary: s(&its_primary),
+            },
+            SettingsError::MisplacedKey {
+                database,
+                key,
+                reason,
+            } => SettingsError::MisplacedKey {
+                database: s(&database),
+                key,
+                reason,
+            },
+            SettingsError::GroupValue {
+                group,
+                key,
+                value,
+                reason,
+            } => SettingsError::GroupValue {
+                group: s(&group),
+                key,
+                value: s(&value),
+                reason: s(&reason),
+            },
+            SettingsError::InvalidValue {
+                database,
+                key,
+                value,
+                reason,
+            } => SettingsError::InvalidValue {
+                database: o(database),
+                key,
+                value: s(&value),
+                reason: s(&reason),
+            },
+            other => other,
+        }
+    }
+}
+
+fn line_prefix(line: &Option<usize>, column: &Option<usize>) -> String {
+    match (line, column) {
+        (Some(l), Some(c)) => format!("line {l}, column {c}: "),
+        (Some(l), None) => format!("line {l}: "),
+        _ => String::new(),
+    }
 }
 
 fn key_prefix(key: &Option<String>) -> String {

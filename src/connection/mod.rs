@@ -28,6 +28,7 @@ use crate::pin::PinStatus;
 use crate::routing::{
     decide, Classified, Decision, Facts, KindCache, RouteReason, StatementKind, TableId,
 };
+use crate::settings::SecretUrl;
 
 /// Where the last statement of a connection ran; see [`RoutedConnection::last_route`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -559,7 +560,8 @@ fn open_primary<'a, C: RoutedBackend>(
     cache_size: Option<CacheSize>,
 ) -> ConnectionResult<&'a mut C> {
     if slot.is_none() {
-        let mut conn = C::establish(db.url.expose()).map_err(|e| redact_connection_error(e, db))?;
+        let mut conn =
+            C::establish(db.url.expose()).map_err(|e| scrub_connection_error(e, &db.url))?;
         instrumentation.install(&mut conn);
         if let Some(size) = cache_size {
             conn.set_prepared_statement_cache_size(size);
@@ -585,7 +587,7 @@ fn open_replica<C: RoutedBackend>(
         .get(index)
         .ok_or_else(|| ConnectionError::BadConnection("no such replica".into()))?;
     let mut conn =
-        C::establish(replica.url.expose()).map_err(|e| redact_connection_error(e, db))?;
+        C::establish(replica.url.expose()).map_err(|e| scrub_connection_error(e, &replica.url))?;
     C::prepare_replica(&mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
     instrumentation.install(&mut conn);
     if let Some(size) = cache_size {
@@ -594,13 +596,20 @@ fn open_replica<C: RoutedBackend>(
     Ok(conn)
 }
 
-/// libpq error messages do not contain passwords, but be sure: strip the URL if it appears.
-fn redact_connection_error(e: ConnectionError, db: &Database) -> ConnectionError {
+/// A driver's connection error with every secret of `url` (and anything that looks like a
+/// password) scrubbed from its message: libpq quotes parts of a malformed URL back, a
+/// password among them.
+pub(crate) fn scrub_connection_error(e: ConnectionError, url: &SecretUrl) -> ConnectionError {
     match e {
-        ConnectionError::BadConnection(msg) if msg.contains(db.url.expose()) => {
-            ConnectionError::BadConnection(msg.replace(db.url.expose(), &db.url.to_string()))
+        ConnectionError::BadConnection(msg) => ConnectionError::BadConnection(url.scrub(&msg)),
+        ConnectionError::InvalidConnectionUrl(msg) => {
+            ConnectionError::InvalidConnectionUrl(url.scrub(&msg))
         }
-        other => other,
+        ConnectionError::CouldntSetupConfiguration(e) => {
+            ConnectionError::BadConnection(url.scrub(&e.to_string()))
+        }
+        ConnectionError::InvalidCString(e) => ConnectionError::InvalidCString(e),
+        other => ConnectionError::BadConnection(url.scrub(&other.to_string())),
     }
 }
 

@@ -77,7 +77,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             .required_position(mode, reads)
             .map_err(NoReplica::reason)?;
         let wait = self.db.consistency.replica_wait;
-        let deadline = (required > 0 && !wait.is_zero()).then(|| Instant::now() + wait);
+        let deadline = (required > 0 && !wait.is_zero())
+            .then(|| Instant::now().checked_add(wait))
+            .flatten();
         loop {
             match self.find_replica_for(required, true) {
                 Ok(i) => return Ok(i),

@@ -150,6 +150,27 @@ impl Settings {
                     format!("not an RFC 3339 time like \"2016-01-01T00:00:00Z\" ({e})"),
                 )
             })?;
+            // ids count milliseconds from the epoch in 40 bits: the epoch must be past, and
+            // recent enough to leave at least a year of ids
+            let now = std::time::SystemTime::now();
+            match now.duration_since(epoch) {
+                Err(_) => {
+                    return Err(group_key("epoch")
+                        .invalid(&epoch_text, "is in the future: ids count from a past time".into()))
+                }
+                Ok(age)
+                    if age.as_millis()
+                        > u128::from(crate::sharding::ids::MAX_MILLIS)
+                            .saturating_sub(365 * 24 * 3600 * 1000) =>
+                {
+                    return Err(group_key("epoch").invalid(
+                        &epoch_text,
+                        "is too long ago: ids hold about 34 years from the epoch; pick a recent date"
+                            .into(),
+                    ))
+                }
+                Ok(_) => {}
+            }
             if let Some(storage) = &options.storage {
                 match self.databases.get(storage) {
                     None => {

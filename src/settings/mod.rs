@@ -50,7 +50,7 @@ use serde::Deserialize;
 use crate::error::SettingsError;
 
 pub(crate) use self::groups::GroupSpec;
-pub(crate) use self::url::{redact, scheme, SecretUrl};
+pub(crate) use self::url::{scheme, scrub_text, with_libpq_option, SecretUrl};
 pub(crate) use self::validate::{PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT};
 
 /// The default pool size of a primary.
@@ -284,10 +284,22 @@ impl Settings {
         let ignored = serde_ignored::Deserializer::new(deserializer, &mut on_unknown);
         let mut settings: Settings = serde_path_to_error::deserialize(ignored).map_err(|e| {
             let key = e.path().to_string();
-            let key = (key != "." && !key.is_empty()).then_some(key);
+            let key = (key != "." && !key.is_empty()).then(|| scrub_text(&key));
+            let inner = e.into_inner();
+            let (line, column) = match inner.span() {
+                Some(span) => {
+                    let before = &text.as_bytes()[..span.start.min(text.len())];
+                    let line = before.iter().filter(|b| **b == b'\n').count() + 1;
+                    let column = before.iter().rev().take_while(|b| **b != b'\n').count() + 1;
+                    (Some(line), Some(column))
+                }
+                None => (None, None),
+            };
             SettingsError::Parse {
                 key,
-                message: e.into_inner().message().trim().to_owned(),
+                line,
+                column,
+                message: scrub_text(inner.message().trim()),
             }
         })?;
         settings.unknown_keys = unknown;
@@ -474,29 +486,64 @@ impl DatabaseSettings {
     }
 }
 
+/// Writes `raw` (a `Debug` rendering of settings) with every password in it hidden: the
+/// secrets of the URLs it holds, and anything that looks like a password.
+fn write_scrubbed<'a>(
+    f: &mut fmt::Formatter<'_>,
+    raw: String,
+    urls: impl Iterator<Item = &'a str>,
+) -> fmt::Result {
+    let mut out = raw;
+    for url in urls {
+        for secret in url::secrets(url) {
+            out = out.replace(&secret, "***");
+        }
+    }
+    f.write_str(&scrub_text(&out))
+}
+
 impl fmt::Debug for Settings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Settings")
-            .field("pinning_seconds", &self.pinning.seconds)
-            .field("routing", &self.routing)
-            .field("databases", &self.databases)
-            .field("shard_groups", &self.shard_groups)
-            .finish_non_exhaustive()
+        struct Raw<'a>(&'a Settings);
+        impl fmt::Debug for Raw<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct("Settings")
+                    .field("pinning_seconds", &self.0.pinning.seconds)
+                    .field("routing", &self.0.routing)
+                    .field("consistency", &self.0.consistency)
+                    .field("databases", &self.0.databases)
+                    .field("shard_groups", &self.0.shard_groups)
+                    .finish_non_exhaustive()
+            }
+        }
+        let raw = if f.alternate() {
+            format!("{:#?}", Raw(self))
+        } else {
+            format!("{:?}", Raw(self))
+        };
+        write_scrubbed(
+            f,
+            raw,
+            self.databases.values().filter_map(|d| d.url.as_deref()),
+        )
     }
 }
 
 impl fmt::Debug for DatabaseSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DatabaseSettings")
-            .field("url", &self.url.as_deref().map(redact))
-            .field("url_env", &self.url_env)
-            .field("primary", &self.primary)
-            .field("pool_size", &self.pool_size)
-            .field("read_strategy", &self.read_strategy)
-            .field("weight", &self.weight)
-            .field("shard_group", &self.shard_group)
-            .field("shard_id", &self.shard_id)
-            .finish()
+        let raw = format!(
+            "DatabaseSettings {{ url: {:?}, url_env: {:?}, primary: {:?}, pool_size: {:?}, \
+             read_strategy: {:?}, weight: {:?}, shard_group: {:?}, shard_id: {:?} }}",
+            self.url,
+            self.url_env,
+            self.primary,
+            self.pool_size,
+            self.read_strategy,
+            self.weight,
+            self.shard_group,
+            self.shard_id
+        );
+        write_scrubbed(f, raw, self.url.as_deref().into_iter())
     }
 }
 

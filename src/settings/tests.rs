@@ -430,3 +430,119 @@ fn unknown_functions_is_replica_or_primary_and_names_the_key_otherwise() {
         .unwrap();
     assert_eq!(t.unknown_functions, crate::UnknownFunctions::Primary);
 }
+
+#[test]
+fn every_number_and_duration_has_a_range_and_the_error_names_the_key() {
+    let base = "[databases.default]\nurl = \"postgres://h/db\"\n";
+    let cases: &[(&str, &str)] = &[
+        (
+            "[consistency]\nmonitor_interval = \"18446744073709551615s\"\n",
+            "consistency.monitor_interval",
+        ),
+        (
+            "[routing]\nconnect_timeout = \"18446744073709551615s\"\n",
+            "routing.connect_timeout",
+        ),
+        (
+            "[routing]\nreplica_retry = \"100000h\"\n",
+            "routing.replica_retry",
+        ),
+        (
+            "[pinning]\nseconds = 9223372036854775807\n",
+            "pinning.seconds",
+        ),
+        (
+            "[consistency]\nreplica_wait = \"18446744073709551615s\"\n",
+            "consistency.replica_wait",
+        ),
+        (
+            "[consistency]\nmax_lag = \"1000000h\"\n",
+            "consistency.max_lag",
+        ),
+        (
+            "[consistency]\nmonitor_interval = \"1ms\"\n",
+            "consistency.monitor_interval",
+        ),
+    ];
+    for (extra, key) in cases {
+        let e = Settings::from_toml_str(&format!("{extra}{base}"))
+            .unwrap()
+            .validate(BACKEND, pg_url)
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{extra}: {e}");
+    }
+    for (line, key) in [
+        ("pool_size = 100000000", "pool_size"),
+        ("pool_size = 0", "pool_size"),
+    ] {
+        let e = Settings::from_toml_str(&format!("{base}{line}\n"))
+            .unwrap()
+            .validate(BACKEND, pg_url)
+            .unwrap_err();
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    let e = Settings::from_toml_str(&format!(
+        "{base}[databases.r]\nurl = \"postgres://r/db\"\nprimary = \"default\"\nweight = 9999999999\n"
+    ))
+    .unwrap()
+    .validate(BACKEND, pg_url)
+    .unwrap_err();
+    assert!(e.to_string().contains("weight"), "{e}");
+}
+
+#[test]
+fn names_are_short_printable_words() {
+    for name in ["\\u0000", "", "a b", "x\\ny", "postgres://u:p@h", "ü"] {
+        let text = format!("[databases.\"{name}\"]\nurl = \"postgres://h/db\"\n");
+        let e = Settings::from_toml_str(&text)
+            .unwrap()
+            .validate(BACKEND, pg_url)
+            .unwrap_err();
+        assert!(
+            matches!(e, SettingsError::InvalidName { .. }),
+            "{name:?}: {e}"
+        );
+        assert!(!e.to_string().contains('\0'));
+    }
+    let long = "a".repeat(65);
+    let text = format!("[databases.{long}]\nurl = \"postgres://h/db\"\n");
+    assert!(Settings::from_toml_str(&text)
+        .unwrap()
+        .validate(BACKEND, pg_url)
+        .is_err());
+    let ok = "[databases.\"users-0_a.b\"]\nurl = \"postgres://h/db\"\n";
+    assert!(Settings::from_toml_str(ok)
+        .unwrap()
+        .validate(BACKEND, pg_url)
+        .is_ok());
+}
+
+#[test]
+fn an_epoch_in_the_future_or_too_long_ago_names_the_key() {
+    for epoch in [
+        "1970-01-01T00:00:00Z",
+        "2999-01-01T00:00:00Z",
+        "1985-06-01T00:00:00Z",
+    ] {
+        let text = format!(
+            "[shard_groups.g]\nepoch = \"{epoch}\"\n[databases.s0]\nurl = \"postgres://h/s0\"\nshard_group = \"g\"\nshard_id = 0\n"
+        );
+        let e = Settings::from_toml_str(&text)
+            .unwrap()
+            .validate(BACKEND, pg_url)
+            .unwrap_err();
+        assert!(e.to_string().contains("epoch"), "{epoch}: {e}");
+    }
+}
+
+#[test]
+fn parse_errors_name_the_line_and_column() {
+    let e = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://h/db\"\npool_size = \"ten\"\n",
+    )
+    .unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("line 3"), "{msg}");
+    let e = Settings::from_toml_str("[databases.default\nurl = 1").unwrap_err();
+    assert!(e.to_string().contains("line 1"), "{e}");
+}

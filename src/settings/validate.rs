@@ -12,21 +12,81 @@ use crate::error::SettingsError;
 /// The default connect timeout of replica connections.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The ranges of the settings' numbers and durations: every value outside is an error that
+/// names the key. They keep the arithmetic on them far from overflow.
+pub(crate) mod limits {
+    use std::time::Duration;
+
+    /// `routing.replica_retry`.
+    pub(crate) const REPLICA_RETRY: (Duration, Duration) =
+        (Duration::ZERO, Duration::from_secs(3600));
+    /// `routing.connect_timeout` (libpq counts whole seconds).
+    pub(crate) const CONNECT_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(600));
+    /// `consistency.monitor_interval`.
+    pub(crate) const MONITOR_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(10), Duration::from_secs(3600));
+    /// `consistency.max_lag`.
+    pub(crate) const MAX_LAG: (Duration, Duration) =
+        (Duration::ZERO, Duration::from_secs(30 * 24 * 3600));
+    /// `consistency.replica_wait`.
+    pub(crate) const REPLICA_WAIT: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(60));
+    /// `pinning.seconds`.
+    pub(crate) const PINNING_SECONDS: u64 = 24 * 3600;
+    /// `pool_size`.
+    pub(crate) const POOL_SIZE: i64 = 10_000;
+    /// `weight`.
+    pub(crate) const WEIGHT: i64 = 1_000_000;
+    /// Length of a database or shard group name.
+    pub(crate) const NAME_LEN: usize = 64;
+}
+
 fn duration(
     key: &'static str,
     text: &Option<String>,
     default: Duration,
+    (min, max): (Duration, Duration),
 ) -> Result<Duration, SettingsError> {
-    match text {
-        None => Ok(default),
-        Some(text) => {
-            humantime::parse_duration(text.trim()).map_err(|e| SettingsError::InvalidValue {
-                database: None,
-                key,
-                value: format!("{text:?}"),
-                reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
-            })
-        }
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let value =
+        humantime::parse_duration(text.trim()).map_err(|e| SettingsError::InvalidValue {
+            database: None,
+            key,
+            value: format!("{:?}", super::scrub_text(text)),
+            reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
+        })?;
+    if value < min || value > max {
+        return Err(SettingsError::InvalidValue {
+            database: None,
+            key,
+            value: format!("{:?}", super::scrub_text(text)),
+            reason: format!(
+                "must be between {} and {}",
+                humantime::format_duration(min),
+                humantime::format_duration(max)
+            ),
+        });
+    }
+    Ok(value)
+}
+
+/// Database and shard group names: 1 to 64 letters, digits, `_`, `-` or `.`. They appear in
+/// errors, logs, metrics and tokens.
+pub(crate) fn check_name(kind: &'static str, name: &str) -> Result<(), SettingsError> {
+    let ok = !name.is_empty()
+        && name.len() <= limits::NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SettingsError::InvalidName {
+            kind,
+            name: super::scrub_text(&name.escape_debug().to_string()),
+        })
     }
 }
 
@@ -80,6 +140,15 @@ impl Settings {
         backend: &'static str,
         check_url: fn(&str) -> Result<(), &'static str>,
     ) -> Result<Topology, SettingsError> {
+        self.validate_unscrubbed(backend, check_url)
+            .map_err(SettingsError::scrubbed)
+    }
+
+    fn validate_unscrubbed(
+        &self,
+        backend: &'static str,
+        check_url: fn(&str) -> Result<(), &'static str>,
+    ) -> Result<Topology, SettingsError> {
         if let Some(key) = self.unknown_keys.first() {
             return Err(SettingsError::UnknownKey {
                 key: key.clone(),
@@ -89,15 +158,31 @@ impl Settings {
         if self.databases.is_empty() {
             return Err(SettingsError::NoDatabases);
         }
+        for name in self.databases.keys() {
+            check_name("database", name)?;
+        }
+        for name in self.shard_groups.keys() {
+            check_name("shard group", name)?;
+        }
+        if self.pinning.seconds > limits::PINNING_SECONDS {
+            return Err(SettingsError::InvalidValue {
+                database: None,
+                key: "pinning.seconds",
+                value: self.pinning.seconds.to_string(),
+                reason: format!("must be at most {} (a day)", limits::PINNING_SECONDS),
+            });
+        }
         let replica_retry = duration(
             "routing.replica_retry",
             &self.routing.replica_retry,
             DEFAULT_REPLICA_RETRY,
+            limits::REPLICA_RETRY,
         )?;
         let connect_timeout = duration(
             "routing.connect_timeout",
             &self.routing.connect_timeout,
             DEFAULT_CONNECT_TIMEOUT,
+            limits::CONNECT_TIMEOUT,
         )?;
         let consistency = self.consistency_spec()?;
         let unknown_functions = match self.routing.unknown_functions.as_deref() {
@@ -123,13 +208,13 @@ impl Settings {
             }
             let pool_size = match db.pool_size {
                 None => DEFAULT_POOL_SIZE,
-                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+                Some(n) if (1..=limits::POOL_SIZE).contains(&n) => n as u32,
                 Some(n) => {
                     return Err(invalid(
                         name,
                         "pool_size",
                         n.to_string(),
-                        "must be at least 1",
+                        format!("must be between 1 and {}", limits::POOL_SIZE),
                     ))
                 }
             };
@@ -186,9 +271,14 @@ impl Settings {
             }
             let weight = match db.weight {
                 None => 1,
-                Some(n) if n >= 1 && n <= i64::from(u32::MAX) => n as u32,
+                Some(n) if (1..=limits::WEIGHT).contains(&n) => n as u32,
                 Some(n) => {
-                    return Err(invalid(name, "weight", n.to_string(), "must be at least 1"))
+                    return Err(invalid(
+                        name,
+                        "weight",
+                        n.to_string(),
+                        format!("must be between 1 and {}", limits::WEIGHT),
+                    ))
                 }
             };
             let url = resolve_url(name, db, backend, check_url)?;
@@ -238,26 +328,25 @@ impl Settings {
             "consistency.monitor_interval",
             &c.monitor_interval,
             crate::consistency::DEFAULT_MONITOR_INTERVAL,
+            limits::MONITOR_INTERVAL,
         )?;
-        if monitor_interval < Duration::from_millis(10) {
-            return Err(SettingsError::InvalidValue {
-                database: None,
-                key: "consistency.monitor_interval",
-                value: format!("{:?}", c.monitor_interval.clone().unwrap_or_default()),
-                reason: "must be at least 10ms".into(),
-            });
-        }
         Ok(ConsistencySpec {
             mode,
             max_lag: duration(
                 "consistency.max_lag",
                 &c.max_lag,
                 crate::consistency::DEFAULT_MAX_LAG,
+                limits::MAX_LAG,
             )?,
             max_lag_bytes: c
                 .max_lag_bytes
                 .unwrap_or(crate::consistency::DEFAULT_MAX_LAG_BYTES),
-            replica_wait: duration("consistency.replica_wait", &c.replica_wait, Duration::ZERO)?,
+            replica_wait: duration(
+                "consistency.replica_wait",
+                &c.replica_wait,
+                Duration::ZERO,
+                limits::REPLICA_WAIT,
+            )?,
             monitor_interval,
             granularity: match c.granularity.as_deref() {
                 None | Some("database") => Granularity::Database,
@@ -302,7 +391,7 @@ fn resolve_url(
         })?;
     check_url(&url).map_err(|expected| SettingsError::UrlScheme {
         database: name.to_owned(),
-        url: super::redact(&url),
+        url: SecretUrl::new(url.clone()).to_string(),
         backend,
         expected,
     })?;
