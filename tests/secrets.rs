@@ -128,7 +128,7 @@ fn no_output_path_shows_a_password_in_any_url_form() {
 #[test]
 fn a_url_under_the_wrong_key_is_not_echoed() {
     let url = format!("postgres://u:{SECRET}@127.0.0.1:1/db");
-    let good = format!("[databases.default]\nurl = \"postgres://h/db\"\n");
+    let good = "[databases.default]\nurl = \"postgres://h/db\"\n";
     let cases = [
         format!("{good}[databases.r]\nurl = \"postgres://h2/db\"\nprimary = \"{url}\"\n"),
         format!("{good}[databases.other]\nurl = \"postgres://h3/db\"\nread_strategy = \"{url}\"\n"),
