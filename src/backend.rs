@@ -220,7 +220,22 @@ mod pg {
         fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {
             // The insert position is past every record written so far, our commit included,
             // also with synchronous_commit = off (where the flush position may trail it).
-            lsn(conn, "pg_current_wal_insert_lsn()")
+            use diesel::sql_types::{BigInt, Nullable, Text};
+            let (insert, block, segment): (Option<i64>, String, String) = diesel::select((
+                diesel::dsl::sql::<Nullable<BigInt>>(
+                    "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+                ),
+                diesel::dsl::sql::<Text>("current_setting('wal_block_size')"),
+                diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
+            ))
+            .get_result(conn)?;
+            Ok(insert.map(|p| {
+                wal_record_end(
+                    p.max(0) as Position,
+                    parse_size(&block),
+                    parse_size(&segment),
+                )
+            }))
         }
 
         fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
@@ -251,6 +266,46 @@ mod pg {
                 identity: started.max(1) as u64,
             }))
         }
+    }
+
+    /// The insert position names where the next record goes: right after a page header
+    /// when the last record ended on a page boundary. A replica that replayed that record
+    /// reports the boundary, so the header is taken off (or the replica would look behind
+    /// until the next record is written).
+    pub(super) fn wal_record_end(
+        insert: Position,
+        block: Option<u64>,
+        segment: Option<u64>,
+    ) -> Position {
+        const SHORT_HEADER: u64 = 24;
+        const LONG_HEADER: u64 = 40;
+        match (block, segment) {
+            (Some(block), Some(segment)) if block > 0 && segment > 0 => {
+                if insert % segment == LONG_HEADER {
+                    insert - LONG_HEADER
+                } else if insert % block == SHORT_HEADER && insert % segment != SHORT_HEADER {
+                    insert - SHORT_HEADER
+                } else {
+                    insert
+                }
+            }
+            _ => insert,
+        }
+    }
+
+    /// `8192`, `16MB`, `1GB` (how PostgreSQL shows sizes) in bytes.
+    pub(super) fn parse_size(text: &str) -> Option<u64> {
+        let t = text.trim();
+        let digits = t.bytes().take_while(u8::is_ascii_digit).count();
+        let n: u64 = t[..digits].parse().ok()?;
+        let unit = match t[digits..].trim() {
+            "" | "B" => 1,
+            "kB" => 1 << 10,
+            "MB" => 1 << 20,
+            "GB" => 1 << 30,
+            _ => return None,
+        };
+        n.checked_mul(unit)
     }
 
     fn lsn(conn: &mut PgConnection, expr: &str) -> QueryResult<Option<Position>> {
@@ -438,6 +493,20 @@ mod sqlite {
 mod tests {
     use super::*;
     use diesel::pg::PgConnection;
+
+    #[test]
+    fn an_insert_position_after_a_page_header_is_the_record_end_before_it() {
+        use super::pg::{parse_size, wal_record_end};
+        let (b, s) = (Some(8192), Some(16 << 20));
+        assert_eq!(wal_record_end(8192 * 5 + 24, b, s), 8192 * 5);
+        assert_eq!(wal_record_end((16 << 20) * 3 + 40, b, s), (16 << 20) * 3);
+        assert_eq!(wal_record_end(8192 * 5 + 100, b, s), 8192 * 5 + 100);
+        assert_eq!(wal_record_end(8192 * 5 + 24, None, s), 8192 * 5 + 24);
+        assert_eq!(parse_size("16MB"), Some(16 << 20));
+        assert_eq!(parse_size("8192"), Some(8192));
+        assert_eq!(parse_size("1GB"), Some(1 << 30));
+        assert_eq!(parse_size("x"), None);
+    }
 
     #[test]
     fn postgres_urls_of_other_backends_are_refused() {

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::RoutedBackend;
-use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor};
+use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor, TokenError};
 use crate::database::{Database, Options};
 use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
@@ -48,6 +48,8 @@ struct Inner<C: RoutedBackend> {
     groups: BTreeMap<String, Group>,
     /// Stops the replica monitors when the cluster goes away.
     _monitors: Vec<Monitor>,
+    /// Tokens are signed with it and must carry its signature.
+    token_secret: Option<crate::consistency::TokenSecret>,
 }
 
 impl<C: RoutedBackend> Clone for Cluster<C> {
@@ -117,6 +119,7 @@ impl<C: RoutedBackend> Cluster<C> {
                     .map(|g| (g.name.clone(), Group::new(g)))
                     .collect(),
                 _monitors: monitors,
+                token_secret: topology.consistency.token_secret.clone(),
             }),
         })
     }
@@ -187,7 +190,26 @@ impl<C: RoutedBackend> Cluster<C> {
                 None => token.require(name.clone(), position),
             }
         }
+        if let Some(secret) = &self.inner.token_secret {
+            token.sign(&secret.0);
+        }
         token
+    }
+
+    /// Parses a token that came back from a cookie, a header or a job payload, and checks
+    /// its signature when the cluster has a `token_secret`. The error says what is wrong.
+    pub fn parse_token(&self, text: &str) -> std::result::Result<ConsistencyToken, TokenError> {
+        let token: ConsistencyToken = text.parse()?;
+        self.check_token(&token)?;
+        Ok(token)
+    }
+
+    /// Checks a token's signature when the cluster has a `token_secret` (else accepts it).
+    pub fn check_token(&self, token: &ConsistencyToken) -> std::result::Result<(), TokenError> {
+        match &self.inner.token_secret {
+            Some(secret) => token.verify(&secret.0),
+            None => Ok(()),
+        }
     }
 
     /// Learns the positions a token must carry that the scope does not know exactly yet.
@@ -297,16 +319,29 @@ impl<C: RoutedBackend> Cluster<C> {
     }
 
     /// The token's entries by database and table id; unknown databases are warned about and
-    /// skipped.
+    /// skipped. A table the process has never seen counts for its whole database (its name
+    /// is not kept: tokens are untrusted input). With a `token_secret`, a token whose
+    /// signature does not check out is ignored with a warning: its reads get no guarantee
+    /// from it (they still see what the scope itself writes).
     pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<(u64, TableId, u64)> {
+        if let Err(e) = self.check_token(token) {
+            tracing::warn!(
+                target: "diesel_sharding::consistency",
+                error = %e,
+                "consistency token refused: ignored"
+            );
+            return Vec::new();
+        }
         token
             .entries()
             .filter_map(
                 |(name, table, position)| match self.inner.primaries.get(name) {
                     Some((db, _)) => Some((
                         db.id,
-                        table.and_then(crate::routing::intern).unwrap_or(0),
-                        position,
+                        table.and_then(crate::routing::lookup).unwrap_or(0),
+                        // `Position::MAX` means "no replica can serve": a token cannot ask for
+                        // that, only for a position (which a read checks against the primary)
+                        position.min(crate::consistency::Position::MAX - 1),
                     )),
                     None => {
                         tracing::warn!(
@@ -369,5 +404,80 @@ impl<C: RoutedBackend> fmt::Debug for Cluster<C> {
                     .collect::<BTreeMap<_, _>>(),
             )
             .finish()
+    }
+}
+
+#[cfg(all(test, feature = "sqlite"))]
+mod tests {
+    use super::*;
+    use diesel::sqlite::SqliteConnection;
+
+    #[test]
+    fn tokens_naming_unknown_tables_teach_the_process_no_names() {
+        let cluster = Cluster::<SqliteConnection>::new(
+            Settings::from_toml_str("[databases.default]\nurl = \":memory:\"\n").unwrap(),
+        )
+        .unwrap();
+        let before = crate::routing::interned_count();
+        for i in 0..2000 {
+            let token: ConsistencyToken =
+                format!("default~unknown_table_{i}_{}-10", "x".repeat(100))
+                    .parse()
+                    .unwrap();
+            let positions = cluster.positions_of(&token);
+            assert_eq!(positions.len(), 1);
+            assert_eq!(
+                positions[0].1, 0,
+                "an unknown table counts for the whole database"
+            );
+        }
+        assert!(
+            crate::routing::interned_count() <= before + 5,
+            "no names were learned"
+        );
+    }
+
+    #[test]
+    fn with_a_secret_tokens_are_signed_and_unsigned_ones_are_refused() {
+        let cluster = Cluster::<SqliteConnection>::new(
+            Settings::from_toml_str(
+                "[consistency]\ntoken_secret = \"a secret of more than 16 bytes\"\n\
+                 [databases.default]\nurl = \":memory:\"\n",
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let token = cluster.token();
+        assert!(token.is_signed());
+        cluster.parse_token(&token.to_string()).unwrap();
+        assert!(cluster.parse_token("default-10").is_err(), "unsigned");
+        let forged: ConsistencyToken = "default-10".parse().unwrap();
+        assert!(cluster.positions_of(&forged).is_empty(), "ignored");
+        assert!(!format!("{cluster:?}").contains("a secret"));
+    }
+
+    #[test]
+    fn a_short_or_missing_secret_names_the_key() {
+        let e = Cluster::<SqliteConnection>::new(
+            Settings::from_toml_str(
+                "[consistency]\ntoken_secret = \"short\"\n[databases.default]\nurl = \":memory:\"\n",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("consistency.token_secret"), "{e}");
+        assert!(!e.to_string().contains("short"), "{e}");
+        let e = Cluster::<SqliteConnection>::new(
+            Settings::from_toml_str(
+                "[consistency]\ntoken_secret_env = \"DIESEL_SHARDING_TEST_UNSET_SECRET\"\n\
+                 [databases.default]\nurl = \":memory:\"\n",
+            )
+            .unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("consistency.token_secret_env"),
+            "{e}"
+        );
     }
 }

@@ -183,6 +183,16 @@ impl Database {
         }
     }
 
+    /// The highest position the primary is known to have reached (monitor, writes, checks).
+    pub(crate) fn known_primary_position(&self) -> Position {
+        self.primary_position.load(Ordering::Relaxed)
+    }
+
+    /// The primary was seen at `position`.
+    pub(crate) fn saw_primary_at(&self, position: Position) {
+        self.primary_position.fetch_max(position, Ordering::Relaxed);
+    }
+
     /// What `causal` adds for a read of `reads` (all tables when unknown): every position any
     /// thread of this process wrote there.
     pub(crate) fn process_written(&self, reads: Option<&[TableId]>) -> Position {

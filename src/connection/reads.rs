@@ -73,9 +73,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         mode: Consistency,
         reads: Option<&[TableId]>,
     ) -> Result<usize, RouteReason> {
-        let required = self
+        let mut required = self
             .required_position(mode, reads)
             .map_err(NoReplica::reason)?;
+        if required != Position::MAX && required > self.db.known_primary_position() {
+            required = self.clamp_to_primary(required);
+        }
         let wait = self.db.consistency.replica_wait;
         let deadline = (required > 0 && !wait.is_zero())
             .then(|| Instant::now().checked_add(wait))
@@ -92,6 +95,33 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 },
                 Err(other) => return Err(other.reason()),
             }
+        }
+    }
+
+    /// A required position beyond what the primary has been seen to reach: ask the primary
+    /// (one query). A position beyond its current one cannot be real (a forged token, or one
+    /// from before the primary was replaced): the scope's requirements are clamped to it, so
+    /// that such a token costs one query, not a primary read (or a `replica_wait`) each time.
+    fn clamp_to_primary(&mut self, required: Position) -> Position {
+        let Ok(primary) = self.open_primary() else {
+            return required;
+        };
+        let Some(now) = C::write_position(primary).ok().flatten() else {
+            return required;
+        };
+        self.db.saw_primary_at(now);
+        if required > now {
+            tracing::warn!(
+                target: "diesel_sharding::consistency",
+                database = %self.db.name,
+                required = format_args!("{required:x}"),
+                primary = format_args!("{now:x}"),
+                "a required position is beyond the primary's: clamped (a forged token, or a replaced primary)"
+            );
+            scope::clamp(self.db.id, now);
+            now
+        } else {
+            required
         }
     }
 

@@ -122,6 +122,16 @@ impl Granularity {
     }
 }
 
+/// The secret tokens are signed with; `Debug` never shows it.
+#[derive(Clone)]
+pub(crate) struct TokenSecret(pub(crate) std::sync::Arc<[u8]>);
+
+impl fmt::Debug for TokenSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenSecret(***)")
+    }
+}
+
 /// Validated `[consistency]` settings.
 #[derive(Debug, Clone)]
 pub(crate) struct ConsistencySpec {
@@ -132,6 +142,8 @@ pub(crate) struct ConsistencySpec {
     pub(crate) replica_wait: Duration,
     pub(crate) monitor_interval: Duration,
     pub(crate) granularity: Granularity,
+    /// Tokens are signed with this, and must carry a valid signature (`token_secret`).
+    pub(crate) token_secret: Option<TokenSecret>,
 }
 
 /// Defaults of the `[consistency]` keys.
@@ -148,6 +160,7 @@ impl Default for ConsistencySpec {
             replica_wait: Duration::ZERO,
             monitor_interval: DEFAULT_MONITOR_INTERVAL,
             granularity: Granularity::Database,
+            token_secret: None,
         }
     }
 }

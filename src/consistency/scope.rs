@@ -164,6 +164,17 @@ pub(crate) fn pending_databases() -> Vec<u64> {
     with_current(|s| s.pending.clone()).unwrap_or_default()
 }
 
+/// No requirement of `db` in the current scope goes beyond `limit` (the primary's position).
+pub(crate) fn clamp(db: u64, limit: Position) {
+    with_current(|s| {
+        for (d, _, p) in s.must_see.iter_mut() {
+            if *d == db && *p > limit {
+                *p = limit;
+            }
+        }
+    });
+}
+
 /// Everything the current scope must see, `(database, table or 0, position)`, for a token.
 pub(crate) fn snapshot() -> Vec<(u64, TableId, Position)> {
     with_current(|s| s.must_see.clone()).unwrap_or_default()

@@ -33,7 +33,16 @@ pub type Position = u64;
 pub struct ConsistencyToken {
     /// `(database, table or "" for the whole database)` -> position.
     positions: BTreeMap<(String, String), Position>,
+    /// A MAC over the entries, when the cluster that issued it has a `token_secret`.
+    signature: Option<[u8; SIGNATURE_LEN]>,
 }
+
+/// Bytes of the (truncated) HMAC-SHA256 a signed token carries.
+const SIGNATURE_LEN: usize = 16;
+/// The most entries (databases and tables) a token may hold.
+pub(crate) const MAX_TOKEN_ENTRIES: usize = 64;
+/// The longest database or table name a token may hold, in bytes.
+pub(crate) const MAX_TOKEN_NAME: usize = 128;
 
 /// A string that is not a [`ConsistencyToken`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,16 +107,68 @@ impl ConsistencyToken {
     }
 
     fn require_entry(&mut self, database: String, table: String, position: Position) {
+        // a changed token is no longer the one that was signed
+        self.signature = None;
         let entry = self.positions.entry((database, table)).or_insert(0);
         *entry = (*entry).max(position);
     }
 
-    /// Merges `other` in: the larger position per entry.
+    /// Merges `other` in: the larger position per entry. The result is unsigned.
     pub fn merge(&mut self, other: &ConsistencyToken) {
         for ((db, t), pos) in &other.positions {
             self.require_entry(db.clone(), t.clone(), *pos);
         }
+        self.signature = None;
     }
+
+    /// Does it carry a signature (checked by the cluster that has the secret)?
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_some()
+    }
+
+    /// The entries without the signature, as signed.
+    fn unsigned_text(&self) -> String {
+        let mut unsigned = self.clone();
+        unsigned.signature = None;
+        unsigned.to_string()
+    }
+
+    /// Signs the token with `secret`.
+    pub(crate) fn sign(&mut self, secret: &[u8]) {
+        let mac = mac(secret, self.unsigned_text().as_bytes());
+        self.signature = Some(mac);
+    }
+
+    /// Checks the signature against `secret`.
+    pub(crate) fn verify(&self, secret: &[u8]) -> Result<(), TokenError> {
+        use hmac::Mac;
+        let Some(signature) = self.signature else {
+            return Err(TokenError {
+                part: String::new(),
+                problem: "not signed, and this cluster requires signed tokens",
+            });
+        };
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+            .expect("HMAC takes keys of any length");
+        m.update(self.unsigned_text().as_bytes());
+        // constant time, over the truncated tag
+        m.verify_truncated_left(&signature).map_err(|_| TokenError {
+            part: String::new(),
+            problem: "the signature does not match: forged, or signed with another secret",
+        })
+    }
+}
+
+/// The first [`SIGNATURE_LEN`] bytes of HMAC-SHA256(`secret`, `text`).
+fn mac(secret: &[u8], text: &[u8]) -> [u8; SIGNATURE_LEN] {
+    use hmac::Mac;
+    let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(secret)
+        .expect("HMAC takes keys of any length");
+    m.update(text);
+    let full = m.finalize().into_bytes();
+    let mut out = [0u8; SIGNATURE_LEN];
+    out.copy_from_slice(&full[..SIGNATURE_LEN]);
+    out
 }
 
 fn write_escaped(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
@@ -139,6 +200,15 @@ impl fmt::Display for ConsistencyToken {
             }
             write!(f, "-{pos:x}")?;
         }
+        if let Some(signature) = &self.signature {
+            if !self.positions.is_empty() {
+                f.write_str(".")?;
+            }
+            f.write_str("!")?;
+            for b in signature {
+                write!(f, "{b:02x}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -157,11 +227,33 @@ impl FromStr for ConsistencyToken {
                 problem: "longer than 4096 bytes",
             });
         }
-        for part in s.split('.') {
+        let parts: Vec<&str> = s.split('.').collect();
+        if parts.len() > MAX_TOKEN_ENTRIES + 1 {
+            return Err(TokenError {
+                part: s.chars().take(16).collect(),
+                problem: "more than 64 entries",
+            });
+        }
+        for (i, part) in parts.iter().enumerate() {
             let bad = |problem| TokenError {
-                part: part.to_owned(),
+                part: part.chars().take(64).collect(),
                 problem,
             };
+            if let Some(hex) = part.strip_prefix('!') {
+                if i + 1 != parts.len() {
+                    return Err(bad("the signature must come last"));
+                }
+                if hex.len() != 2 * SIGNATURE_LEN || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(bad("the signature is not 32 hex digits"));
+                }
+                let mut signature = [0u8; SIGNATURE_LEN];
+                for (k, byte) in signature.iter_mut().enumerate() {
+                    *byte = u8::from_str_radix(&hex[2 * k..2 * k + 2], 16)
+                        .map_err(|_| bad("the signature is not hex"))?;
+                }
+                token.signature = Some(signature);
+                break;
+            }
             let (name, pos) = part
                 .rsplit_once('-')
                 .ok_or_else(|| bad("expected `<database>-<hex position>`"))?;
@@ -179,7 +271,21 @@ impl FromStr for ConsistencyToken {
             if name.contains('~') && table.is_empty() {
                 return Err(bad("the table name is empty"));
             }
+            if db.len() > MAX_TOKEN_NAME || table.len() > MAX_TOKEN_NAME {
+                return Err(bad("a name is longer than 128 bytes"));
+            }
+            if db.chars().chain(table.chars()).any(char::is_control) {
+                return Err(bad("a name holds a control character"));
+            }
+            let signature = token.signature;
             token.require_entry(db, table, pos);
+            token.signature = signature;
+        }
+        if token.positions.len() > MAX_TOKEN_ENTRIES {
+            return Err(TokenError {
+                part: s.chars().take(16).collect(),
+                problem: "more than 64 entries",
+            });
         }
         Ok(token)
     }
@@ -301,5 +407,60 @@ mod tests {
         assert_eq!(text.trim(), "token = \"default-ff\"");
         assert_eq!(toml::from_str::<Job>(&text).unwrap(), job);
         assert!(toml::from_str::<Job>("token = \"nope\"").is_err());
+    }
+
+    #[test]
+    fn hostile_tokens_are_refused() {
+        for bad in [
+            "default%00-10",
+            "default%01-10",
+            "de%7Ffault-10",
+            "default~a%0Ab-10",
+            "default-10.!00",
+            "!0123456789abcdef0123456789abcdef.default-10",
+        ] {
+            assert!(bad.parse::<ConsistencyToken>().is_err(), "{bad}");
+        }
+        let long = format!("default~{}-10", "t".repeat(129));
+        assert!(long.parse::<ConsistencyToken>().is_err());
+        let many: Vec<String> = (0..65).map(|i| format!("d{i}-1")).collect();
+        assert!(many.join(".").parse::<ConsistencyToken>().is_err());
+        let fine: Vec<String> = (0..64).map(|i| format!("d{i}-1")).collect();
+        assert!(fine.join(".").parse::<ConsistencyToken>().is_ok());
+    }
+
+    #[test]
+    fn a_signed_token_round_trips_and_a_changed_one_fails_its_check() {
+        let secret = b"0123456789abcdef-secret";
+        let mut t = ConsistencyToken::new();
+        t.require("default", 0x3023E98);
+        t.sign(secret);
+        let text = t.to_string();
+        assert!(text.starts_with("default-3023e98.!"), "{text}");
+        assert!(text.len() < 60, "short enough for a cookie: {text}");
+        let back: ConsistencyToken = text.parse().unwrap();
+        assert!(back.is_signed());
+        back.verify(secret).unwrap();
+        assert!(back.verify(b"another secret of sixteen").is_err());
+        let forged = text.replace("3023e98", "3023e99");
+        assert!(forged
+            .parse::<ConsistencyToken>()
+            .unwrap()
+            .verify(secret)
+            .is_err());
+        let mut unsigned = ConsistencyToken::new();
+        unsigned.require("default", 1);
+        assert!(unsigned.verify(secret).is_err());
+        let mut merged = back.clone();
+        merged.merge(&unsigned);
+        assert!(!merged.is_signed(), "a changed token is no longer signed");
+        let mut empty = ConsistencyToken::new();
+        empty.sign(secret);
+        let text = empty.to_string();
+        assert!(text.starts_with('!'));
+        text.parse::<ConsistencyToken>()
+            .unwrap()
+            .verify(secret)
+            .unwrap();
     }
 }

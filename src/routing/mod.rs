@@ -29,7 +29,9 @@ pub use self::classify::{Classifier, StatementKind};
 pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
 pub use self::functions::BUILTIN_WRITE_FUNCTIONS;
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
-pub(crate) use self::tables::{intern, table_name, tables, TableId, TableUse};
+#[cfg(test)]
+pub(crate) use self::tables::interned_count;
+pub(crate) use self::tables::{lookup, table_name, tables, TableId, TableUse};
 
 use crate::pin::PinStatus;
 

@@ -56,6 +56,18 @@ pub(crate) fn intern(name: &str) -> Option<TableId> {
     Some(id)
 }
 
+/// The id of a table name the process already knows, without learning a new one (for
+/// names from untrusted input such as tokens).
+pub(crate) fn lookup(name: &str) -> Option<TableId> {
+    interner().read().ok()?.ids.get(name).copied()
+}
+
+/// How many table names the process knows.
+#[cfg(test)]
+pub(crate) fn interned_count() -> usize {
+    interner().read().map(|n| n.names.len()).unwrap_or(0)
+}
+
 /// The name of an interned table id.
 pub(crate) fn table_name(id: TableId) -> Option<String> {
     let names = interner().read().ok()?;

@@ -125,11 +125,24 @@ struct RoutingSettings {
     connect_timeout: Option<String>,
 }
 
+/// A secret from the settings: deserialises from a string, never prints.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+struct SecretString(String);
+
+impl fmt::Debug for SecretString {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
 /// `[consistency]`: what reads must see, and when a replica lags too far.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 struct ConsistencySettings {
     mode: Option<String>,
+    token_secret: Option<SecretString>,
+    token_secret_env: Option<String>,
     max_lag: Option<String>,
     max_lag_bytes: Option<u64>,
     replica_wait: Option<String>,
@@ -262,8 +275,8 @@ const GROUP_KEYS: &str = "bucketing, read_strategy, epoch, storage";
 const PINNING_KEYS: &str = "seconds";
 const ROUTING_KEYS: &str =
     "write_functions, unknown_functions, read_functions, replica_retry, connect_timeout";
-const CONSISTENCY_KEYS: &str =
-    "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, granularity";
+const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, \
+     granularity, token_secret, token_secret_env";
 const DATABASE_KEYS: &str =
     "url, url_env, primary, pool_size, read_strategy, weight, shard_group, shard_id";
 
@@ -381,6 +394,14 @@ impl Settings {
     #[must_use]
     pub fn replica_retry(mut self, after: Duration) -> Self {
         self.routing.replica_retry = Some(format!("{}ms", after.as_millis()));
+        self
+    }
+
+    /// Signs consistency tokens with `secret` (at least 16 bytes), and refuses unsigned or
+    /// badly signed ones. Defaults to no signing.
+    #[must_use]
+    pub fn token_secret(mut self, secret: impl Into<String>) -> Self {
+        self.consistency.token_secret = Some(SecretString(secret.into()));
         self
     }
 

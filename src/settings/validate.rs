@@ -330,7 +330,37 @@ impl Settings {
             crate::consistency::DEFAULT_MONITOR_INTERVAL,
             limits::MONITOR_INTERVAL,
         )?;
+        let secret = match (&c.token_secret_env, &c.token_secret) {
+            (Some(var), fallback) => match std::env::var(var) {
+                Ok(v) if !v.is_empty() => Some(v),
+                _ => match fallback {
+                    Some(s) => Some(s.0.clone()),
+                    None => {
+                        return Err(SettingsError::InvalidValue {
+                            database: None,
+                            key: "consistency.token_secret_env",
+                            value: format!("{var:?}"),
+                            reason: "the variable is not set, and there is no token_secret".into(),
+                        })
+                    }
+                },
+            },
+            (None, secret) => secret.as_ref().map(|s| s.0.clone()),
+        };
+        let token_secret = match secret {
+            None => None,
+            Some(s) if s.len() < 16 => {
+                return Err(SettingsError::InvalidValue {
+                    database: None,
+                    key: "consistency.token_secret",
+                    value: "\"***\"".into(),
+                    reason: "must be at least 16 bytes".into(),
+                })
+            }
+            Some(s) => Some(crate::consistency::TokenSecret(s.into_bytes().into())),
+        };
         Ok(ConsistencySpec {
+            token_secret,
             mode,
             max_lag: duration(
                 "consistency.max_lag",

@@ -1,0 +1,142 @@
+//! Faults and hostile input against a real primary and streaming replica: forged and signed
+//! tokens, a primary that dies after a commit, clusters that come and go. Where statements
+//! ran is checked in the servers' `pg_stat_statements`.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use diesel::pg::PgConnection;
+use diesel::prelude::*;
+use diesel_sharding::{Cluster, ConsistencyToken, DataConsistency, RouteReason, Settings};
+use support::pg_cluster::{Node, PgCluster};
+
+const DB: &str = "app";
+const PRIMARY: Node = Node::Primary;
+const REPLICA: Node = Node::Replica(0);
+
+mod schema {
+    diesel::table! {
+        items (id) {
+            id -> Int4,
+            name -> Text,
+        }
+    }
+}
+use schema::items;
+
+const READ: &str = "SELECT \"items\".\"name\" FROM \"items\"%";
+
+struct Setup {
+    pg: PgCluster,
+    cluster: Cluster<PgConnection>,
+}
+
+fn setup(settings: &str) -> Setup {
+    let pg = PgCluster::start(1);
+    pg.create_database(DB);
+    pg.execute(
+        PRIMARY,
+        DB,
+        "CREATE TABLE items (id serial PRIMARY KEY, name text NOT NULL);\
+         INSERT INTO items (name) VALUES ('seed');",
+    );
+    pg.wait_all_caught_up();
+    let cluster = cluster(&pg, settings);
+    pg.reset_all_statement_stats();
+    Setup { pg, cluster }
+}
+
+fn cluster(pg: &PgCluster, settings: &str) -> Cluster<PgConnection> {
+    Cluster::new(
+        Settings::from_toml_str(&format!(
+            "{settings}\n[databases.default]\nurl = \"{}\"\n[databases.r0]\nurl = \"{}\"\nprimary = \"default\"\n",
+            pg.primary_url(DB),
+            pg.replica_url(0, DB)
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
+fn names(cluster: &Cluster<PgConnection>) -> (Vec<String>, RouteReason) {
+    let mut conn = cluster.get("default").unwrap();
+    let names = items::table
+        .select(items::name)
+        .order(items::id)
+        .load(&mut conn)
+        .unwrap();
+    (names, conn.last_route().unwrap().reason)
+}
+
+fn insert(cluster: &Cluster<PgConnection>, name: &str) {
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(items::table)
+        .values(items::name.eq(name))
+        .execute(&mut conn)
+        .unwrap();
+}
+
+// -- tokens are untrusted input ---------------------------------------------------------------------
+
+#[test]
+fn a_forged_position_costs_one_check_not_a_primary_read_or_a_wait_each_time() {
+    let s = setup("[pinning]\nseconds = 0\n[consistency]\nreplica_wait = \"200ms\"\nmonitor_interval = \"50ms\"");
+    let forged: ConsistencyToken = "default-ffffffffffffffff".parse().unwrap();
+    let started = Instant::now();
+    let reasons: Vec<RouteReason> = s
+        .cluster
+        .with_token(&forged, || (0..20).map(|_| names(&s.cluster).1).collect());
+    let took = started.elapsed();
+    assert!(
+        reasons
+            .iter()
+            .filter(|r| **r == RouteReason::Replica)
+            .count()
+            >= 19,
+        "{reasons:?}"
+    );
+    assert!(s.pg.statement_calls(REPLICA, READ) >= 19);
+    // a bound, not a benchmark: 20 waits of 200 ms would take 4 s
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
+fn signed_tokens_carry_writes_and_forged_ones_are_ignored() {
+    let s = setup(
+        "[pinning]\nseconds = 0\n[consistency]\nmonitor_interval = \"50ms\"\n\
+         token_secret = \"a secret of at least sixteen bytes\"",
+    );
+    s.pg.pause_replay(0);
+    insert(&s.cluster, "mine");
+    let token = s.cluster.token().to_string();
+    assert!(token.contains('!'), "signed: {token}");
+    let cluster = s.cluster.clone();
+    let seen = std::thread::spawn(move || {
+        let token = cluster.parse_token(&token).unwrap();
+        cluster
+            .run_job(&token, DataConsistency::Sticky, || names(&cluster))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(seen.0.contains(&"mine".to_string()), "{seen:?}");
+    assert_eq!(s.pg.statement_calls(REPLICA, READ), 0);
+
+    // an unsigned token naming the same write is not trusted: no guarantee from it
+    let unsigned = s.cluster.token().to_string();
+    let unsigned = unsigned.split(".!").next().unwrap().to_owned();
+    assert!(s.cluster.parse_token(&unsigned).is_err());
+    let cluster = s.cluster.clone();
+    let reason = std::thread::spawn(move || {
+        let token: ConsistencyToken = unsigned.parse().unwrap();
+        cluster.with_token(&token, || names(&cluster).1)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        reason,
+        RouteReason::Replica,
+        "the forged requirement was ignored"
+    );
+}
