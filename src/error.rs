@@ -93,12 +93,33 @@ pub enum Error {
         source: diesel::result::Error,
     },
     /// Migrations failed on one database (the first failure stops the run).
-    #[error("migrations on database `{database}`: {message}")]
+    #[error("migrations on database `{database}`")]
     Migration {
         /// Where.
         database: String,
         /// What the migration harness reported.
-        message: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Ids cannot be made or read for a shard group (its epoch, or an id that is not one of
+    /// the group's).
+    #[error("shard group `{group}`")]
+    Id {
+        /// The group.
+        group: String,
+        /// Why.
+        #[source]
+        source: crate::sharding::ids::IdError,
+    },
+    /// A shard of one group given where a shard of another is needed.
+    #[error("shard {shard_id} of group `{shard_group}` given for group `{group}`")]
+    ShardOfAnotherGroup {
+        /// The group the call is about.
+        group: String,
+        /// The group of the shard given.
+        shard_group: String,
+        /// Its id.
+        shard_id: i32,
     },
     /// The closure run on a shard panicked.
     #[error("the work on database `{database}` panicked")]

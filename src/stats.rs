@@ -11,6 +11,7 @@ pub(crate) struct Counters {
     by_reason: [AtomicU64; RouteReason::ALL.len()],
     by_replica: Vec<AtomicU64>,
     replica_failures: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Counters {
@@ -19,7 +20,13 @@ impl Counters {
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
             by_replica: (0..replicas).map(|_| AtomicU64::new(0)).collect(),
             replica_failures: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
+    }
+
+    /// A routed statement returned an error (it is counted by its route too).
+    pub(crate) fn failed(&self) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn count(&self, reason: RouteReason, replica: Option<usize>) {
@@ -53,6 +60,7 @@ impl Counters {
                 .map(|(n, c)| (n.to_owned(), c.load(Ordering::Relaxed)))
                 .collect(),
             replica_failures: self.replica_failures.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
         }
     }
 }
@@ -86,6 +94,8 @@ pub struct DatabaseStats {
     pub replicas: BTreeMap<String, u64>,
     /// Replica connections that failed to open or broke.
     pub replica_failures: u64,
+    /// Statements that returned an error (each is also counted where it ran).
+    pub failed: u64,
 }
 
 impl DatabaseStats {

@@ -140,3 +140,31 @@ fn signed_tokens_carry_writes_and_forged_ones_are_ignored() {
         "the forged requirement was ignored"
     );
 }
+
+// -- stats count each statement once -------------------------------------------------------------
+
+#[test]
+fn a_read_retried_on_the_primary_counts_once_and_failures_count() {
+    let s = setup("[pinning]\nseconds = 0\n[routing]\nreplica_retry = \"10s\"");
+    let mut conn = s.cluster.get("default").unwrap();
+    items::table.count().get_result::<i64>(&mut conn).unwrap();
+    let before = s.cluster.stats().database("default").unwrap().clone();
+    assert_eq!(before.replica, 1);
+    s.pg.kill_replica(0);
+    items::table.count().get_result::<i64>(&mut conn).unwrap();
+    assert_eq!(conn.last_route().unwrap().reason, RouteReason::Fallback);
+    let after = s.cluster.stats().database("default").unwrap().clone();
+    assert_eq!(
+        after.replica, 1,
+        "the broken replica read is not counted as a replica read"
+    );
+    assert_eq!(after.reason(RouteReason::Fallback), 1);
+    assert_eq!(
+        after.primary + after.replica,
+        before.primary + before.replica + 1
+    );
+    assert!(diesel::sql_query("SELECT * FROM no_such_table")
+        .execute(&mut conn)
+        .is_err());
+    assert_eq!(s.cluster.stats().database("default").unwrap().failed, 1);
+}

@@ -379,6 +379,76 @@ fn the_first_migration_failure_names_its_database() {
         "{e}"
     );
     assert!(e.to_string().contains("users_1"), "{e}");
+    let source = std::error::Error::source(&e).expect("the harness's error is kept");
+    assert!(source.to_string().contains("users"), "{source}");
+}
+
+#[test]
+fn remembering_a_shard_of_another_group_stores_nothing() {
+    let f = Files::new();
+    let toml = format!(
+        "[shard_groups.users]\nbucketing = \"round_robin\"\nstorage = \"default\"\n\
+         [shard_groups.orders]\nbucketing = \"mod\"\n\
+         [databases.default]\nurl = \"{}\"\n\
+         [databases.users_0]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = 0\n\
+         [databases.users_1]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = 1\n\
+         [databases.orders_0]\nurl = \"{}\"\nshard_group = \"orders\"\nshard_id = 0\n\
+         [databases.orders_1]\nurl = \"{}\"\nshard_group = \"orders\"\nshard_id = 1\n",
+        f.path("default.sqlite"),
+        f.path("users_0.sqlite"),
+        f.path("users_1.sqlite"),
+        f.path("orders_0.sqlite"),
+        f.path("orders_1.sqlite"),
+    );
+    let cluster =
+        Cluster::<SqliteConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
+    let foreign = cluster.shard_by_id("orders", 1).unwrap();
+    let e = cluster
+        .remember_shard("users", &42i64, &foreign)
+        .unwrap_err();
+    assert!(matches!(e, Error::ShardOfAnotherGroup { .. }), "{e}");
+    let mut missing = cluster.shard_by_id("users", 1).unwrap();
+    missing.shard_id = 7;
+    let e = cluster
+        .remember_shard("users", &42i64, &missing)
+        .unwrap_err();
+    assert!(matches!(e, Error::UnknownShard { shard_id: 7, .. }), "{e}");
+    // neither was stored: the key still gets a pick of its own, and keeps it
+    let picked = cluster.shard_for::<Post>(&42i64).unwrap();
+    assert_eq!(picked.group, "users");
+    assert_eq!(cluster.shard_for::<Post>(&42i64).unwrap(), picked);
+}
+
+#[test]
+fn only_ids_of_the_group_map_to_a_shard() {
+    let f = Files::new();
+    let cluster = f.cluster(3, "bucketing = \"mod\"");
+    let shard = cluster.shard_by_id("users", 2).unwrap();
+    let id = cluster.next_id(&shard).unwrap();
+    assert_eq!(cluster.shard_of_id("users", id).unwrap(), shard);
+    assert!(matches!(
+        cluster.shard_of_id("users", -5),
+        Err(Error::Id { .. })
+    ));
+    // a time far beyond now, with a real shard id
+    let future = (1i64 << 62) | (2 << 10);
+    assert!(matches!(
+        cluster.shard_of_id("users", future),
+        Err(Error::Id { .. })
+    ));
+    // random numbers: only those that could be ids of the group (a shard id it has, a time
+    // not in the future) map to a shard; before the checks, 37 in 100,000 did
+    let mut accepted = 0;
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    for _ in 0..100_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if cluster.shard_of_id("users", x as i64).is_ok() {
+            accepted += 1;
+        }
+    }
+    assert!(accepted <= 12, "{accepted} random numbers taken for ids");
 }
 
 #[test]

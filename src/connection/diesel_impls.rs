@@ -110,7 +110,6 @@ where
         let (reason, source) = match self.route_read(classified.kind, reads) {
             Err(reason) => (reason, source),
             Ok(i) => {
-                self.on_replica(i);
                 // Borrow only the `replicas` field: the fallback below uses others.
                 let Some(replica) = self.replicas[i].as_mut() else {
                     return Err(connection_error(
@@ -120,7 +119,25 @@ where
                     ));
                 };
                 match C::load_on_replica(replica, source) {
-                    ReplicaLoad::Done(result) => return result,
+                    ReplicaLoad::Done(result) => {
+                        // counted once, where it ran; what the scope saw, if it saw anything
+                        self.db.routed(RouteReason::Replica, Some(i));
+                        self.last = Some((RouteReason::Replica, Some(i)));
+                        if result.is_ok() {
+                            if self.db.has_positions {
+                                let replicas = &self.db.replicas;
+                                scope::observed(
+                                    self.db.id,
+                                    i,
+                                    replicas.clock_ms(),
+                                    replicas.replay(i),
+                                );
+                            }
+                        } else {
+                            self.db.counters.failed();
+                        }
+                        return result;
+                    }
                     ReplicaLoad::Retry(error, source) => {
                         self.dead_replica = Some(i);
                         self.db.replicas.mark_down(i);
@@ -158,6 +175,9 @@ where
         };
         self.db.routed(reason, None);
         self.last = Some((reason, None));
+        if result.is_err() {
+            self.db.counters.failed();
+        }
         let outcome = self.state.apply(
             classified.statements(),
             classified.written_tables(),

@@ -374,6 +374,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             _ => (f(self.open_primary()?), None),
         };
         self.record(reason, replica);
+        if result.is_err() {
+            self.db.counters.failed();
+        }
         if result.is_ok() && classified.is_plain() {
             // the common case, one plain statement: what it wrote, without the bookkeeping
             if classified.writes() {

@@ -100,13 +100,18 @@ impl Group {
     }
 
     /// The in-process id generator of the shard at `index`.
-    pub(crate) fn generator(&self, index: usize) -> Option<&IdGenerator> {
-        let (shard_id, _) = self.shards.get(index)?;
-        let cell = self.generators.get(index)?;
+    pub(crate) fn generator(
+        &self,
+        index: usize,
+    ) -> Result<&IdGenerator, crate::sharding::ids::IdError> {
+        let (shard_id, cell) = match (self.shards.get(index), self.generators.get(index)) {
+            (Some((shard_id, _)), Some(cell)) => (*shard_id, cell),
+            _ => return Err(crate::sharding::ids::IdError::ShardIdOutOfRange { shard_id: -1 }),
+        };
         if let Some(g) = cell.get() {
-            return Some(g);
+            return Ok(g);
         }
-        let g = IdGenerator::new(*shard_id, self.epoch).ok()?;
-        Some(cell.get_or_init(|| g))
+        let g = IdGenerator::new(shard_id, self.epoch)?;
+        Ok(cell.get_or_init(|| g))
     }
 }

@@ -100,6 +100,14 @@ pub enum IdError {
         /// How long ago it is.
         since_ms: u64,
     },
+    /// A number that cannot be an id of the group (`Cluster::shard_of_id`).
+    #[error("{id} is not an id of this group: {reason}")]
+    NotAnId {
+        /// The number.
+        id: i64,
+        /// Why not.
+        reason: &'static str,
+    },
 }
 
 /// The shard id encoded in a global id (bits 10 to 22).

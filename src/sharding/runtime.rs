@@ -173,6 +173,20 @@ impl<C: RoutedBackend> Cluster<C> {
         shard: &Shard,
     ) -> Result<Shard> {
         let g = self.group(group, None)?;
+        // check first, store after: a stored pick of the wrong shard would stick
+        if shard.group != g.name {
+            return Err(Error::ShardOfAnotherGroup {
+                group: g.name.clone(),
+                shard_group: shard.group.clone(),
+                shard_id: shard.shard_id,
+            });
+        }
+        if g.by_id(shard.shard_id).is_none() {
+            return Err(Error::UnknownShard {
+                group: g.name.clone(),
+                shard_id: shard.shard_id,
+            });
+        }
         let shard_id = self.with_storage(g, |primary| {
             primary.store_first(&g.name, &key.storage_key(), shard.shard_id)
         })?;
@@ -270,7 +284,25 @@ impl<C: RoutedBackend> Cluster<C> {
     }
 
     /// The shard a global id of `group` was made on: rows can be routed by id alone.
+    ///
+    /// An id that cannot be one of the group's is refused: negative, or made (by its time
+    /// bits) more than a minute in the future of the group's clock.
     pub fn shard_of_id(&self, group: &str, id: i64) -> Result<Shard> {
+        let g = self.group(group, None)?;
+        let invalid = |reason| Error::Id {
+            group: group.to_owned(),
+            source: ids::IdError::NotAnId { id, reason },
+        };
+        if id < 0 {
+            return Err(invalid("negative"));
+        }
+        let made = g
+            .epoch
+            .checked_add(std::time::Duration::from_millis(ids::millis_of_id(id)));
+        let limit = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+        if made.is_none_or(|t| t > limit) {
+            return Err(invalid("its time is in the future"));
+        }
         self.shard_by_id(group, ids::shard_of_id(id))
     }
 
@@ -284,7 +316,13 @@ impl<C: RoutedBackend> Cluster<C> {
             shard_id: shard.shard_id,
         };
         let index = g.index_of(shard.shard_id).ok_or_else(unknown)?;
-        Ok(g.generator(index).ok_or_else(unknown)?.next_id())
+        match g.generator(index) {
+            Ok(generator) => Ok(generator.next_id()),
+            Err(source) => Err(Error::Id {
+                group: shard.group.clone(),
+                source,
+            }),
+        }
     }
 
     /// A new id from the ticket table on the primary of `database` (Flickr's ticket servers:
@@ -407,9 +445,9 @@ impl<C: RoutedBackend> Cluster<C> {
             let mut conn = self.get(&database)?;
             let applied = conn
                 .run_pending_migrations(Borrowed(&source))
-                .map_err(|e| Error::Migration {
+                .map_err(|source| Error::Migration {
                     database: database.clone(),
-                    message: e.to_string(),
+                    source,
                 })?;
             let versions = applied.iter().map(|v| v.to_string()).collect();
             report.databases.push((database, versions));
