@@ -88,6 +88,11 @@ impl<C: RoutedBackend> Cluster<C> {
             scheduled_thread_pool::ScheduledThreadPool::builder()
                 .num_threads(3)
                 .thread_name_pattern("diesel-sharding-r2d2-{}")
+                // r2d2's reaper is a repeating job: without this, the workers would wait
+                // for its next run after the pools are gone
+                .on_drop_behavior(
+                    scheduled_thread_pool::OnPoolDropBehavior::DiscardPendingScheduled,
+                )
                 .build(),
         );
         for spec in &topology.primaries {

@@ -15,15 +15,35 @@ use rand::Rng;
 use crate::backend::RoutedBackend;
 use crate::database::Database;
 
-/// Stops the monitor's threads when dropped.
+/// How long dropping a monitor waits for its threads: a probe or connect in flight ends
+/// within the connect timeout (2 s by default), the sleep between probes at once.
+const JOIN_BOUND: Duration = Duration::from_millis(2500);
+
+/// Stops the monitor's threads when dropped, and waits (a bounded time) until they have
+/// ended, so that a process can exit right after dropping its cluster.
 #[derive(Debug)]
 pub(crate) struct Monitor {
     stop: Arc<AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl Drop for Monitor {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + JOIN_BOUND;
+        for handle in self.threads.drain(..) {
+            while !handle.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(
+                    target: "diesel_sharding::monitor",
+                    "a replica monitor thread is still inside a database call: left to end by itself"
+                );
+            }
+        }
     }
 }
 
@@ -38,6 +58,7 @@ impl Monitor {
     /// Starts probing the primary and every replica of `db` every `interval` (with jitter).
     pub(crate) fn spawn<C: RoutedBackend>(db: &Arc<Database>, interval: Duration) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
         let targets =
             std::iter::once(Target::Primary).chain((0..db.replicas.len()).map(Target::Replica));
         for target in targets {
@@ -47,11 +68,14 @@ impl Monitor {
             let spawned = std::thread::Builder::new()
                 .name(name)
                 .spawn(move || probe_loop::<C>(weak, target, interval, stop));
-            if let Err(e) = spawned {
-                tracing::warn!(target: "diesel_sharding::monitor", error = %e, "cannot start a replica monitor thread");
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(e) => {
+                    tracing::warn!(target: "diesel_sharding::monitor", error = %e, "cannot start a replica monitor thread")
+                }
             }
         }
-        Monitor { stop }
+        Monitor { stop, threads }
     }
 }
 
@@ -110,7 +134,7 @@ fn probe_loop<C: RoutedBackend>(
             if stop.load(Ordering::Relaxed) {
                 return;
             }
-            let step = left.min(Duration::from_millis(50));
+            let step = left.min(Duration::from_millis(10));
             std::thread::sleep(step);
             left -= step;
         }
