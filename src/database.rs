@@ -35,6 +35,8 @@ pub(crate) struct Database {
     pub(crate) id: u64,
     pub(crate) name: String,
     pub(crate) url: SecretUrl,
+    /// The URL the primary is opened with: `url` with the connect timeout.
+    pub(crate) open_url: SecretUrl,
     pub(crate) replicas: ReplicaSet,
     pub(crate) classifier: Classifier,
     pub(crate) pin_window: Duration,
@@ -69,6 +71,7 @@ impl Database {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
             url: spec.url.clone(),
+            open_url: SecretUrl::new((o.connect_url)(spec.url.expose(), o.connect_timeout)),
             replicas: ReplicaSet::new(
                 &spec.replicas,
                 spec.read_strategy,

@@ -399,3 +399,32 @@ fn database_prefix(database: &Option<String>) -> String {
         .map(|d| format!("database `{d}`: "))
         .unwrap_or_default()
 }
+
+/// A read that must run on the primary because a write's replication position is unknown
+/// (the primary went away between the commit and the position query), while the primary does
+/// not answer. Returned inside `diesel::result::Error::QueryBuilderError`; downcast to check.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "a write to `{database}` committed just before its primary stopped answering, and its \
+     replication position is unknown: no replica can be shown to have it, so this scope reads \
+     `{database}` from the primary until it answers again (or the scope ends)"
+)]
+#[non_exhaustive]
+pub struct PositionUnknown {
+    /// The database.
+    pub database: String,
+    /// Why the primary cannot be reached.
+    #[source]
+    pub source: diesel::result::ConnectionError,
+}
+
+/// The Diesel error for [`PositionUnknown`].
+pub(crate) fn position_unknown(
+    database: &str,
+    source: diesel::result::ConnectionError,
+) -> diesel::result::Error {
+    diesel::result::Error::QueryBuilderError(Box::new(PositionUnknown {
+        database: database.to_owned(),
+        source,
+    }))
+}

@@ -67,7 +67,7 @@ pub type RoutedPgConnection = RoutedConnection<diesel::pg::PgConnection>;
 #[cfg(feature = "sqlite")]
 pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnection>;
 pub use crate::consistency::{Consistency, ConsistencyToken, Granularity, Position, TokenError};
-pub use crate::error::{Error, Result, SettingsError};
+pub use crate::error::{Error, PositionUnknown, Result, SettingsError};
 pub use crate::job::{DataConsistency, JobDelayed};
 pub use crate::manager::RoutedConnectionManager;
 pub use crate::routing::RouteReason;

@@ -168,3 +168,55 @@ fn a_read_retried_on_the_primary_counts_once_and_failures_count() {
         .is_err());
     assert_eq!(s.cluster.stats().database("default").unwrap().failed, 1);
 }
+
+// -- the primary dies after a commit ----------------------------------------------------------------
+
+#[test]
+fn a_write_whose_position_died_with_the_primary_fails_its_scopes_reads_clearly_until_it_returns() {
+    use diesel::pg::PgRowByRowLoadingMode;
+    use diesel_sharding::PositionUnknown;
+    let s = setup(
+        "[pinning]\nseconds = 0\n[routing]\nconnect_timeout = \"1s\"\n[consistency]\nmonitor_interval = \"50ms\"",
+    );
+    let mut conn = s.cluster.get("default").unwrap();
+    // row by row: the cursor holds the connection, so the position is read later
+    let ids: Vec<i32> = diesel::insert_into(items::table)
+        .values(items::name.eq("late"))
+        .returning(items::id)
+        .load_iter::<i32, PgRowByRowLoadingMode>(&mut conn)
+        .unwrap()
+        .collect::<QueryResult<_>>()
+        .unwrap();
+    assert_eq!(ids.len(), 1);
+    s.pg.kill_node(PRIMARY);
+    let started = Instant::now();
+    let err = items::table
+        .select(items::name)
+        .load::<String>(&mut conn)
+        .expect_err("the position is unknown and the primary is gone");
+    assert!(started.elapsed() < Duration::from_secs(3), "no hang");
+    let cause = match &err {
+        diesel::result::Error::QueryBuilderError(e) => e.downcast_ref::<PositionUnknown>(),
+        _ => None,
+    };
+    assert!(cause.is_some(), "a clear error, not {err}");
+    assert!(err.to_string().contains("position is unknown"), "{err}");
+    // another thread, without that write, reads on from the replica
+    let cluster = s.cluster.clone();
+    let other = std::thread::spawn(move || names(&cluster)).join().unwrap();
+    assert_eq!(other.1, RouteReason::Replica);
+    // the primary comes back: the position is learned and the row is read
+    s.pg.start_node(PRIMARY);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let seen = loop {
+        match items::table.select(items::name).load::<String>(&mut conn) {
+            Ok(seen) => break seen,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the primary is back, yet: {e}"),
+        }
+    };
+    assert!(seen.contains(&"late".to_string()), "{seen:?}");
+}

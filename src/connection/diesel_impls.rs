@@ -160,13 +160,22 @@ where
             && !in_transaction
             && self.db.has_positions
             && self.db.mode().uses_positions();
+        let db_id = self.db.id;
+        let db_name = &self.db.name;
         let primary = open_primary(
             &mut self.primary,
             &self.db,
             &self.instrumentation,
             self.cache_size,
         )
-        .map_err(connection_error)?;
+        .map_err(|e| {
+            // a read held on the primary only because a write's position is unknown: say so
+            if reason == RouteReason::RecentWrite && scope::pending(db_id) {
+                crate::error::position_unknown(db_name, e)
+            } else {
+                connection_error(e)
+            }
+        })?;
         // Bookkeeping below goes through fields only: the cursor borrows the primary.
         let (result, position) = if capture {
             C::load_write(primary, source)
@@ -175,8 +184,15 @@ where
         };
         self.db.routed(reason, None);
         self.last = Some((reason, None));
-        if result.is_err() {
+        if let Err(e) = &result {
             self.db.counters.failed();
+            if crate::backend::is_connection_error(e) {
+                // a field of its own: the primary itself is borrowed by the result
+                self.dead_primary = true;
+                if self.state.tx_open() {
+                    self.state.unknown = true;
+                }
+            }
         }
         let outcome = self.state.apply(
             classified.statements(),

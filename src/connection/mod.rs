@@ -52,6 +52,8 @@ pub struct RoutedConnection<C: RoutedBackend> {
     current_replica: Option<usize>,
     /// A replica whose connection broke during the last load; dropped at the next call.
     dead_replica: Option<usize>,
+    /// The primary connection broke (its server went away): reopened at the next call.
+    dead_primary: bool,
     /// Stands in for the primary's transaction state while the primary is closed.
     placeholder_tm: AnsiTransactionManager,
     /// Transactions and session state: the one record every entry point updates.
@@ -74,6 +76,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             replicas,
             current_replica: None,
             dead_replica: None,
+            dead_primary: false,
             placeholder_tm: AnsiTransactionManager::default(),
             state: SessionState::default(),
             kinds: KindCache::default(),
@@ -374,8 +377,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             _ => (f(self.open_primary()?), None),
         };
         self.record(reason, replica);
-        if result.is_err() {
+        if let Err(e) = &result {
             self.db.counters.failed();
+            if replica.is_none() {
+                self.note_primary_error(e);
+            }
         }
         if result.is_ok() && classified.is_plain() {
             // the common case, one plain statement: what it wrote, without the bookkeeping
@@ -518,6 +524,17 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
+    /// A statement on the primary failed: if its connection broke, it is reopened at the
+    /// next call; a transaction open on it is gone, so its state is no longer known.
+    pub(super) fn note_primary_error(&mut self, e: &diesel::result::Error) {
+        if crate::backend::is_connection_error(e) {
+            self.dead_primary = true;
+            if self.state.tx_open() {
+                self.state.unknown = true;
+            }
+        }
+    }
+
     /// Do positions per table matter here (PostgreSQL, `granularity = "table"`, a position
     /// mode)? Only then are the tables of writes worth working out.
     pub(super) fn wants_tables(&self) -> bool {
@@ -536,6 +553,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     }
 
     fn drop_dead_replica(&mut self) {
+        if std::mem::take(&mut self.dead_primary) {
+            self.primary = None;
+        }
         if let Some(i) = self.dead_replica.take() {
             if let Some(slot) = self.replicas.get_mut(i) {
                 *slot = None;
@@ -563,8 +583,8 @@ fn open_primary<'a, C: RoutedBackend>(
     cache_size: Option<CacheSize>,
 ) -> ConnectionResult<&'a mut C> {
     if slot.is_none() {
-        let mut conn =
-            C::establish(db.url.expose()).map_err(|e| scrub_connection_error(e, &db.url))?;
+        let mut conn = C::establish(db.open_url.expose())
+            .map_err(|e| scrub_connection_error(e, &db.open_url))?;
         instrumentation.install(&mut conn);
         if let Some(size) = cache_size {
             conn.set_prepared_statement_cache_size(size);

@@ -29,7 +29,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// stays pending: this scope reads that database from the primary until it is known.
     pub(super) fn capture_position(&mut self, tables: &[TableId]) {
         let position = match self.open_primary() {
-            Ok(primary) => C::write_position(primary).ok().flatten(),
+            Ok(primary) => match C::write_position(primary) {
+                Ok(position) => position,
+                Err(e) => {
+                    if crate::backend::is_connection_error(&e) {
+                        // reopened at the next try
+                        self.primary = None;
+                    }
+                    None
+                }
+            },
             Err(_) => None,
         };
         match position {
