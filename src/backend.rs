@@ -76,6 +76,10 @@ pub trait RoutedBackend:
     #[doc(hidden)]
     fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
 
+    /// The connection's local and remote TCP ports (`None`: not TCP), to find its socket.
+    #[doc(hidden)]
+    fn socket_ports(conn: &mut Self) -> Option<(u16, u16)>;
+
     /// On a replica: replay position and time lag, for the monitor.
     #[doc(hidden)]
     fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
@@ -236,6 +240,17 @@ mod pg {
                     parse_size(&segment),
                 )
             }))
+        }
+
+        fn socket_ports(conn: &mut Self) -> Option<(u16, u16)> {
+            use diesel::sql_types::{Integer, Nullable};
+            let (local, remote): (Option<i32>, Option<i32>) = diesel::select((
+                diesel::dsl::sql::<Nullable<Integer>>("inet_client_port()"),
+                diesel::dsl::sql::<Nullable<Integer>>("inet_server_port()"),
+            ))
+            .get_result(conn)
+            .ok()?;
+            Some((u16::try_from(local?).ok()?, u16::try_from(remote?).ok()?))
         }
 
         fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
@@ -440,6 +455,10 @@ mod sqlite {
 
         fn flush_position(_conn: &mut Self) -> QueryResult<Option<Position>> {
             Ok(None)
+        }
+
+        fn socket_ports(_conn: &mut Self) -> Option<(u16, u16)> {
+            None
         }
 
         fn probe_replica(_conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {

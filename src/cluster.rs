@@ -74,6 +74,8 @@ impl<C: RoutedBackend> Cluster<C> {
             pin_window: topology.pin_window,
             replica_retry: topology.replica_retry,
             connect_timeout: topology.connect_timeout,
+            replica_timeout: topology.replica_timeout,
+            primary_timeout: topology.primary_timeout,
             consistency: topology.consistency.clone(),
             has_positions: C::HAS_POSITIONS,
             replica_url: C::replica_url,
@@ -106,7 +108,9 @@ impl<C: RoutedBackend> Cluster<C> {
             let pool = r2d2::Pool::builder()
                 .max_size(spec.pool_size)
                 .min_idle(Some(0))
-                .test_on_check_out(true)
+                // no ping at checkout: a hung primary would hold every checkout, also of
+                // work that only reads; a broken connection shows on use and is reopened
+                .test_on_check_out(false)
                 .thread_pool(workers.clone())
                 .build_unchecked(RoutedConnectionManager::new(db.clone()));
             for r in &spec.replicas {

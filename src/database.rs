@@ -19,6 +19,8 @@ pub(crate) struct Options {
     pub(crate) pin_window: Duration,
     pub(crate) replica_retry: Duration,
     pub(crate) connect_timeout: Duration,
+    pub(crate) replica_timeout: Duration,
+    pub(crate) primary_timeout: Option<Duration>,
     pub(crate) consistency: ConsistencySpec,
     /// The backend reports replication positions.
     pub(crate) has_positions: bool,
@@ -41,6 +43,10 @@ pub(crate) struct Database {
     pub(crate) classifier: Classifier,
     pub(crate) pin_window: Duration,
     pub(crate) connect_timeout: Duration,
+    /// How long a replica may leave its probe unanswered before it counts as hung.
+    pub(crate) replica_timeout: Duration,
+    /// The deadline of calls on the primary, if any.
+    pub(crate) primary_timeout: Option<Duration>,
     pub(crate) consistency: ConsistencySpec,
     pub(crate) has_positions: bool,
     /// The primary's position as the monitor last saw it (0: unknown).
@@ -82,6 +88,8 @@ impl Database {
             classifier: o.classifier.clone(),
             pin_window: o.pin_window,
             connect_timeout: o.connect_timeout,
+            replica_timeout: o.replica_timeout,
+            primary_timeout: o.primary_timeout,
             consistency: o.consistency.clone(),
             has_positions: o.has_positions,
             primary_position: AtomicU64::new(0),
@@ -108,6 +116,8 @@ impl Database {
                 pin_window: Duration::from_secs(crate::settings::DEFAULT_PINNING_SECONDS),
                 replica_retry: crate::settings::DEFAULT_REPLICA_RETRY,
                 connect_timeout: crate::settings::DEFAULT_CONNECT_TIMEOUT,
+                replica_timeout: crate::settings::DEFAULT_REPLICA_TIMEOUT,
+                primary_timeout: None,
                 consistency: ConsistencySpec::default(),
                 has_positions,
                 replica_url: |u| u.to_owned(),

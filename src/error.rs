@@ -121,6 +121,15 @@ pub enum Error {
         /// Its id.
         shard_id: i32,
     },
+    /// The work on a shard ran past the deadline of `on_all_shards_within` (its call was
+    /// cut).
+    #[error("the work on database `{database}` did not finish within {after:?}")]
+    ShardTimedOut {
+        /// Where.
+        database: String,
+        /// The deadline.
+        after: std::time::Duration,
+    },
     /// The closure run on a shard panicked.
     #[error("the work on database `{database}` panicked")]
     ShardPanicked {

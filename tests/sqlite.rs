@@ -610,7 +610,9 @@ fn passwords_appear_in_no_debug_output_error_or_log() {
             .unwrap_err()
     });
     let log = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
-    assert!(log.contains("replica unreachable"), "{log}");
+    // the replica is skipped (the monitor may already have found it down) and the statement
+    // reported; `tests/secrets.rs` checks every event of every thread
+    assert!(log.contains("routed statement"), "{log}");
     assert!(!log.contains("hunter"), "{log}");
     assert!(
         !err.to_string().contains("hunter") && !format!("{err:?}").contains("hunter"),

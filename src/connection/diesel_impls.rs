@@ -17,6 +17,7 @@ use diesel::query_dsl::UpdateAndFetchResults;
 use diesel::r2d2::R2D2Connection;
 use diesel::result::{ConnectionResult, QueryResult};
 
+use super::physical::Physical;
 use super::{connection_error, open_primary, RoutedConnection};
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
 use crate::consistency::scope;
@@ -67,7 +68,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
             .iter_mut()
             .chain(self.replicas.iter_mut().flatten())
         {
-            shared.install(conn);
+            shared.install(&mut conn.conn);
         }
     }
 
@@ -118,7 +119,10 @@ where
                         ),
                     ));
                 };
-                match C::load_on_replica(replica, source) {
+                let Physical { conn, watch, .. } = replica;
+                // cut (and retried on the primary) if the replica stops answering
+                let _call = watch.call(None);
+                match C::load_on_replica(conn, source) {
                     ReplicaLoad::Done(result) => {
                         // counted once, where it ran; what the scope saw, if it saw anything
                         self.db.routed(RouteReason::Replica, Some(i));
@@ -169,6 +173,9 @@ where
             self.cache_size,
         )
         .map_err(|e| {
+            // counted and reported like any statement that failed
+            self.db.routed(reason, None);
+            self.db.counters.failed();
             // a read held on the primary only because a write's position is unknown: say so
             if reason == RouteReason::RecentWrite && scope::pending(db_id) {
                 crate::error::position_unknown(db_name, e)
@@ -177,11 +184,20 @@ where
             }
         })?;
         // Bookkeeping below goes through fields only: the cursor borrows the primary.
+        let timeout = self.db.primary_timeout;
+        let Physical {
+            conn: primary,
+            watch,
+            ..
+        } = primary;
+        let call = watch.call(timeout);
         let (result, position) = if capture {
             C::load_write(primary, source)
         } else {
             (primary.load(source), None)
         };
+        drop(call);
+        let result = super::primary_outcome(result, watch, timeout);
         self.db.routed(reason, None);
         self.last = Some((reason, None));
         if let Err(e) = &result {
@@ -244,7 +260,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 ),
             ));
         };
-        let result = <C as LoadConnection<B>>::load(replica, source);
+        let Physical { conn, watch, .. } = replica;
+        let _call = watch.call(None);
+        let result = <C as LoadConnection<B>>::load(conn, source);
         if let Err(e) = &result {
             if crate::backend::is_connection_error(e) {
                 self.state.unknown = true;

@@ -8,10 +8,12 @@ mod diesel_impls;
 mod instrumentation;
 #[cfg(feature = "postgres")]
 mod pg;
+mod physical;
 mod reads;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod state;
+pub(crate) mod watchdog;
 mod writes;
 
 use std::sync::Arc;
@@ -20,7 +22,9 @@ use diesel::connection::{AnsiTransactionManager, CacheSize, SimpleConnection, Tr
 use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
 
 use self::instrumentation::SharedInstrumentation;
+use self::physical::Physical;
 use self::state::SessionState;
+use self::watchdog::Watched;
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, Position};
 use crate::database::Database;
@@ -46,8 +50,8 @@ pub struct Route {
 /// connection is what Diesel's query methods take.
 pub struct RoutedConnection<C: RoutedBackend> {
     db: Arc<Database>,
-    primary: Option<C>,
-    replicas: Vec<Option<C>>,
+    primary: Option<Physical<C>>,
+    replicas: Vec<Option<Physical<C>>>,
     /// The replica this connection reads from while it stays healthy.
     current_replica: Option<usize>,
     /// A replica whose connection broke during the last load; dropped at the next call.
@@ -134,7 +138,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 self.on_replica(i);
                 self.state.replica_handed_out(i);
                 match self.replicas[i].as_mut() {
-                    Some(c) => Ok(c),
+                    Some(c) => Ok(&mut c.conn),
                     None => Err(connection_error(ConnectionError::BadConnection(
                         "replica connection vanished".into(),
                     ))),
@@ -191,8 +195,27 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// The primary's write position now (for a token whose writes' positions are not known
     /// yet): at or past every commit that has returned.
     pub(crate) fn current_write_position(&mut self) -> Option<Position> {
-        let primary = self.open_primary().ok()?;
-        C::write_position(primary).ok().flatten()
+        self.primary_call(C::write_position).ok().flatten()
+    }
+
+    /// One call on the physical primary, opened if needed, bounded by `primary_timeout`.
+    pub(super) fn primary_call<R>(
+        &mut self,
+        f: impl FnOnce(&mut C) -> QueryResult<R>,
+    ) -> QueryResult<R> {
+        let timeout = self.db.primary_timeout;
+        let p = open_primary(
+            &mut self.primary,
+            &self.db,
+            &self.instrumentation,
+            self.cache_size,
+        )
+        .map_err(connection_error)?;
+        let result = {
+            let _call = p.watch.call(timeout);
+            f(&mut p.conn)
+        };
+        primary_outcome(result, &p.watch, timeout)
     }
 
     /// On checkout: forget the last route.
@@ -214,8 +237,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             return true;
         }
         if self.state.primary_needs_reset() {
+            let bound = Some(self.db.connect_timeout);
             let reset = match self.primary.as_mut() {
-                Some(p) => C::reset_session(p, false).is_ok(),
+                Some(p) => {
+                    let _call = p.watch.call(bound);
+                    C::reset_session(&mut p.conn, false).is_ok()
+                }
                 None => true,
             };
             if !reset {
@@ -364,7 +391,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                         "the replica of this read-only transaction is gone".into(),
                     )));
                 };
-                let result = f(conn);
+                let result = {
+                    let _call = conn.watch.call(None);
+                    f(&mut conn.conn)
+                };
                 if result
                     .as_ref()
                     .err()
@@ -374,7 +404,20 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 }
                 (result, Some(i))
             }
-            _ => (f(self.open_primary()?), None),
+            _ => {
+                let timeout = self.db.primary_timeout;
+                self.open_primary()?;
+                let Some(p) = self.primary.as_mut() else {
+                    return Err(connection_error(ConnectionError::BadConnection(
+                        "primary connection vanished".into(),
+                    )));
+                };
+                let result = {
+                    let _call = p.watch.call(timeout);
+                    f(&mut p.conn)
+                };
+                (primary_outcome(result, &p.watch, timeout), None)
+            }
         };
         self.record(reason, replica);
         if let Err(e) = &result {
@@ -442,7 +485,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         if let (Some(i), true) = (self.state.tx_replica, self.state.tx_open()) {
             self.record(RouteReason::Transaction, Some(i));
             return match self.replicas.get_mut(i).and_then(Option::as_mut) {
-                Some(conn) => f(conn),
+                Some(conn) => {
+                    let _call = conn.watch.call(None);
+                    f(&mut conn.conn)
+                }
                 None => Err(connection_error(ConnectionError::BadConnection(
                     "the replica of this read-only transaction is gone".into(),
                 ))
@@ -450,7 +496,18 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             };
         }
         let reason = self.primary_reason(StatementKind::Write, in_transaction);
-        let result = f(self.open_primary()?);
+        let timeout = self.db.primary_timeout;
+        self.open_primary()?;
+        let result = match self.primary.as_mut() {
+            Some(p) => {
+                let _call = p.watch.call(timeout);
+                f(&mut p.conn)
+            }
+            None => Err(connection_error(ConnectionError::BadConnection(
+                "primary connection vanished".into(),
+            ))
+            .into()),
+        };
         self.record(reason, None);
         if result.is_ok() {
             if in_transaction {
@@ -472,7 +529,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.drop_dead_replica();
         let i = self.route_read(StatementKind::Read, None).ok()?;
         let conn = self.replicas.get_mut(i)?.as_mut()?;
-        match conn.batch_execute(query) {
+        let begun = {
+            let _call = conn.watch.call(None);
+            conn.conn.batch_execute(query)
+        };
+        match begun {
             Ok(()) => {
                 self.on_replica(i);
                 self.last = Some((RouteReason::Transaction, Some(i)));
@@ -506,10 +567,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             let open = self.state.tx_open();
             if let Some(r) = self.replicas.get_mut(i).and_then(Option::as_mut) {
                 let depth =
-                    <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(r)
-                        .transaction_depth();
+                    <AnsiTransactionManager as TransactionManager<C>>::transaction_manager_status_mut(
+                        &mut r.conn,
+                    )
+                    .transaction_depth();
                 if open || !matches!(depth, Ok(None)) {
-                    return r.transaction_state();
+                    return r.conn.transaction_state();
                 }
             }
             self.state.tx_replica = None;
@@ -549,6 +612,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             &self.instrumentation,
             self.cache_size,
         )
+        .map(|p| &mut p.conn)
         .map_err(connection_error)
     }
 
@@ -577,11 +641,11 @@ fn connection_error(e: ConnectionError) -> diesel::result::Error {
 /// Opens the primary if needed. A free function over fields, so that a cursor borrowed from a
 /// replica and this borrow of the primary can coexist in `load`.
 fn open_primary<'a, C: RoutedBackend>(
-    slot: &'a mut Option<C>,
+    slot: &'a mut Option<Physical<C>>,
     db: &Database,
     instrumentation: &SharedInstrumentation,
     cache_size: Option<CacheSize>,
-) -> ConnectionResult<&'a mut C> {
+) -> ConnectionResult<&'a mut Physical<C>> {
     if slot.is_none() {
         let mut conn = C::establish(db.open_url.expose())
             .map_err(|e| scrub_connection_error(e, &db.open_url))?;
@@ -589,7 +653,12 @@ fn open_primary<'a, C: RoutedBackend>(
         if let Some(size) = cache_size {
             conn.set_prepared_statement_cache_size(size);
         }
-        *slot = Some(conn);
+        let watch = watch_of(&mut conn, None);
+        *slot = Some(Physical {
+            conn,
+            watch,
+            generation: 0,
+        });
     }
     match slot.as_mut() {
         Some(c) => Ok(c),
@@ -599,24 +668,68 @@ fn open_primary<'a, C: RoutedBackend>(
     }
 }
 
+/// The watch of a freshly opened connection: its socket, found through its ports.
+pub(crate) fn watch_of<C: RoutedBackend>(
+    conn: &mut C,
+    hung: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Watched {
+    let fd = C::socket_ports(conn).and_then(|(local, remote)| watchdog::find_socket(local, remote));
+    Watched::new(fd, hung)
+}
+
+/// A primary call's result; when the watchdog cut it at `primary_timeout`, an error that
+/// says so (and that the outcome of a write is unknown).
+pub(super) fn primary_outcome<R, E: From<diesel::result::Error>>(
+    result: Result<R, E>,
+    watch: &Watched,
+    timeout: Option<std::time::Duration>,
+) -> Result<R, E> {
+    match result {
+        Err(_) if watch.was_cut() => Err(diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+            Box::new(format!(
+                "the primary did not answer within {}: the call was cut, and the outcome of a \
+                 write it made is unknown",
+                timeout
+                    .map(|t| format!(
+                        "routing.primary_timeout ({})",
+                        humantime::format_duration(t)
+                    ))
+                    .unwrap_or_else(|| "its deadline".into())
+            )),
+        )
+        .into()),
+        other => other,
+    }
+}
+
 fn open_replica<C: RoutedBackend>(
     db: &Database,
     index: usize,
     instrumentation: &SharedInstrumentation,
     cache_size: Option<CacheSize>,
-) -> ConnectionResult<C> {
+) -> ConnectionResult<Physical<C>> {
     let replica = db
         .replicas
         .get(index)
         .ok_or_else(|| ConnectionError::BadConnection("no such replica".into()))?;
+    let generation = db.replicas.generation(index);
     let mut conn =
         C::establish(replica.url.expose()).map_err(|e| scrub_connection_error(e, &replica.url))?;
-    C::prepare_replica(&mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
+    let watch = watch_of(&mut conn, Some(db.replicas.hung_flag(index)));
+    {
+        let _call = watch.call(Some(db.replica_timeout));
+        C::prepare_replica(&mut conn).map_err(ConnectionError::CouldntSetupConfiguration)?;
+    }
     instrumentation.install(&mut conn);
     if let Some(size) = cache_size {
         conn.set_prepared_statement_cache_size(size);
     }
-    Ok(conn)
+    Ok(Physical {
+        conn,
+        watch,
+        generation,
+    })
 }
 
 /// A driver's connection error with every secret of `url` (and anything that looks like a

@@ -103,10 +103,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// from before the primary was replaced): the scope's requirements are clamped to it, so
     /// that such a token costs one query, not a primary read (or a `replica_wait`) each time.
     fn clamp_to_primary(&mut self, required: Position) -> Position {
-        let Ok(primary) = self.open_primary() else {
-            return required;
-        };
-        let Some(now) = C::write_position(primary).ok().flatten() else {
+        let Some(now) = self.primary_call(C::write_position).ok().flatten() else {
             return required;
         };
         self.db.saw_primary_at(now);
@@ -141,11 +138,13 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Consistency::Causal => scope::required(id, reads).max(self.db.process_written(reads)),
             Consistency::Strong => {
                 // one tiny query on the primary; the read itself still runs on a replica
-                let primary = self.open_primary().map_err(|_| NoReplica::Unreachable)?;
-                let now = C::flush_position(primary)
-                    .ok()
-                    .flatten()
-                    .unwrap_or(Position::MAX);
+                let now = match self.primary_call(C::flush_position) {
+                    Ok(position) => position.unwrap_or(Position::MAX),
+                    Err(e) if crate::backend::is_connection_error(&e) => {
+                        return Err(NoReplica::Unreachable)
+                    }
+                    Err(_) => Position::MAX,
+                };
                 scope::required(id, reads).max(now)
             }
         })
@@ -269,11 +268,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 }
             }
         }
-        let primary = match self.open_primary() {
-            Ok(p) => p,
-            Err(_) => return Position::MAX,
-        };
-        C::flush_position(primary)
+        self.primary_call(C::flush_position)
             .ok()
             .flatten()
             .unwrap_or(Position::MAX)
@@ -281,12 +276,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.
     fn ensure_replica_open(&mut self, i: usize) -> bool {
-        if self.replicas[i].is_some() {
-            return true;
+        match &self.replicas[i] {
+            // opened before the replica last went down, hung or was replaced: reopen
+            Some(r) if r.generation != self.db.replicas.generation(i) => self.replicas[i] = None,
+            Some(_) => return true,
+            None => {}
         }
         match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
             Ok(conn) => {
                 self.db.replicas.mark_up(i);
+                self.db.replicas.set_hung(i, false);
                 self.replicas[i] = Some(conn);
                 if self.db.has_positions {
                     // learns the position, and whether another server answers now
@@ -317,8 +316,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Asks replica `i` how far it has replayed, and remembers the answer.
     fn live_replay(&mut self, i: usize) -> Option<Position> {
-        let conn = self.replicas[i].as_mut()?;
-        match C::probe_replica(conn) {
+        let replica = self.replicas[i].as_mut()?;
+        let probed = {
+            let _call = replica.watch.call(Some(self.db.replica_timeout));
+            C::probe_replica(&mut replica.conn)
+        };
+        if probed.is_err() && replica.watch.was_cut() {
+            // no answer within replica_timeout: hung, for every connection to it
+            self.db.replicas.set_hung(i, true);
+        }
+        match probed {
             Ok(Some(probe)) => {
                 self.db.replicas.saw_replay(i, probe.replay, probe.identity);
                 Some(probe.replay)

@@ -28,18 +28,15 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Reads the primary's position for the last committed write. If that fails, the write
     /// stays pending: this scope reads that database from the primary until it is known.
     pub(super) fn capture_position(&mut self, tables: &[TableId]) {
-        let position = match self.open_primary() {
-            Ok(primary) => match C::write_position(primary) {
-                Ok(position) => position,
-                Err(e) => {
-                    if crate::backend::is_connection_error(&e) {
-                        // reopened at the next try
-                        self.primary = None;
-                    }
-                    None
+        let position = match self.primary_call(C::write_position) {
+            Ok(position) => position,
+            Err(e) => {
+                if crate::backend::is_connection_error(&e) {
+                    // reopened at the next try
+                    self.primary = None;
                 }
-            },
-            Err(_) => None,
+                None
+            }
         };
         match position {
             Some(pos) => self.db.wrote_at(pos, tables),

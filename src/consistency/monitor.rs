@@ -85,7 +85,7 @@ fn probe_loop<C: RoutedBackend>(
     interval: Duration,
     stop: Arc<AtomicBool>,
 ) {
-    let mut conn: Option<C> = None;
+    let mut conn: Option<(C, crate::connection::watchdog::Watched)> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -99,9 +99,22 @@ fn probe_loop<C: RoutedBackend>(
             },
         };
         if conn.is_none() {
-            conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout)).ok();
+            conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout))
+                .ok()
+                .map(|mut c| {
+                    let watch = crate::connection::watch_of(&mut c, None);
+                    (c, watch)
+                });
+            if conn.is_none() {
+                if let Target::Replica(i) = target {
+                    // a server that takes no connection within connect_timeout answers nothing
+                    database.replicas.set_hung(i, true);
+                }
+            }
         }
-        if let Some(c) = conn.as_mut() {
+        if let Some((c, watch)) = conn.as_mut() {
+            // a probe unanswered within replica_timeout: the server counts as hung
+            let call = watch.call(Some(database.replica_timeout));
             let ok = match target {
                 Target::Primary => match C::flush_position(c) {
                     Ok(Some(pos)) => {
@@ -122,6 +135,10 @@ fn probe_loop<C: RoutedBackend>(
                     Err(_) => false,
                 },
             };
+            drop(call);
+            if let Target::Replica(i) = target {
+                database.replicas.set_hung(i, !ok && watch.was_cut());
+            }
             if !ok {
                 conn = None;
             }

@@ -25,6 +25,11 @@ pub(crate) struct Replica {
     /// Which server incarnation answers behind the address (start time and system id;
     /// 0: not known yet).
     identity: AtomicU64,
+    /// Bumped whenever the replica goes down, hangs or is replaced: connections opened
+    /// before are reopened.
+    generation: AtomicU64,
+    /// Its probe went unanswered past `replica_timeout`: calls in progress on it are cut.
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
     /// When a new incarnation was last seen (restarted, rebuilt, replaced), in milliseconds
     /// after the epoch (0: never): positions seen before it say nothing about it.
     renewed_ms: AtomicU64,
@@ -92,6 +97,8 @@ impl ReplicaSet {
                 lag_ms: AtomicU64::new(0),
                 probed_ms: AtomicU64::new(0),
                 identity: AtomicU64::new(0),
+                hung: Default::default(),
+                generation: AtomicU64::new(0),
                 renewed_ms: AtomicU64::new(0),
             })
             .collect::<Vec<_>>();
@@ -127,6 +134,36 @@ impl ReplicaSet {
         }
     }
 
+    /// Replica `index`'s generation (see [`Replica`]).
+    pub(crate) fn generation(&self, index: usize) -> u64 {
+        self.replicas
+            .get(index)
+            .map_or(0, |r| r.generation.load(Ordering::Relaxed))
+    }
+
+    /// The flag the monitor raises while replica `index` does not answer its probe.
+    pub(crate) fn hung_flag(&self, index: usize) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.replicas
+            .get(index)
+            .map(|r| r.hung.clone())
+            .unwrap_or_default()
+    }
+
+    /// Replica `index` did not answer its probe in time (`true`), or answered again.
+    pub(crate) fn set_hung(&self, index: usize, hung: bool) {
+        if let Some(r) = self.replicas.get(index) {
+            let was = r.hung.swap(hung, Ordering::Relaxed);
+            if hung && !was {
+                self.mark_down(index);
+                tracing::warn!(
+                    target: "diesel_sharding::monitor",
+                    replica = %r.name,
+                    "replica does not answer: its calls in progress are cut and retried on the primary"
+                );
+            }
+        }
+    }
+
     /// The replay position last seen on replica `index` (0: unknown).
     pub(crate) fn replay(&self, index: usize) -> u64 {
         self.replicas
@@ -147,6 +184,7 @@ impl ReplicaSet {
     fn learn(&self, r: &Replica, replay: u64, identity: u64) {
         let before = r.identity.swap(identity, Ordering::Relaxed);
         if identity != 0 && before != 0 && before != identity {
+            r.generation.fetch_add(1, Ordering::Relaxed);
             r.replay.store(replay, Ordering::Relaxed);
             r.renewed_ms.store(self.now_ms(), Ordering::Relaxed);
             tracing::info!(
@@ -245,6 +283,7 @@ impl ReplicaSet {
     /// Skips the replica for `retry_after`, after a failed connect or a dead connection.
     pub(crate) fn mark_down(&self, index: usize) {
         if let Some(r) = self.replicas.get(index) {
+            r.generation.fetch_add(1, Ordering::Relaxed);
             let until = self.now_ms() + self.retry_after.as_millis() as u64;
             r.down_until_ms.store(until, Ordering::Relaxed);
         }

@@ -51,7 +51,9 @@ use crate::error::SettingsError;
 
 pub(crate) use self::groups::GroupSpec;
 pub(crate) use self::url::{scheme, scrub_text, with_libpq_option, SecretUrl};
-pub(crate) use self::validate::{PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT};
+pub(crate) use self::validate::{
+    PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
+};
 
 /// The default pool size of a primary.
 pub const DEFAULT_POOL_SIZE: u32 = 10;
@@ -121,6 +123,8 @@ struct RoutingSettings {
     write_functions: Vec<String>,
     unknown_functions: Option<String>,
     read_functions: Vec<String>,
+    replica_timeout: Option<String>,
+    primary_timeout: Option<String>,
     replica_retry: Option<String>,
     connect_timeout: Option<String>,
 }
@@ -273,8 +277,8 @@ impl FromStr for ReadStrategy {
 const TOP_KEYS: &str = "pinning, routing, consistency, databases, shard_groups";
 const GROUP_KEYS: &str = "bucketing, read_strategy, epoch, storage";
 const PINNING_KEYS: &str = "seconds";
-const ROUTING_KEYS: &str =
-    "write_functions, unknown_functions, read_functions, replica_retry, connect_timeout";
+const ROUTING_KEYS: &str = "write_functions, unknown_functions, read_functions, replica_retry, \
+     connect_timeout, replica_timeout, primary_timeout";
 const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, \
      granularity, token_secret, token_secret_env";
 const DATABASE_KEYS: &str =
@@ -386,6 +390,22 @@ impl Settings {
         self.routing
             .read_functions
             .extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets how long a replica may leave its monitor's probe unanswered before it counts as
+    /// hung: its calls in progress are cut and retried on the primary. Defaults to 1 second.
+    #[must_use]
+    pub fn replica_timeout(mut self, timeout: Duration) -> Self {
+        self.routing.replica_timeout = Some(format!("{}ms", timeout.as_millis()));
+        self
+    }
+
+    /// Sets a deadline for every call on a primary, after which it is cut and fails with an
+    /// error saying that the outcome of a write is unknown. Defaults to none.
+    #[must_use]
+    pub fn primary_timeout(mut self, timeout: Duration) -> Self {
+        self.routing.primary_timeout = Some(format!("{}ms", timeout.as_millis()));
         self
     }
 

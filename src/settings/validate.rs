@@ -11,6 +11,8 @@ use crate::error::SettingsError;
 
 /// The default connect timeout of replica connections.
 pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// The default time a replica may leave its probe unanswered before it counts as hung.
+pub(crate) const DEFAULT_REPLICA_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The ranges of the settings' numbers and durations: every value outside is an error that
 /// names the key. They keep the arithmetic on them far from overflow.
@@ -20,6 +22,12 @@ pub(crate) mod limits {
     /// `routing.replica_retry`.
     pub(crate) const REPLICA_RETRY: (Duration, Duration) =
         (Duration::ZERO, Duration::from_secs(3600));
+    /// `routing.replica_timeout`.
+    pub(crate) const REPLICA_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    /// `routing.primary_timeout`.
+    pub(crate) const PRIMARY_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(24 * 3600));
     /// `routing.connect_timeout` (libpq counts whole seconds).
     pub(crate) const CONNECT_TIMEOUT: (Duration, Duration) =
         (Duration::from_millis(100), Duration::from_secs(600));
@@ -107,6 +115,10 @@ pub(crate) struct Topology {
     pub(crate) replica_retry: Duration,
     /// Connect timeout of replica (and monitor) connections.
     pub(crate) connect_timeout: Duration,
+    /// How long a replica's probe may go unanswered before it counts as hung.
+    pub(crate) replica_timeout: Duration,
+    /// The deadline of calls on a primary, if any.
+    pub(crate) primary_timeout: Option<Duration>,
     /// `[consistency]`.
     pub(crate) consistency: ConsistencySpec,
     /// Shard groups, in name order.
@@ -184,6 +196,21 @@ impl Settings {
             DEFAULT_CONNECT_TIMEOUT,
             limits::CONNECT_TIMEOUT,
         )?;
+        let replica_timeout = duration(
+            "routing.replica_timeout",
+            &self.routing.replica_timeout,
+            DEFAULT_REPLICA_TIMEOUT,
+            limits::REPLICA_TIMEOUT,
+        )?;
+        let primary_timeout = match &self.routing.primary_timeout {
+            None => None,
+            Some(_) => Some(duration(
+                "routing.primary_timeout",
+                &self.routing.primary_timeout,
+                Duration::ZERO,
+                limits::PRIMARY_TIMEOUT,
+            )?),
+        };
         let consistency = self.consistency_spec()?;
         let unknown_functions = match self.routing.unknown_functions.as_deref() {
             None | Some("replica") => super::UnknownFunctions::Replica,
@@ -300,6 +327,8 @@ impl Settings {
             read_functions: self.routing.read_functions.clone(),
             replica_retry,
             connect_timeout,
+            replica_timeout,
+            primary_timeout,
             consistency,
             groups,
         })

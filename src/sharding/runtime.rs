@@ -359,6 +359,37 @@ impl<C: RoutedBackend> Cluster<C> {
         T: Send,
         F: Fn(&mut PooledConnection<C>) -> diesel::QueryResult<T> + Sync,
     {
+        self.on_all_shards_bounded(group, parallelism, None, work)
+    }
+
+    /// [`on_all_shards`](Self::on_all_shards) where each shard's work has `deadline`: a call
+    /// on a server still running when it passes is cut (its socket shut), and that shard's
+    /// entry is [`Error::ShardTimedOut`]. The other shards are not held up. Calls over Unix
+    /// sockets cannot be cut.
+    pub fn on_all_shards_within<T, F>(
+        &self,
+        group: &str,
+        deadline: std::time::Duration,
+        work: F,
+    ) -> Result<Vec<ShardResult<T>>>
+    where
+        T: Send,
+        F: Fn(&mut PooledConnection<C>) -> diesel::QueryResult<T> + Sync,
+    {
+        self.on_all_shards_bounded(group, DEFAULT_SHARD_PARALLELISM, Some(deadline), work)
+    }
+
+    fn on_all_shards_bounded<T, F>(
+        &self,
+        group: &str,
+        parallelism: usize,
+        deadline: Option<std::time::Duration>,
+        work: F,
+    ) -> Result<Vec<ShardResult<T>>>
+    where
+        T: Send,
+        F: Fn(&mut PooledConnection<C>) -> diesel::QueryResult<T> + Sync,
+    {
         let shards = self.shards(group)?;
         let results: Vec<Mutex<Option<Result<T>>>> =
             shards.iter().map(|_| Mutex::new(None)).collect();
@@ -369,12 +400,28 @@ impl<C: RoutedBackend> Cluster<C> {
                 scope.spawn(|| loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(shard) = shards.get(i) else { break };
-                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                    let run = || {
                         let mut conn = self.get(&shard.database)?;
                         work(&mut conn).map_err(|source| Error::Query {
                             database: shard.database.clone(),
                             source,
                         })
+                    };
+                    let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| match deadline {
+                        None => run(),
+                        Some(bound) => {
+                            let started = std::time::Instant::now();
+                            let until = started.checked_add(bound).unwrap_or(started);
+                            let result =
+                                crate::connection::watchdog::with_thread_deadline(until, run);
+                            match result {
+                                Err(_) if started.elapsed() >= bound => Err(Error::ShardTimedOut {
+                                    database: shard.database.clone(),
+                                    after: bound,
+                                }),
+                                other => other,
+                            }
+                        }
                     }))
                     .unwrap_or_else(|_| {
                         Err(Error::ShardPanicked {
