@@ -196,9 +196,12 @@ impl Database {
         }
     }
 
-    /// The highest position the primary is known to have reached (monitor, writes, checks).
+    /// The highest position the primary is known to have reached (monitor, writes, checks,
+    /// and what any replica has replayed, which the primary had first).
     pub(crate) fn known_primary_position(&self) -> Position {
-        self.primary_position.load(Ordering::Relaxed)
+        self.primary_position
+            .load(Ordering::Relaxed)
+            .max(self.replicas.max_replay())
     }
 
     /// The primary was seen at `position`.

@@ -260,7 +260,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             if let Some(pos) = self.db.replicas.replay_since(i, seen.at_ms) {
                 return pos;
             }
-            if i < self.replicas.len() && self.ensure_replica_open(i) {
+            let primary_position = self.db.known_primary_position();
+            // a replica that is down or hung cannot tell in time: ask the primary instead
+            let usable = self.db.replicas.usability(i, primary_position) == Usability::Usable;
+            if i < self.replicas.len() && usable && self.ensure_replica_open(i) {
                 if let Some(pos) = self.live_replay(i) {
                     if !self.db.replicas.renewed_since(i, seen.at_ms) {
                         return pos;

@@ -134,6 +134,15 @@ impl ReplicaSet {
         }
     }
 
+    /// The highest replay position seen on any replica.
+    pub(crate) fn max_replay(&self) -> u64 {
+        self.replicas
+            .iter()
+            .map(|r| r.replay.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Replica `index`'s generation (see [`Replica`]).
     pub(crate) fn generation(&self, index: usize) -> u64 {
         self.replicas
@@ -224,7 +233,8 @@ impl ReplicaSet {
         let Some(r) = self.replicas.get(index) else {
             return Usability::Down;
         };
-        if !self.is_healthy(index) {
+        if !self.is_healthy(index) || r.hung.load(Ordering::Relaxed) {
+            // skipped after a failure, or not answering its probe (until it answers again)
             return Usability::Down;
         }
         let probed = r.probed_ms.load(Ordering::Relaxed);
