@@ -210,6 +210,10 @@ where
                 }
             }
         }
+        // a plain read changes no state: nothing to record
+        if classified.is_plain() && !classified.writes() {
+            return result;
+        }
         let outcome = self.state.apply(
             classified.statements(),
             classified.written_tables(),

@@ -616,6 +616,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         .map_err(connection_error)
     }
 
+    #[inline]
     fn drop_dead_replica(&mut self) {
         if std::mem::take(&mut self.dead_primary) {
             self.primary = None;

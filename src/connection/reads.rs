@@ -73,10 +73,15 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         mode: Consistency,
         reads: Option<&[TableId]>,
     ) -> Result<usize, RouteReason> {
+        if !self.db.has_positions {
+            // no positions (SQLite): any usable replica; the pin decided the rest
+            return self.find_replica_for(0, false).map_err(NoReplica::reason);
+        }
         let mut required = self
             .required_position(mode, reads)
             .map_err(NoReplica::reason)?;
-        if required != Position::MAX && required > self.db.known_primary_position() {
+        if required > 0 && required != Position::MAX && required > self.db.known_primary_position()
+        {
             required = self.clamp_to_primary(required);
         }
         let wait = self.db.consistency.replica_wait;

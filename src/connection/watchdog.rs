@@ -54,6 +54,7 @@ pub(crate) struct Call<'a> {
 }
 
 impl Drop for Call<'_> {
+    #[inline]
     fn drop(&mut self) {
         if let Some(inner) = self.inner {
             if let Ok(mut c) = inner.call.lock() {
@@ -107,10 +108,15 @@ impl Watched {
 
     /// Starts a call that may last until `timeout` from now (`None`: no deadline of its own,
     /// but still cut when the server is hung, or at the thread's deadline).
+    #[inline]
     pub(crate) fn call(&self, timeout: Option<Duration>) -> Call<'_> {
         if self.inner.fd.is_none() {
             return Call { inner: None };
         }
+        self.start_call(timeout)
+    }
+
+    fn start_call(&self, timeout: Option<Duration>) -> Call<'_> {
         let own = timeout.and_then(|t| Instant::now().checked_add(t));
         let deadline = match (own, thread_deadline()) {
             (Some(a), Some(b)) => Some(a.min(b)),
