@@ -72,6 +72,13 @@ pub trait RoutedBackend:
     #[doc(hidden)]
     fn write_position(conn: &mut Self) -> QueryResult<Option<Position>>;
 
+    /// For the monitor, on the primary: the write position (as [`write_position`]), by a
+    /// statement of its own, so that the servers' statistics tell the two apart.
+    ///
+    /// [`write_position`]: RoutedBackend::write_position
+    #[doc(hidden)]
+    fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>>;
+
     /// On the primary: everything committed and acknowledged so far is at or before this.
     #[doc(hidden)]
     fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
@@ -111,6 +118,11 @@ pub enum ReplicaLoad<Cursor, T> {
 /// A loading mode (`B`) the router can send to a replica, with a retry on the primary when the
 /// replica's connection turns out to be dead.
 pub trait RoutedLoad<B = DefaultLoadingMode>: RoutedBackend + LoadConnection<B> {
+    /// Has a statement run to its end when `load` returns (the whole result fetched)? Not
+    /// for a row-by-row cursor, which runs as it is read.
+    #[doc(hidden)]
+    const DONE_ON_RETURN: bool = true;
+
     /// Runs `source` on the replica connection `conn`.
     #[doc(hidden)]
     fn load_on_replica<'conn, 'query, T>(
@@ -233,6 +245,27 @@ mod pg {
                 diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
             ))
             .get_result(conn)?;
+            Ok(insert.map(|p| {
+                wal_record_end(
+                    p.max(0) as Position,
+                    parse_size(&block),
+                    parse_size(&segment),
+                )
+            }))
+        }
+
+        fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>> {
+            use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+            let (insert, block, segment, _recovering): (Option<i64>, String, String, bool) =
+                diesel::select((
+                    diesel::dsl::sql::<Nullable<BigInt>>(
+                        "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+                    ),
+                    diesel::dsl::sql::<Text>("current_setting('wal_block_size')"),
+                    diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
+                    diesel::dsl::sql::<Bool>("pg_is_in_recovery()"),
+                ))
+                .get_result(conn)?;
             Ok(insert.map(|p| {
                 wal_record_end(
                     p.max(0) as Position,
@@ -373,6 +406,8 @@ mod pg {
     }
 
     impl RoutedLoad<PgRowByRowLoadingMode> for PgConnection {
+        const DONE_ON_RETURN: bool = false;
+
         fn load_on_replica<'conn, 'query, T>(
             conn: &'conn mut Self,
             source: T,
@@ -459,6 +494,10 @@ mod sqlite {
 
         fn socket_ports(_conn: &mut Self) -> Option<(u16, u16)> {
             None
+        }
+
+        fn probe_primary(_conn: &mut Self) -> QueryResult<Option<Position>> {
+            Ok(None)
         }
 
         fn probe_replica(_conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {

@@ -229,7 +229,12 @@ impl<C: RoutedBackend> Cluster<C> {
             return;
         }
         for (name, (db, pool)) in &self.inner.primaries {
-            let wrote = pending.contains(&db.id);
+            // the monitor's last probe of the primary may cover the pending writes already
+            let wrote = pending.contains(&db.id)
+                && match db.last_primary_probe() {
+                    Some((started, position)) => scope::resolve_pending(db.id, position, started),
+                    None => true,
+                };
             let read = reads.iter().find(|(id, _)| *id == db.id).map(|(_, r)| *r);
             if !wrote && read.is_none() {
                 continue;
@@ -272,7 +277,11 @@ impl<C: RoutedBackend> Cluster<C> {
     ) {
         if wrote {
             match conn.current_write_position() {
-                Some(pos) => db.wrote_at(pos, &[]),
+                // read after every pending write returned: covers them, table by table
+                Some(pos) => {
+                    scope::resolve_pending(db.id, pos, u64::MAX);
+                    db.saw_primary_at(pos);
+                }
                 None => tracing::warn!(
                     target: "diesel_sharding::consistency",
                     database = name,

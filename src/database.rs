@@ -53,6 +53,13 @@ pub(crate) struct Database {
     pub(crate) primary_position: AtomicU64,
     /// The highest position any thread of this process wrote (for `causal`).
     pub(crate) max_written: AtomicU64,
+    /// When the latest write of this process whose position was left to learn returned (0:
+    /// none), in the replica set's clock: `causal` reads wait for a primary position read
+    /// after it.
+    lazy_write_ms: AtomicU64,
+    /// The monitor's last probe of the primary: when it started, and the position it read.
+    /// That position covers every write that returned before the probe started.
+    primary_probe: std::sync::Mutex<Option<(u64, Position)>>,
     /// ... of writes whose tables are not known.
     coarse_written: AtomicU64,
     /// ... per table (with `granularity = "table"`).
@@ -94,6 +101,8 @@ impl Database {
             has_positions: o.has_positions,
             primary_position: AtomicU64::new(0),
             max_written: AtomicU64::new(0),
+            lazy_write_ms: AtomicU64::new(0),
+            primary_probe: std::sync::Mutex::new(None),
             coarse_written: AtomicU64::new(0),
             table_written: RwLock::new(HashMap::new()),
             counters: Counters::new(spec.replicas.len()),
@@ -193,6 +202,40 @@ impl Database {
                 let p = map.entry(*t).or_insert(0);
                 *p = (*p).max(position);
             }
+        }
+    }
+
+    /// A write of this process returned at `at_ms` and its position is left to learn.
+    pub(crate) fn wrote_lazily(&self, at_ms: u64) {
+        self.lazy_write_ms.fetch_max(at_ms, Ordering::Relaxed);
+    }
+
+    /// The monitor read the primary at `position` in a probe that started at `started_ms`.
+    pub(crate) fn primary_probed(&self, started_ms: u64, position: Position) {
+        self.primary_position.fetch_max(position, Ordering::Relaxed);
+        if let Ok(mut p) = self.primary_probe.lock() {
+            if p.is_none_or(|(s, _)| s <= started_ms) {
+                *p = Some((started_ms, position));
+            }
+        }
+    }
+
+    /// The monitor's last probe of the primary: `(started_ms, position)`.
+    pub(crate) fn last_primary_probe(&self) -> Option<(u64, Position)> {
+        self.primary_probe.lock().ok().and_then(|p| *p)
+    }
+
+    /// What `causal` must add for the process's writes whose positions were left to learn:
+    /// `Err(())` while one returned after the monitor's last probe of the primary started
+    /// (no position covers it yet), else the probe's position (or 0 when there are none).
+    pub(crate) fn lazy_writes_bound(&self) -> Result<Position, ()> {
+        let last = self.lazy_write_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Ok(0);
+        }
+        match self.last_primary_probe() {
+            Some((started, position)) if started > last => Ok(position),
+            _ => Err(()),
         }
     }
 

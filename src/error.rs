@@ -424,16 +424,16 @@ pub struct PositionUnknown {
     pub database: String,
     /// Why the primary cannot be reached.
     #[source]
-    pub source: diesel::result::ConnectionError,
+    pub source: Box<dyn std::error::Error + Send + Sync>,
 }
 
 /// The Diesel error for [`PositionUnknown`].
 pub(crate) fn position_unknown(
     database: &str,
-    source: diesel::result::ConnectionError,
+    source: impl std::error::Error + Send + Sync + 'static,
 ) -> diesel::result::Error {
     diesel::result::Error::QueryBuilderError(Box::new(PositionUnknown {
         database: database.to_owned(),
-        source,
+        source: Box::new(source),
     }))
 }

@@ -428,13 +428,16 @@ fn a_request_scope_does_not_inherit_another_users_write_on_the_same_thread() {
     assert_eq!(a, (1, RouteReason::Behind));
 }
 
-/// Statements that read the primary's position after a write.
-const POSITION_QUERY: &str = "%pg_current_wal_insert_lsn%";
+/// Statements that read the primary's position after a write (the monitor's probe of the
+/// primary is a statement of its own, with one more column).
+const POSITION_QUERY: &str = "%pg_current_wal_insert_lsn%current_setting($3)";
 
-#[test]
-fn a_committed_write_transaction_costs_exactly_one_position_query() {
-    let s = setup("mode = \"read_your_writes\"");
+/// The same writes, and how many position queries each step may add, per mode.
+fn position_queries_of_writes(mode: &str) -> Vec<i64> {
+    let s = setup(&format!("mode = \"{mode}\""));
     let mut conn = s.cluster.get("default").unwrap();
+    let calls = || s.pg.statement_calls(Node::Primary, POSITION_QUERY);
+    let mut seen = Vec::new();
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         for name in ["a", "b", "c"] {
             diesel::insert_into(users::table)
@@ -444,29 +447,17 @@ fn a_committed_write_transaction_costs_exactly_one_position_query() {
         Ok(())
     })
     .unwrap();
-    assert_eq!(
-        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
-        1,
-        "one per commit"
-    );
+    seen.push(calls());
     diesel::insert_into(users::table)
         .values((users::name.eq("d"), users::email.eq("d@e")))
         .execute(&mut conn)
         .unwrap();
-    assert_eq!(
-        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
-        2,
-        "one per autocommit write"
-    );
+    seen.push(calls());
     conn.transaction::<_, diesel::result::Error, _>(|c| {
         users::table.count().get_result::<i64>(c).map(drop)
     })
     .unwrap();
-    assert_eq!(
-        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
-        2,
-        "none for a read-only transaction"
-    );
+    seen.push(calls());
     let rolled_back = conn.transaction::<(), _, _>(|c| {
         diesel::insert_into(users::table)
             .values((users::name.eq("e"), users::email.eq("e@e")))
@@ -474,11 +465,20 @@ fn a_committed_write_transaction_costs_exactly_one_position_query() {
         Err(diesel::result::Error::RollbackTransaction)
     });
     assert!(rolled_back.is_err());
-    assert_eq!(
-        s.pg.statement_calls(Node::Primary, POSITION_QUERY),
-        2,
-        "none for a rollback"
-    );
+    seen.push(calls());
+    seen
+}
+
+#[test]
+fn read_your_writes_learns_write_positions_without_a_query_per_write() {
+    // the monitor's next probe of the primary covers them (a different statement)
+    assert_eq!(position_queries_of_writes("read_your_writes"), [0, 0, 0, 0]);
+}
+
+#[test]
+fn causal_reads_one_position_per_committed_write_transaction() {
+    // one per commit, one per autocommit write, none for a read-only transaction or a rollback
+    assert_eq!(position_queries_of_writes("causal"), [1, 2, 2, 2]);
 }
 
 #[test]

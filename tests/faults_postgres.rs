@@ -175,8 +175,10 @@ fn a_read_retried_on_the_primary_counts_once_and_failures_count() {
 fn a_write_whose_position_died_with_the_primary_fails_its_scopes_reads_clearly_until_it_returns() {
     use diesel::pg::PgRowByRowLoadingMode;
     use diesel_sharding::PositionUnknown;
+    // a monitor that does not probe again during the test: only the primary can tell the
+    // write's position
     let s = setup(
-        "[pinning]\nseconds = 0\n[routing]\nconnect_timeout = \"1s\"\n[consistency]\nmonitor_interval = \"50ms\"",
+        "[pinning]\nseconds = 0\n[routing]\nconnect_timeout = \"1s\"\n[consistency]\nmonitor_interval = \"10s\"",
     );
     let mut conn = s.cluster.get("default").unwrap();
     // row by row: the cursor holds the connection, so the position is read later

@@ -269,7 +269,8 @@ fn migrations_through_a_routed_connection_run_on_the_primary_only() {
 
 #[test]
 fn an_enum_and_timestamps_round_trip_and_read_back_from_the_replica() {
-    let s = setup("[pinning]\nseconds = 0");
+    // the write's position is learned from the monitor's next probe of the primary
+    let s = setup("[pinning]\nseconds = 0\n[consistency]\nmonitor_interval = \"50ms\"");
     let mut conn = s.cluster.get("default").unwrap();
     let written: User = diesel::insert_into(users::table)
         .values((
@@ -281,6 +282,7 @@ fn an_enum_and_timestamps_round_trip_and_read_back_from_the_replica() {
         .get_result(&mut conn)
         .unwrap();
     s.pg.wait_caught_up(0);
+    std::thread::sleep(std::time::Duration::from_millis(150)); // a probe after the write
     let read: User = users::table
         .filter(users::mood.eq(Mood::Curious))
         .select(User::as_select())

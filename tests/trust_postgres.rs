@@ -582,6 +582,7 @@ fn a_replica_that_restarts_behind_what_it_had_replayed_is_learned_anew() {
     let mut conn = s.conn();
     insert(&mut conn, "mine");
     s.pg.wait_caught_up(0);
+    std::thread::sleep(Duration::from_millis(150)); // the monitor's probe covers the write
     assert!(names(&mut conn).contains(&"mine".to_string()));
     assert_eq!(
         reason(&conn),

@@ -163,7 +163,10 @@ where
             && classified.writes()
             && !in_transaction
             && self.db.has_positions
-            && self.db.mode().uses_positions();
+            && matches!(
+                self.db.mode(),
+                crate::Consistency::Causal | crate::Consistency::Strong
+            );
         let db_id = self.db.id;
         let db_name = &self.db.name;
         let primary = open_primary(
@@ -177,7 +180,7 @@ where
             self.db.routed(reason, None);
             self.db.counters.failed();
             // a read held on the primary only because a write's position is unknown: say so
-            if reason == RouteReason::RecentWrite && scope::pending(db_id) {
+            if reason == RouteReason::Behind && scope::pending(db_id) {
                 crate::error::position_unknown(db_name, e)
             } else {
                 connection_error(e)
@@ -198,6 +201,8 @@ where
         };
         drop(call);
         let result = super::primary_outcome(result, watch, timeout);
+        // a read held on the primary only because a write's position is unknown: say so
+        let position_unknown = reason == RouteReason::Behind && scope::pending(db_id);
         self.db.routed(reason, None);
         self.last = Some((reason, None));
         if let Err(e) = &result {
@@ -210,6 +215,12 @@ where
                 }
             }
         }
+        let result = match result {
+            Err(e) if position_unknown && crate::backend::is_connection_error(&e) => {
+                Err(crate::error::position_unknown(&self.db.name, e))
+            }
+            other => other,
+        };
         // a plain read changes no state: nothing to record
         if classified.is_plain() && !classified.writes() {
             return result;
@@ -225,8 +236,26 @@ where
             if self.db.has_positions {
                 match position {
                     Some(pos) => self.db.wrote_at(pos, &tables),
-                    // learned before the next read that needs it, or the next token
-                    None => scope::write_pending(self.db.id),
+                    // learned when something compares against it; the cursor may still
+                    // hold the write: only a position read later covers it
+                    None => {
+                        let at = if <C as RoutedLoad<B>>::DONE_ON_RETURN {
+                            self.db.replicas.clock_ms()
+                        } else {
+                            scope::NOT_YET
+                        };
+                        let tables: &[crate::routing::TableId] = if self.db.has_positions
+                            && self.db.consistency.granularity == crate::Granularity::Table
+                        {
+                            &tables
+                        } else {
+                            &[]
+                        };
+                        scope::write_pending(self.db.id, tables, at);
+                        if at != scope::NOT_YET {
+                            self.db.wrote_lazily(at);
+                        }
+                    }
                 }
             }
         }

@@ -121,7 +121,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         if self.in_transaction() {
             self.state.note_transaction_write(&[]);
         } else if self.db.has_positions {
-            scope::write_pending(self.db.id);
+            self.write_not_yet_done(&[]);
         }
         self.state.primary_handed_out();
         self.open_primary()
@@ -311,21 +311,30 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         let in_transaction = self.in_transaction();
         let mode = self.db.mode();
         let id = self.db.id;
-        if kind.is_read() && !in_transaction && mode.uses_positions() && scope::pending(id) {
-            // a committed write whose position is not known yet: learn it (one query), so
-            // that the read can go by positions
-            self.capture_position(&[]);
+        // committed writes whose positions are not known yet: the monitor's last probe of
+        // the primary covers those that returned before it started; until one does, the
+        // replicas almost surely lack them, and the read goes to the primary (no query)
+        let mut pending = kind.is_read()
+            && !in_transaction
+            && mode.uses_positions()
+            && scope::pending_for(id, reads)
+            && match self.db.last_primary_probe() {
+                Some((started, position)) => {
+                    scope::resolve_pending(id, position, started);
+                    scope::pending_for(id, reads)
+                }
+                None => true,
+            };
+        if pending && (scope::pending_not_yet(id) || !self.db.consistency.replica_wait.is_zero()) {
+            // a write the probes cannot cover (it happened after it was marked), or a read
+            // that may wait for a replica: worth learning the position now (one query)
+            self.learn_pending_positions();
+            pending = scope::pending_for(id, reads);
         }
         let pin = match crate::pin::status(id) {
             // the time window is mode `pin`; the other modes go by positions
             PinStatus::RecentWrite if mode != Consistency::Pin => PinStatus::Free,
             status => status,
-        };
-        let pin = if pin == PinStatus::Free && mode.uses_positions() && scope::pending(id) {
-            // the position could not be learned: the primary
-            PinStatus::RecentWrite
-        } else {
-            pin
         };
         match decide(Facts {
             in_transaction,
@@ -335,6 +344,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             pin,
         }) {
             Decision::Primary(reason) => Err(reason),
+            Decision::Replica if pending => Err(RouteReason::Behind),
             Decision::Replica => self.choose_for_read(mode, reads),
         }
     }

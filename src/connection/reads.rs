@@ -140,7 +140,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Consistency::Pin | Consistency::Eventual | Consistency::ReadYourWrites => {
                 scope::required(id, reads)
             }
-            Consistency::Causal => scope::required(id, reads).max(self.db.process_written(reads)),
+            Consistency::Causal => {
+                // the process's writes left to learn: covered by the monitor's next probe
+                let lazy = self
+                    .db
+                    .lazy_writes_bound()
+                    .map_err(|()| NoReplica::Behind)?;
+                scope::required(id, reads)
+                    .max(self.db.process_written(reads))
+                    .max(lazy)
+            }
             Consistency::Strong => {
                 // one tiny query on the primary; the read itself still runs on a replica
                 let now = match self.primary_call(C::flush_position) {

@@ -2,7 +2,7 @@
 
 use super::RoutedConnection;
 use crate::backend::RoutedBackend;
-use crate::consistency::scope;
+use crate::consistency::{scope, Consistency};
 use crate::routing::TableId;
 
 impl<C: RoutedBackend> RoutedConnection<C> {
@@ -18,10 +18,41 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         if !self.db.has_positions {
             return;
         }
-        if self.db.mode().uses_positions() {
-            self.capture_position(tables);
-        } else {
-            scope::write_pending(self.db.id);
+        match self.db.mode() {
+            // other threads compare against it at once: read it now
+            Consistency::Causal | Consistency::Strong => self.capture_position(tables),
+            // learned when something compares against it (the monitor's next probe of the
+            // primary covers it; a token asks the primary), not with a round trip per write
+            _ => self.write_pending(tables),
+        }
+    }
+
+    /// Leaves a committed write's position to learn later.
+    pub(super) fn write_pending(&mut self, tables: &[TableId]) {
+        let at = self.db.replicas.clock_ms();
+        self.mark_pending(tables, at);
+    }
+
+    /// Leaves the position of a write that is still to happen (through the escape hatch, or
+    /// as a cursor is read) to learn when it is needed, by asking the primary then.
+    pub(super) fn write_not_yet_done(&mut self, tables: &[TableId]) {
+        self.mark_pending(tables, scope::NOT_YET);
+    }
+
+    fn mark_pending(&mut self, tables: &[TableId], at: u64) {
+        let tables = if self.wants_tables() { tables } else { &[] };
+        scope::write_pending(self.db.id, tables, at);
+        if at != scope::NOT_YET {
+            self.db.wrote_lazily(at);
+        }
+    }
+
+    /// Reads the primary's position now: it covers every pending write of this scope, table
+    /// by table. If that fails, they stay pending.
+    pub(super) fn learn_pending_positions(&mut self) {
+        if let Ok(Some(pos)) = self.primary_call(C::write_position) {
+            scope::resolve_pending(self.db.id, pos, u64::MAX);
+            self.db.saw_primary_at(pos);
         }
     }
 
@@ -40,7 +71,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         };
         match position {
             Some(pos) => self.db.wrote_at(pos, tables),
-            None => scope::write_pending(self.db.id),
+            None => self.write_not_yet_done(tables),
         }
     }
 }

@@ -114,11 +114,13 @@ fn probe_loop<C: RoutedBackend>(
         }
         if let Some((c, watch)) = conn.as_mut() {
             // a probe unanswered within replica_timeout: the server counts as hung
+            let started_ms = database.replicas.clock_ms();
             let call = watch.call(Some(database.replica_timeout));
             let ok = match target {
-                Target::Primary => match C::flush_position(c) {
+                Target::Primary => match C::probe_primary(c) {
                     Ok(Some(pos)) => {
-                        database.primary_position.fetch_max(pos, Ordering::Relaxed);
+                        // covers every write that returned before the probe started
+                        database.primary_probed(started_ms, pos);
                         true
                     }
                     Ok(None) => true,

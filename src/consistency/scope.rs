@@ -20,8 +20,9 @@ struct Scope {
     must_see: Vec<Entry>,
     /// What this scope wrote (joins the parent when a request scope ends).
     wrote: Vec<Entry>,
-    /// Databases with a committed write whose position is not known yet.
-    pending: Vec<u64>,
+    /// Committed writes whose position is not known yet: `(database, table or 0 for tables
+    /// not known, when the latest one returned, in the replica set's clock)`.
+    pending: Vec<(u64, TableId, u64)>,
     /// Per database, the replica this scope last read from, while what it had replayed
     /// then is only known as a lower bound.
     last_reads: Vec<(u64, LastRead)>,
@@ -83,25 +84,83 @@ pub(crate) fn required(db: u64, reads: Option<&[TableId]>) -> Position {
 
 /// Has the current scope committed a write to `db` whose position is not known yet?
 pub(crate) fn pending(db: u64) -> bool {
-    with_current(|s| s.pending.contains(&db)).unwrap_or(false)
+    with_current(|s| s.pending.iter().any(|(d, _, _)| *d == db)).unwrap_or(false)
 }
 
-/// This scope committed a write to `db`; its position follows with [`wrote`].
-pub(crate) fn write_pending(db: u64) {
+/// The time of a pending write that may not have happened yet when it was marked (the
+/// escape hatch `primary()`, a row-by-row cursor): no probe covers it, only a position read
+/// later, when it is needed.
+pub(crate) const NOT_YET: u64 = u64::MAX - 1;
+
+/// Does `db` have a pending write that only a position read now can cover?
+pub(crate) fn pending_not_yet(db: u64) -> bool {
     with_current(|s| {
-        if !s.pending.contains(&db) {
-            s.pending.push(db)
+        s.pending
+            .iter()
+            .any(|(d, _, at)| *d == db && *at == NOT_YET)
+    })
+    .unwrap_or(false)
+}
+
+/// Does a read of `reads` (`None`: all tables) on `db` depend on a pending write?
+pub(crate) fn pending_for(db: u64, reads: Option<&[TableId]>) -> bool {
+    with_current(|s| {
+        s.pending
+            .iter()
+            .any(|(d, t, _)| *d == db && (*t == 0 || reads.is_none_or(|r| r.contains(t))))
+    })
+    .unwrap_or(false)
+}
+
+/// This scope committed a write to `db` (to `tables`; empty: not known) whose position is
+/// not known yet; `at_ms` is when it returned.
+pub(crate) fn write_pending(db: u64, tables: &[TableId], at_ms: u64) {
+    with_current(|s| {
+        let mut add = |table: TableId| match s
+            .pending
+            .iter_mut()
+            .find(|(d, t, _)| *d == db && *t == table)
+        {
+            Some((_, _, at)) => *at = (*at).max(at_ms),
+            None => s.pending.push((db, table, at_ms)),
+        };
+        if tables.is_empty() {
+            add(0);
+        }
+        for t in tables {
+            add(*t);
         }
     });
 }
 
-/// This scope committed a write to `db` at `pos`: to `tables`, or (empty) to tables unknown.
-pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
+/// `pos` is a position of `db`'s primary read at or after `since_ms`: it covers every pending
+/// write that had returned before then. Returns whether writes of `db` are still pending.
+pub(crate) fn resolve_pending(db: u64, pos: Position, since_ms: u64) -> bool {
     with_current(|s| {
-        let was_pending = s.pending.contains(&db);
-        s.pending.retain(|d| *d != db);
-        // a pending write's tables are not known: the position (past it) covers them all
-        if tables.is_empty() || was_pending {
+        let mut covered: Vec<TableId> = Vec::new();
+        s.pending.retain(|(d, t, at)| {
+            if *d == db && *at < since_ms {
+                covered.push(*t);
+                false
+            } else {
+                true
+            }
+        });
+        for t in covered {
+            Scope::raise(&mut s.must_see, db, t, pos);
+            Scope::raise(&mut s.wrote, db, t, pos);
+        }
+        s.pending.iter().any(|(d, _, _)| *d == db)
+    })
+    .unwrap_or(false)
+}
+
+/// This scope committed a write to `db` at `pos`: to `tables`, or (empty) to tables unknown.
+/// A position read after it also covers every write of `db` still pending.
+pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
+    resolve_pending(db, pos, u64::MAX);
+    with_current(|s| {
+        if tables.is_empty() {
             Scope::raise(&mut s.must_see, db, 0, pos);
             Scope::raise(&mut s.wrote, db, 0, pos);
         }
@@ -161,7 +220,12 @@ pub(crate) fn unresolved_reads() -> Vec<(u64, LastRead)> {
 
 /// Databases the current scope committed writes to whose positions are not known yet.
 pub(crate) fn pending_databases() -> Vec<u64> {
-    with_current(|s| s.pending.clone()).unwrap_or_default()
+    with_current(|s| {
+        let mut dbs: Vec<u64> = s.pending.iter().map(|(d, _, _)| *d).collect();
+        dbs.dedup();
+        dbs
+    })
+    .unwrap_or_default()
 }
 
 /// No requirement of `db` in the current scope goes beyond `limit` (the primary's position).
@@ -270,9 +334,14 @@ impl Drop for ScopeGuard {
                     Scope::raise(&mut parent.must_see, db, table, pos);
                     Scope::raise(&mut parent.wrote, db, table, pos);
                 }
-                for db in scope.pending {
-                    if !parent.pending.contains(&db) {
-                        parent.pending.push(db);
+                for (db, table, at) in scope.pending {
+                    match parent
+                        .pending
+                        .iter_mut()
+                        .find(|(d, t, _)| *d == db && *t == table)
+                    {
+                        Some((_, _, a)) => *a = (*a).max(at),
+                        None => parent.pending.push((db, table, at)),
                     }
                 }
             } else {
@@ -367,7 +436,7 @@ mod tests {
                 "a job starts without the caller's mode override"
             );
             wrote(1, &[], 900);
-            write_pending(2);
+            write_pending(2, &[], 1);
             panic!("job failed");
         });
         assert!(r.is_err());
@@ -382,11 +451,27 @@ mod tests {
     #[test]
     fn pending_writes_clear_when_their_position_arrives() {
         reset();
-        write_pending(3);
+        write_pending(3, &[], 1);
         assert!(pending(3));
         wrote(3, &[], 42);
         assert!(!pending(3));
         assert_eq!(required(3, None), 42);
+        reset();
+    }
+
+    #[test]
+    fn a_later_primary_position_covers_the_writes_that_returned_before_it() {
+        reset();
+        write_pending(4, &[7], 100);
+        write_pending(4, &[], 200);
+        assert!(
+            resolve_pending(4, 5000, 150),
+            "the write at 200 is still pending"
+        );
+        assert_eq!(required(4, Some(&[7])), 5000);
+        assert_eq!(required(4, Some(&[8])), 0, "only table 7 is known so far");
+        assert!(!resolve_pending(4, 6000, 201));
+        assert_eq!(required(4, Some(&[8])), 6000);
         reset();
     }
 
