@@ -245,7 +245,7 @@ fn postgres(c: &mut Criterion) {
     pairs!(c, "postgres", plain_conn, routed_conn);
     drop(routed_conn);
 
-    // read_your_writes (the default): one position query after each committed write
+    // read_your_writes (the default): the write's position is left to the monitor's next probe
     let ryw = routed_cluster("read_your_writes");
     let mut ryw_conn = ryw.get("default").unwrap();
     let mut g = c.benchmark_group("postgres_read_your_writes");

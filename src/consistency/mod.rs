@@ -2,8 +2,11 @@
 //! data older than it must see.
 //!
 //! PostgreSQL replicas replay the primary's write-ahead log; a position (LSN) says how far.
-//! After every committed write the routed connection learns the primary's position, and a read
-//! goes to a replica only when that replica has replayed past what the reader must see:
+//! A committed write's position is learned when something compares against it: from the
+//! monitor's next probe of the primary in `read_your_writes` (reads go to the primary until
+//! then), right after the commit in `causal` and `strong`, and from the primary when a token is
+//! taken. A read goes to a replica only when that replica has replayed past what the reader
+//! must see:
 //!
 //! | mode | a read goes to a replica only if it has replayed |
 //! |---|---|
