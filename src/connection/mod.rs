@@ -58,6 +58,10 @@ pub struct RoutedConnection<C: RoutedBackend> {
     dead_replica: Option<usize>,
     /// The primary connection broke (its server went away): reopened at the next call.
     dead_primary: bool,
+    /// The last checkout left state in the primary's session: reset before the next call.
+    reset_primary: bool,
+    /// ... and in these replicas' sessions.
+    reset_replicas: Vec<usize>,
     /// Stands in for the primary's transaction state while the primary is closed.
     placeholder_tm: AnsiTransactionManager,
     /// Transactions and session state: the one record every entry point updates.
@@ -81,6 +85,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             current_replica: None,
             dead_replica: None,
             dead_primary: false,
+            reset_primary: false,
+            reset_replicas: Vec::new(),
             placeholder_tm: AnsiTransactionManager::default(),
             state: SessionState::default(),
             kinds: KindCache::default(),
@@ -117,6 +123,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the primary (session state may have changed), and the session is reset when the
     /// connection goes back to the pool.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
+        self.drop_dead_replica();
         self.db.wrote();
         if self.in_transaction() {
             self.state.note_transaction_write(&[]);
@@ -198,6 +205,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.primary_call(C::write_position).ok().flatten()
     }
 
+    /// Runs `f` on the physical primary for the crate's own bookkeeping (stored shard
+    /// picks): no pin, no position, no session state, bounded by `primary_timeout`.
+    pub(crate) fn with_physical_primary<R>(
+        &mut self,
+        f: impl FnOnce(&mut C) -> QueryResult<R>,
+    ) -> QueryResult<R> {
+        self.drop_dead_replica();
+        self.primary_call(f)
+    }
+
     /// One call on the physical primary, opened if needed, bounded by `primary_timeout`.
     pub(super) fn primary_call<R>(
         &mut self,
@@ -236,8 +253,27 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             // a test transaction of Diesel's manager: it stays as it is
             return true;
         }
-        if self.state.primary_needs_reset() {
-            let bound = Some(self.db.connect_timeout);
+        if self.state.holds_for_others() {
+            // locks must not outlive the checkout: closing the session releases them at once
+            // (a reset would have to wait for the server)
+            return false;
+        }
+        // no I/O at check-in (r2d2 asks that `has_broken` not block): the sessions are reset
+        // before the next checkout's first call
+        self.reset_primary |= self.state.primary_needs_reset();
+        for i in std::mem::take(&mut self.state.replicas_handed_out) {
+            if !self.reset_replicas.contains(&i) {
+                self.reset_replicas.push(i);
+            }
+        }
+        self.state = SessionState::default();
+        true
+    }
+
+    /// Resets what the last checkout left in the sessions, before this one's first call.
+    fn reset_sessions(&mut self) {
+        let bound = Some(self.db.connect_timeout);
+        if std::mem::take(&mut self.reset_primary) {
             let reset = match self.primary.as_mut() {
                 Some(p) => {
                     let _call = p.watch.call(bound);
@@ -257,12 +293,13 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 }
             }
         }
-        for i in std::mem::take(&mut self.state.replicas_handed_out) {
+        for i in std::mem::take(&mut self.reset_replicas) {
             if let Some(slot) = self.replicas.get_mut(i) {
-                if slot
-                    .as_mut()
-                    .is_some_and(|c| C::reset_session(c, true).is_err())
-                {
+                let failed = slot.as_mut().is_some_and(|c| {
+                    let _call = c.watch.call(bound);
+                    C::reset_session(&mut c.conn, true).is_err()
+                });
+                if failed {
                     *slot = None;
                     if self.current_replica == Some(i) {
                         self.current_replica = None;
@@ -270,8 +307,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 }
             }
         }
-        self.state = SessionState::default();
-        true
     }
 
     /// Is a transaction open on the primary (through Diesel's transaction manager or a
@@ -626,10 +661,14 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         .map_err(connection_error)
     }
 
+    /// Before every call: reopen what broke, reset what the last checkout left behind.
     #[inline]
     fn drop_dead_replica(&mut self) {
         if std::mem::take(&mut self.dead_primary) {
             self.primary = None;
+        }
+        if self.reset_primary || !self.reset_replicas.is_empty() {
+            self.reset_sessions();
         }
         if let Some(i) = self.dead_replica.take() {
             if let Some(slot) = self.replicas.get_mut(i) {

@@ -76,6 +76,12 @@ impl SessionState {
         self.sticky.settings || self.sticky.other || self.held || self.primary_handed_out
     }
 
+    /// Does the session hold something other sessions wait for (session advisory locks,
+    /// `LISTEN`, what a configured write function may have taken)?
+    pub(super) fn holds_for_others(&self) -> bool {
+        self.held
+    }
+
     /// The escape hatch `primary()` handed out the physical primary: anything may happen on
     /// it, so the session stays on the primary and is reset at check-in.
     pub(super) fn primary_handed_out(&mut self) {

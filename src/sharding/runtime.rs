@@ -155,12 +155,19 @@ impl<C: RoutedBackend> Cluster<C> {
             database: storage.to_owned(),
             source: e,
         };
-        let primary = conn.primary().map_err(query)?;
-        if !group.storage_ready() {
-            primary.ensure_storage().map_err(query)?;
-            group.set_storage_ready();
-        }
-        f(primary).map_err(query)
+        // the picks live on the storage primary; reading or storing one is bookkeeping of
+        // this crate, not a write of the caller's: it pins nothing
+        let ready = group.storage_ready();
+        let result = conn
+            .with_physical_primary(|primary| {
+                if !ready {
+                    primary.ensure_storage()?;
+                }
+                f(primary)
+            })
+            .map_err(query)?;
+        group.set_storage_ready();
+        Ok(result)
     }
 
     /// Stores `shard` as the shard of `key` in `group`'s shard storage, unless the key has one
