@@ -46,8 +46,8 @@ struct Inner<C: RoutedBackend> {
     replicas: BTreeMap<String, String>,
     /// Shard groups by name.
     groups: BTreeMap<String, Group>,
-    /// Stops the replica monitors when the cluster goes away.
-    _monitors: Vec<Monitor>,
+    /// Stops the replica monitor when the cluster goes away.
+    _monitor: Monitor,
     /// Tokens are signed with it and must carry its signature.
     token_secret: Option<crate::consistency::TokenSecret>,
 }
@@ -83,7 +83,7 @@ impl<C: RoutedBackend> Cluster<C> {
         };
         let mut primaries = BTreeMap::new();
         let mut replicas = BTreeMap::new();
-        let mut monitors = Vec::new();
+        let monitor = Monitor::new();
         // One helper thread pool for every pool of the cluster: r2d2 starts three threads per
         // pool otherwise, which is thousands of threads for a few hundred shards.
         let workers = Arc::new(
@@ -100,10 +100,8 @@ impl<C: RoutedBackend> Cluster<C> {
         for spec in &topology.primaries {
             let db = Arc::new(Database::new(spec, &options));
             if C::HAS_POSITIONS && !spec.replicas.is_empty() {
-                monitors.push(Monitor::spawn::<C>(
-                    &db,
-                    topology.consistency.monitor_interval,
-                ));
+                // probed from when the process first uses the database
+                monitor.watch::<C>(&db, topology.consistency.monitor_interval);
             }
             let pool = r2d2::Pool::builder()
                 .max_size(spec.pool_size)
@@ -127,7 +125,7 @@ impl<C: RoutedBackend> Cluster<C> {
                     .iter()
                     .map(|g| (g.name.clone(), Group::new(g)))
                     .collect(),
-                _monitors: monitors,
+                _monitor: monitor,
                 token_secret: topology.consistency.token_secret.clone(),
             }),
         })

@@ -30,6 +30,15 @@ pub(crate) struct Options {
     pub(crate) connect_url: fn(&str, Duration) -> String,
 }
 
+/// What starts a database's monitoring, at most once.
+struct Activation(std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>);
+
+impl std::fmt::Debug for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Activation")
+    }
+}
+
 /// One primary with its replicas, shared by every connection of its pool.
 #[derive(Debug)]
 pub(crate) struct Database {
@@ -57,6 +66,9 @@ pub(crate) struct Database {
     /// none), in the replica set's clock: `causal` reads wait for a primary position read
     /// after it.
     lazy_write_ms: AtomicU64,
+    /// Starts the monitor's probes of this database's servers, once (`None` when it has none,
+    /// or they started).
+    monitor_activation: Activation,
     /// The monitor's last probe of the primary: when it started, and the position it read.
     /// That position covers every write that returned before the probe started.
     primary_probe: std::sync::Mutex<Option<(u64, Position)>>,
@@ -102,6 +114,7 @@ impl Database {
             primary_position: AtomicU64::new(0),
             max_written: AtomicU64::new(0),
             lazy_write_ms: AtomicU64::new(0),
+            monitor_activation: Activation(std::sync::Mutex::new(None)),
             primary_probe: std::sync::Mutex::new(None),
             coarse_written: AtomicU64::new(0),
             table_written: RwLock::new(HashMap::new()),
@@ -202,6 +215,26 @@ impl Database {
                 let p = map.entry(*t).or_insert(0);
                 *p = (*p).max(position);
             }
+        }
+    }
+
+    /// What starts the monitor's probes of this database, when it is first used.
+    pub(crate) fn set_monitor_activation(&self, start: Box<dyn FnOnce() + Send>) {
+        if let Ok(mut slot) = self.monitor_activation.0.lock() {
+            *slot = Some(start);
+        }
+    }
+
+    /// The process uses this database: its servers are probed from now on.
+    pub(crate) fn activate_monitor(&self) {
+        let start = self
+            .monitor_activation
+            .0
+            .lock()
+            .ok()
+            .and_then(|mut s| s.take());
+        if let Some(start) = start {
+            start();
         }
     }
 

@@ -60,6 +60,8 @@ fn setup(consistency: &str) -> Setup {
     ))
     .unwrap();
     let cluster = Cluster::new(settings).unwrap();
+    // the monitor probes a database's servers from the process's first checkout of it
+    drop(cluster.get("default").unwrap());
     pg.reset_all_statement_stats();
     Setup { pg, cluster }
 }

@@ -77,6 +77,8 @@ pub struct RoutedConnection<C: RoutedBackend> {
 
 impl<C: RoutedBackend> RoutedConnection<C> {
     pub(crate) fn new(db: Arc<Database>) -> Self {
+        // the process uses this database: its servers are monitored from now on
+        db.activate_monitor();
         let replicas = (0..db.replicas.len()).map(|_| None).collect();
         RoutedConnection {
             db,

@@ -1,122 +1,91 @@
-//! The replica monitor: one background thread per server keeps each replica's replay position
-//! and lag (and the primary's position, for the byte lag) fresh in the shared state.
+//! The replica monitor: keeps each replica's replay position and lag, and the primary's
+//! position, fresh in the shared state.
 //!
-//! A thread per server, so that a replica that hangs (a frozen process answers no query, and
-//! libpq has no read timeout) stalls only its own probe: its last successful probe ages, and
-//! the router stops using it once that is older than twice the interval plus the connect
-//! timeout. The threads end soon after the cluster is dropped.
+//! One monitor per cluster, with a few worker threads ([`WORKERS`]) whatever the number of
+//! servers: each server is a probe on a queue ordered by when it is due (every
+//! `monitor_interval`, with jitter). A database's servers join the queue when the process first
+//! takes a connection from its pool, so a process that uses a few shards of thousands probes
+//! only those. Workers sleep on a condition variable until the next probe is due: an idle
+//! cluster wakes nobody up. A probe has the deadline `replica_timeout` (the watchdog cuts it):
+//! a replica that misses it is hung, and a hung server holds a worker at most that long. The
+//! workers are stopped and joined when the cluster is dropped.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::backend::RoutedBackend;
+use crate::connection::watchdog::Watched;
 use crate::database::Database;
 
-/// How long dropping a monitor waits for its threads: a probe or connect in flight ends
-/// within the connect timeout (2 s by default), the sleep between probes at once.
+/// Worker threads of one cluster's monitor, at most.
+pub(crate) const WORKERS: usize = 4;
+
+/// How long dropping a monitor waits for its workers: a probe or connect in flight ends
+/// within the connect timeout (2 s by default); waiting workers at once.
 const JOIN_BOUND: Duration = Duration::from_millis(2500);
 
-/// Stops the monitor's threads when dropped, and waits (a bounded time) until they have
-/// ended, so that a process can exit right after dropping its cluster.
-#[derive(Debug)]
-pub(crate) struct Monitor {
-    stop: Arc<AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
+/// One server to probe, with its own connection.
+trait Probe: Send {
+    /// Probes once; `false` when its database is gone.
+    fn probe(&mut self) -> bool;
+    /// How long until the next probe.
+    fn interval(&self) -> Duration;
 }
 
-impl Drop for Monitor {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let deadline = std::time::Instant::now() + JOIN_BOUND;
-        for handle in self.threads.drain(..) {
-            while !handle.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            } else {
-                tracing::warn!(
-                    target: "diesel_sharding::monitor",
-                    "a replica monitor thread is still inside a database call: left to end by itself"
-                );
-            }
-        }
-    }
-}
-
-/// Which server a probe thread watches.
+/// Which server a probe watches.
 #[derive(Debug, Clone, Copy)]
 enum Target {
     Primary,
     Replica(usize),
 }
 
-impl Monitor {
-    /// Starts probing the primary and every replica of `db` every `interval` (with jitter).
-    pub(crate) fn spawn<C: RoutedBackend>(db: &Arc<Database>, interval: Duration) -> Monitor {
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let targets =
-            std::iter::once(Target::Primary).chain((0..db.replicas.len()).map(Target::Replica));
-        for target in targets {
-            let weak = Arc::downgrade(db);
-            let stop = stop.clone();
-            let name = format!("diesel-sharding-monitor-{}", db.name);
-            let spawned = std::thread::Builder::new()
-                .name(name)
-                .spawn(move || probe_loop::<C>(weak, target, interval, stop));
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(e) => {
-                    tracing::warn!(target: "diesel_sharding::monitor", error = %e, "cannot start a replica monitor thread")
-                }
-            }
-        }
-        Monitor { stop, threads }
-    }
-}
-
-fn probe_loop<C: RoutedBackend>(
+struct ServerProbe<C> {
     db: Weak<Database>,
     target: Target,
     interval: Duration,
-    stop: Arc<AtomicBool>,
-) {
-    let mut conn: Option<(C, crate::connection::watchdog::Watched)> = None;
-    loop {
-        if stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Some(database) = db.upgrade() else { return };
-        let url = match target {
+    conn: Option<(C, Watched)>,
+}
+
+impl<C: RoutedBackend> Probe for ServerProbe<C> {
+    fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    fn probe(&mut self) -> bool {
+        let Some(database) = self.db.upgrade() else {
+            return false;
+        };
+        let url = match self.target {
             Target::Primary => database.url.expose().to_owned(),
             Target::Replica(i) => match database.replicas.get(i) {
                 Some(r) => r.url.expose().to_owned(),
-                None => return,
+                None => return false,
             },
         };
-        if conn.is_none() {
-            conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout))
+        if self.conn.is_none() {
+            self.conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout))
                 .ok()
                 .map(|mut c| {
                     let watch = crate::connection::watch_of(&mut c, None);
                     (c, watch)
                 });
-            if conn.is_none() {
-                if let Target::Replica(i) = target {
+            if self.conn.is_none() {
+                if let Target::Replica(i) = self.target {
                     // a server that takes no connection within connect_timeout answers nothing
                     database.replicas.set_hung(i, true);
                 }
             }
         }
-        if let Some((c, watch)) = conn.as_mut() {
+        if let Some((c, watch)) = self.conn.as_mut() {
             // a probe unanswered within replica_timeout: the server counts as hung
             let started_ms = database.replicas.clock_ms();
             let call = watch.call(Some(database.replica_timeout));
-            let ok = match target {
+            let ok = match self.target {
                 Target::Primary => match C::probe_primary(c) {
                     Ok(Some(pos)) => {
                         // covers every write that returned before the probe started
@@ -138,24 +107,183 @@ fn probe_loop<C: RoutedBackend>(
                 },
             };
             drop(call);
-            if let Target::Replica(i) = target {
+            if let Target::Replica(i) = self.target {
                 database.replicas.set_hung(i, !ok && watch.was_cut());
             }
             if !ok {
-                conn = None;
+                self.conn = None;
             }
         }
-        drop(database);
-        // next probe between 0.75 and 1.25 intervals, so that processes do not probe in step
-        let jitter = rand::thread_rng().gen_range(0.75..1.25);
-        let mut left = interval.mul_f64(jitter);
-        while !left.is_zero() {
-            if stop.load(Ordering::Relaxed) {
+        true
+    }
+}
+
+/// Stops and joins the monitor's workers when dropped.
+pub(crate) struct Monitor {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Monitor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Monitor").finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    wake: Condvar,
+    stop: AtomicBool,
+}
+
+#[derive(Default)]
+struct State {
+    /// Every probe; `None` while a worker runs it.
+    probes: Vec<Option<Box<dyn Probe>>>,
+    /// `(when due, probe index)`, earliest first.
+    due: BinaryHeap<Reverse<(Instant, usize)>>,
+    workers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Monitor {
+    pub(crate) fn new() -> Monitor {
+        Monitor {
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                wake: Condvar::new(),
+                stop: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Arranges for `db`'s primary and replicas to be probed every `interval` once the
+    /// process first uses `db` ([`Database::activate_monitor`]).
+    pub(crate) fn watch<C: RoutedBackend>(&self, db: &Arc<Database>, interval: Duration) {
+        let shared = Arc::downgrade(&self.shared);
+        let weak_db = Arc::downgrade(db);
+        let replicas = db.replicas.len();
+        db.set_monitor_activation(Box::new(move || {
+            let Some(shared) = shared.upgrade() else {
                 return;
+            };
+            let targets =
+                std::iter::once(Target::Primary).chain((0..replicas).map(Target::Replica));
+            let probes: Vec<Box<dyn Probe>> = targets
+                .map(|target| {
+                    Box::new(ServerProbe::<C> {
+                        db: weak_db.clone(),
+                        target,
+                        interval,
+                        conn: None,
+                    }) as Box<dyn Probe>
+                })
+                .collect();
+            shared.add(probes);
+        }));
+    }
+}
+
+impl Shared {
+    fn add(self: &Arc<Self>, probes: Vec<Box<dyn Probe>>) {
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
+        let now = Instant::now();
+        for probe in probes {
+            let index = st.probes.len();
+            st.probes.push(Some(probe));
+            st.due.push(Reverse((now, index)));
+        }
+        let wanted = WORKERS.min(st.probes.len());
+        while st.workers.len() < wanted {
+            let shared = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("diesel-sharding-monitor".into())
+                .spawn(move || shared.work());
+            match spawned {
+                Ok(handle) => st.workers.push(handle),
+                Err(e) => {
+                    tracing::warn!(target: "diesel_sharding::monitor", error = %e, "cannot start a monitor thread");
+                    break;
+                }
             }
-            let step = left.min(Duration::from_millis(10));
-            std::thread::sleep(step);
-            left -= step;
+        }
+        drop(st);
+        self.wake.notify_all();
+    }
+
+    /// A worker: takes the next due probe, runs it, puts it back with its next time.
+    fn work(&self) {
+        loop {
+            let (index, mut probe) = {
+                let Ok(mut st) = self.state.lock() else {
+                    return;
+                };
+                loop {
+                    if self.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let now = Instant::now();
+                    match st.due.peek().copied() {
+                        Some(Reverse((at, index))) if at <= now => {
+                            st.due.pop();
+                            if let Some(probe) = st.probes.get_mut(index).and_then(Option::take) {
+                                break (index, probe);
+                            }
+                        }
+                        Some(Reverse((at, _))) => {
+                            st = match self.wake.wait_timeout(st, at - now) {
+                                Ok((st, _)) => st,
+                                Err(_) => return,
+                            };
+                        }
+                        None => {
+                            st = match self.wake.wait(st) {
+                                Ok(st) => st,
+                                Err(_) => return,
+                            };
+                        }
+                    }
+                }
+            };
+            let alive = probe.probe();
+            // next probe between 0.75 and 1.25 intervals, so that processes do not probe in
+            // step
+            let jitter = rand::thread_rng().gen_range(0.75..1.25);
+            let next = Instant::now() + probe.interval().mul_f64(jitter);
+            let Ok(mut st) = self.state.lock() else {
+                return;
+            };
+            if alive {
+                if let Some(slot) = st.probes.get_mut(index) {
+                    *slot = Some(probe);
+                }
+                st.due.push(Reverse((next, index)));
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Relaxed);
+        self.shared.wake.notify_all();
+        let workers = match self.shared.state.lock() {
+            Ok(mut st) => std::mem::take(&mut st.workers),
+            Err(_) => return,
+        };
+        let deadline = Instant::now() + JOIN_BOUND;
+        for handle in workers {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(
+                    target: "diesel_sharding::monitor",
+                    "a monitor thread is still inside a database call: left to end by itself"
+                );
+            }
         }
     }
 }
