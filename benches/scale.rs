@@ -15,7 +15,9 @@ use diesel_sharding::{Cluster, Settings};
 const SHARDS: usize = 4096;
 
 fn threads() -> usize {
-    std::fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(0)
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(0)
 }
 
 /// Voluntary context switches of every thread of the process: how often they slept and woke.

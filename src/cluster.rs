@@ -307,6 +307,18 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// A token naming a database this cluster does not have is ignored for that database,
     /// with a warning.
+    ///
+    /// ```no_run
+    /// # use diesel_sharding::{Cluster, ConsistencyToken};
+    /// # fn handle(cluster: &Cluster<diesel::pg::PgConnection>, cookie: &str) -> String {
+    /// // a web request: the user's last token comes back in a cookie
+    /// let token = cluster.parse_token(cookie).unwrap_or_default();
+    /// cluster.with_token(&token, || {
+    ///     // ... reads here see at least what the user's earlier requests wrote ...
+    ///     cluster.token().to_string() // the next cookie
+    /// })
+    /// # }
+    /// ```
     pub fn with_token<R>(&self, token: &ConsistencyToken, f: impl FnOnce() -> R) -> R {
         let _scope = scope::enter(self.positions_of(token), scope::ScopeKind::Request);
         f()

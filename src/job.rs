@@ -48,6 +48,20 @@ pub struct JobDelayed {
 impl<C: RoutedBackend> Cluster<C> {
     /// Runs `job` under `token` with the `policy`, in a clean pin and consistency state that
     /// is cleared afterwards (also on panic). See the [module docs](crate::job).
+    ///
+    /// ```no_run
+    /// # use diesel_sharding::{Cluster, DataConsistency};
+    /// # fn work(cluster: &Cluster<diesel::pg::PgConnection>, payload_token: &str) {
+    /// // the enqueuer stored `cluster.token().to_string()` in the job's payload
+    /// let token = cluster.parse_token(payload_token).unwrap_or_default();
+    /// match cluster.run_job(&token, DataConsistency::Delayed(std::time::Duration::from_secs(1)), || {
+    ///     // ... reads here see what the enqueuer had written ...
+    /// }) {
+    ///     Ok(()) => {}
+    ///     Err(delayed) => { /* no replica has caught up: retry the job later */ let _ = delayed; }
+    /// }
+    /// # }
+    /// ```
     pub fn run_job<R>(
         &self,
         token: &ConsistencyToken,

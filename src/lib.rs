@@ -15,23 +15,35 @@
 //! causal, strong; [`ConsistencyToken`]s carry that across requests and jobs). Models spread
 //! over shard groups with `#[derive(ShardedModel)]` ([`sharding`]).
 //!
-//! ```no_run
+//! ```
 //! use diesel::prelude::*;
 //! use diesel::sqlite::SqliteConnection;
-//! use diesel_sharding::{Cluster, Settings};
+//! use diesel_sharding::{Cluster, RouteReason, Settings};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let settings = Settings::from_toml_str(r#"
+//! # let dir = tempfile::tempdir()?;
+//! # let app = dir.path().join("app.sqlite");
+//! # let app = app.display();
+//! let settings = Settings::from_toml_str(&format!(r#"
+//!     [pinning]
+//!     seconds = 0
+//!
 //!     [databases.default]
-//!     url = "app.sqlite"
+//!     url = "{app}"
 //!
 //!     [databases.default_replica]
-//!     url = "app.sqlite"
+//!     url = "{app}"
 //!     primary = "default"
-//! "#)?;
+//! "#))?;
 //! let cluster = Cluster::<SqliteConnection>::new(settings)?;
 //! let mut conn = cluster.pool("default")?.get()?;
-//! diesel::sql_query("CREATE TABLE IF NOT EXISTS t (id INTEGER PRIMARY KEY)").execute(&mut conn)?;
+//! diesel::sql_query("CREATE TABLE t (id INTEGER PRIMARY KEY)").execute(&mut conn)?;
+//! assert_eq!(conn.last_route().unwrap().reason, RouteReason::Write);
+//! diesel::sql_query("SELECT id FROM t").execute(&mut conn)?; // `execute` always writes
+//! let ids: Vec<i32> = diesel::select(diesel::dsl::sql::<diesel::sql_types::Integer>("1"))
+//!     .load(&mut conn)?;
+//! assert_eq!(ids, [1]);
+//! assert_eq!(conn.last_route().unwrap().reason, RouteReason::Replica);
 //! # Ok(()) }
 //! ```
 
@@ -84,5 +96,8 @@ pub use r2d2;
 /// What most users import: `use diesel_sharding::prelude::*;`.
 pub mod prelude {
     pub use crate::pin::{pin_this_thread, this_thread_is_pinned, unpin_this_thread, use_primary};
-    pub use crate::{Cluster, DatabaseSettings, ReadStrategy, RouteReason, Settings};
+    pub use crate::{
+        Cluster, Consistency, ConsistencyToken, DatabaseSettings, ReadStrategy, RouteReason,
+        Settings, ShardedModel,
+    };
 }

@@ -86,6 +86,21 @@ impl<C: RoutedBackend> Cluster<C> {
     /// With `mod` or `jump` bucketing this is a pure function of the key. With `round_robin`,
     /// `random` or `saved_mod` the first pick is stored in the group's `storage` database and
     /// every later call returns it.
+    ///
+    /// ```no_run
+    /// use diesel_sharding::ShardedModel;
+    ///
+    /// #[derive(ShardedModel)]
+    /// #[sharding(group = "users", key = user_id)]
+    /// struct Post {
+    ///     user_id: i64,
+    /// }
+    ///
+    /// # fn f(cluster: &diesel_sharding::Cluster<diesel::pg::PgConnection>) -> diesel_sharding::Result<()> {
+    /// let shard = cluster.shard_for::<Post>(&42)?;      // which shard holds user 42's posts
+    /// let mut conn = cluster.get_shard(&shard)?;         // a routed connection to it
+    /// # Ok(()) }
+    /// ```
     pub fn shard_for<M: ShardedModel>(&self, key: &M::Key) -> Result<Shard> {
         let (group_name, by) = match M::SHARDING {
             Sharding::Group { group, by } => (group, by),
