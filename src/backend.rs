@@ -236,43 +236,11 @@ mod pg {
         fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {
             // The insert position is past every record written so far, our commit included,
             // also with synchronous_commit = off (where the flush position may trail it).
-            use diesel::sql_types::{BigInt, Nullable, Text};
-            let (insert, block, segment): (Option<i64>, String, String) = diesel::select((
-                diesel::dsl::sql::<Nullable<BigInt>>(
-                    "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
-                ),
-                diesel::dsl::sql::<Text>("current_setting('wal_block_size')"),
-                diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
-            ))
-            .get_result(conn)?;
-            Ok(insert.map(|p| {
-                wal_record_end(
-                    p.max(0) as Position,
-                    parse_size(&block),
-                    parse_size(&segment),
-                )
-            }))
+            insert_position(conn, "false")
         }
 
         fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>> {
-            use diesel::sql_types::{BigInt, Bool, Nullable, Text};
-            let (insert, block, segment, _recovering): (Option<i64>, String, String, bool) =
-                diesel::select((
-                    diesel::dsl::sql::<Nullable<BigInt>>(
-                        "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
-                    ),
-                    diesel::dsl::sql::<Text>("current_setting('wal_block_size')"),
-                    diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
-                    diesel::dsl::sql::<Bool>("pg_is_in_recovery()"),
-                ))
-                .get_result(conn)?;
-            Ok(insert.map(|p| {
-                wal_record_end(
-                    p.max(0) as Position,
-                    parse_size(&block),
-                    parse_size(&segment),
-                )
-            }))
+            insert_position(conn, "pg_is_in_recovery()")
         }
 
         fn socket_ports(conn: &mut Self) -> Option<(u16, u16)> {
@@ -314,6 +282,29 @@ mod pg {
                 identity: started.max(1) as u64,
             }))
         }
+    }
+
+    /// The primary's insert position, as the end of the last record (see [`wal_record_end`]).
+    /// `tag` is a fourth column that tells the statements apart in the server's statistics
+    /// (`false` after a write, `pg_is_in_recovery()` for the monitor).
+    fn insert_position(conn: &mut PgConnection, tag: &str) -> QueryResult<Option<Position>> {
+        use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+        let (insert, block, segment, _tag): (Option<i64>, String, String, bool) = diesel::select((
+            diesel::dsl::sql::<Nullable<BigInt>>(
+                "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
+            ),
+            diesel::dsl::sql::<Text>("current_setting('wal_block_size')"),
+            diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
+            diesel::dsl::sql::<Bool>(tag),
+        ))
+        .get_result(conn)?;
+        Ok(insert.map(|p| {
+            wal_record_end(
+                p.max(0) as Position,
+                parse_size(&block),
+                parse_size(&segment),
+            )
+        }))
     }
 
     /// The insert position names where the next record goes: right after a page header

@@ -432,7 +432,7 @@ fn a_request_scope_does_not_inherit_another_users_write_on_the_same_thread() {
 
 /// Statements that read the primary's position after a write (the monitor's probe of the
 /// primary is a statement of its own, with one more column).
-const POSITION_QUERY: &str = "%pg_current_wal_insert_lsn%current_setting($3)";
+const POSITION_QUERY: &str = "%pg_current_wal_insert_lsn%current_setting($3), $4";
 
 /// The same writes, and how many position queries each step may add, per mode.
 fn position_queries_of_writes(mode: &str) -> Vec<i64> {
