@@ -64,6 +64,28 @@ impl<C: RoutedBackend> Cluster<C> {
     /// Validates the settings and builds one pool per primary. Opens no connection: servers
     /// need not be up yet.
     pub fn new(settings: Settings) -> Result<Self> {
+        Self::with_pools(settings, |_, builder| builder)
+    }
+
+    /// [`new`](Self::new), with a hook that may change each primary's r2d2 pool builder
+    /// (named by the primary) beyond the settings: an error or event handler, a connection
+    /// customizer (its statements go through the routed connection like any other), ...
+    ///
+    /// ```no_run
+    /// # use diesel_sharding::{Cluster, Settings};
+    /// # fn f(settings: Settings) -> diesel_sharding::Result<()> {
+    /// let cluster = Cluster::<diesel::pg::PgConnection>::with_pools(settings, |_name, builder| {
+    ///     builder.error_handler(Box::new(diesel_sharding::r2d2::LoggingErrorHandler))
+    /// })?;
+    /// # Ok(()) }
+    /// ```
+    pub fn with_pools(
+        settings: Settings,
+        configure: impl Fn(
+            &str,
+            r2d2::Builder<RoutedConnectionManager<C>>,
+        ) -> r2d2::Builder<RoutedConnectionManager<C>>,
+    ) -> Result<Self> {
         let topology = settings.validate(C::NAME, C::check_url)?;
         let options = Options {
             classifier: Classifier::with_write_functions(&topology.write_functions)
@@ -103,13 +125,17 @@ impl<C: RoutedBackend> Cluster<C> {
                 // probed from when the process first uses the database
                 monitor.watch::<C>(&db, topology.consistency.monitor_interval);
             }
-            let pool = r2d2::Pool::builder()
+            let builder = r2d2::Pool::builder()
                 .max_size(spec.pool_size)
-                .min_idle(Some(0))
+                .min_idle(Some(spec.pool.min_idle))
+                .connection_timeout(spec.pool.connection_timeout)
+                .idle_timeout(spec.pool.idle_timeout)
+                .max_lifetime(spec.pool.max_lifetime)
                 // no ping at checkout: a hung primary would hold every checkout, also of
                 // work that only reads; a broken connection shows on use and is reopened
                 .test_on_check_out(false)
-                .thread_pool(workers.clone())
+                .thread_pool(workers.clone());
+            let pool = configure(&spec.name, builder)
                 .build_unchecked(RoutedConnectionManager::new(db.clone()));
             for r in &spec.replicas {
                 replicas.insert(r.name.clone(), spec.name.clone());

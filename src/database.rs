@@ -128,6 +128,7 @@ impl Database {
             name: "default".to_owned(),
             url: SecretUrl::new(url),
             pool_size: 1,
+            pool: Default::default(),
             read_strategy: crate::settings::ReadStrategy::PrimaryOnly,
             replicas: Vec::new(),
         };

@@ -734,3 +734,36 @@ fn a_transaction_begun_by_hand_after_a_comment_reads_its_own_rows() {
     assert_eq!(count(&mut conn, "ada"), 1);
     assert_eq!(reason(&conn), RouteReason::RecentWrite);
 }
+
+#[test]
+fn connection_timeout_bounds_a_checkout_from_a_full_pool() {
+    let files = Files::new();
+    let settings = files.settings("").database(
+        "default",
+        diesel_sharding::DatabaseSettings::primary(files.primary.to_str().unwrap())
+            .pool_size(1)
+            .connection_timeout(Duration::from_millis(1200)),
+    );
+    let cluster = Cluster::<SqliteConnection>::new(settings).unwrap();
+    let held = cluster.get("default").unwrap();
+    let started = std::time::Instant::now();
+    let e = cluster.get("default").unwrap_err();
+    assert!(matches!(e, Error::Pool { .. }), "{e}");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(held);
+    assert!(cluster.get("default").is_ok());
+}
+
+#[test]
+fn a_hook_may_configure_each_pool_beyond_the_settings() {
+    let files = Files::new();
+    let named = std::sync::Mutex::new(Vec::new());
+    let cluster = Cluster::<SqliteConnection>::with_pools(files.settings(""), |name, builder| {
+        named.lock().unwrap().push(name.to_owned());
+        builder.max_size(3)
+    })
+    .unwrap();
+    assert_eq!(*named.lock().unwrap(), ["default"]);
+    assert_eq!(cluster.pool("default").unwrap().max_size(), 3);
+}

@@ -164,6 +164,10 @@ pub struct DatabaseSettings {
     url_env: Option<String>,
     primary: Option<String>,
     pool_size: Option<i64>,
+    min_idle: Option<i64>,
+    connection_timeout: Option<String>,
+    idle_timeout: Option<String>,
+    max_lifetime: Option<String>,
     read_strategy: Option<String>,
     weight: Option<i64>,
     shard_group: Option<String>,
@@ -282,7 +286,8 @@ const ROUTING_KEYS: &str = "write_functions, unknown_functions, read_functions, 
 const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, \
      granularity, token_secret, token_secret_env";
 const DATABASE_KEYS: &str =
-    "url, url_env, primary, pool_size, read_strategy, weight, shard_group, shard_id";
+    "url, url_env, primary, pool_size, min_idle, connection_timeout, idle_timeout, max_lifetime, \
+     read_strategy, weight, shard_group, shard_id";
 
 impl Settings {
     /// Empty settings, to be filled in code with [`Settings::database`].
@@ -496,6 +501,40 @@ impl DatabaseSettings {
     #[must_use]
     pub fn pool_size(mut self, size: u32) -> Self {
         self.pool_size = Some(i64::from(size));
+        self
+    }
+
+    /// Keeps at least this many idle connections in a primary's pool. Defaults to 0.
+    #[must_use]
+    pub fn min_idle(mut self, n: u32) -> Self {
+        self.min_idle = Some(i64::from(n));
+        self
+    }
+
+    /// Sets how long `pool.get()` waits for a free connection. Defaults to 30 seconds.
+    #[must_use]
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = Some(humantime::format_duration(timeout).to_string());
+        self
+    }
+
+    /// Closes connections idle for longer (`None`: never). Defaults to 10 minutes.
+    #[must_use]
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = Some(match timeout {
+            Some(t) => humantime::format_duration(t).to_string(),
+            None => "off".into(),
+        });
+        self
+    }
+
+    /// Closes connections older than this (`None`: never). Defaults to 30 minutes.
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = Some(match lifetime {
+            Some(t) => humantime::format_duration(t).to_string(),
+            None => "off".into(),
+        });
         self
     }
 

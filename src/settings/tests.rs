@@ -546,3 +546,50 @@ fn parse_errors_name_the_line_and_column() {
     let e = Settings::from_toml_str("[databases.default\nurl = 1").unwrap_err();
     assert!(e.to_string().contains("line 1"), "{e}");
 }
+
+#[test]
+fn pool_options_validate_with_their_ranges() {
+    let t = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://h/db\"\npool_size = 4\nmin_idle = 2\n\
+         connection_timeout = \"5s\"\nidle_timeout = \"off\"\nmax_lifetime = \"1h\"\n",
+    )
+    .unwrap()
+    .validate(BACKEND, pg_url)
+    .unwrap();
+    let p = t.primaries[0].pool;
+    assert_eq!(p.min_idle, 2);
+    assert_eq!(p.connection_timeout, Duration::from_secs(5));
+    assert_eq!(p.idle_timeout, None);
+    assert_eq!(p.max_lifetime, Some(Duration::from_secs(3600)));
+    for (line, key) in [
+        ("pool_size = 2\nmin_idle = 3", "min_idle"),
+        ("connection_timeout = \"off\"", "connection_timeout"),
+        ("idle_timeout = \"1ms\"", "idle_timeout"),
+        ("max_lifetime = \"soon\"", "max_lifetime"),
+    ] {
+        let e = Settings::from_toml_str(&format!(
+            "[databases.default]\nurl = \"postgres://h/db\"\n{line}\n"
+        ))
+        .unwrap()
+        .validate(BACKEND, pg_url)
+        .unwrap_err();
+        assert!(e.to_string().contains(key), "{line}: {e}");
+    }
+    let e = Settings::from_toml_str(
+        "[databases.default]\nurl = \"postgres://h/db\"\n\
+         [databases.r]\nurl = \"postgres://r/db\"\nprimary = \"default\"\nidle_timeout = \"1m\"\n",
+    )
+    .unwrap()
+    .validate(BACKEND, pg_url)
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            SettingsError::MisplacedKey {
+                key: "idle_timeout",
+                ..
+            }
+        ),
+        "{e}"
+    );
+}

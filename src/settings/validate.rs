@@ -131,9 +131,56 @@ pub(crate) struct PrimarySpec {
     pub(crate) name: String,
     pub(crate) url: SecretUrl,
     pub(crate) pool_size: u32,
+    /// r2d2's pool options.
+    pub(crate) pool: PoolSpec,
     pub(crate) read_strategy: ReadStrategy,
     /// Replicas in name order.
     pub(crate) replicas: Vec<ReplicaSpec>,
+}
+
+/// A primary's r2d2 pool options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PoolSpec {
+    pub(crate) min_idle: u32,
+    pub(crate) connection_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+impl Default for PoolSpec {
+    fn default() -> Self {
+        // r2d2's own defaults
+        PoolSpec {
+            min_idle: 0,
+            connection_timeout: Duration::from_secs(30),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+        }
+    }
+}
+
+/// A duration of a database's key that may also be `"off"`.
+fn optional_duration(
+    database: &str,
+    key: &'static str,
+    text: &Option<String>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, SettingsError> {
+    match text.as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("off") => Ok(None),
+        Some(t) => match humantime::parse_duration(t) {
+            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(30 * 24 * 3600) => {
+                Ok(Some(d))
+            }
+            _ => Err(invalid(
+                database,
+                key,
+                format!("{t:?}"),
+                "must be a duration from 1s to 30 days, or \"off\"",
+            )),
+        },
+    }
 }
 
 /// A validated replica.
@@ -259,10 +306,54 @@ impl Settings {
                     )
                 })?,
             };
+            let defaults = PoolSpec::default();
+            let min_idle = match db.min_idle {
+                None => 0,
+                Some(n) if (0..=i64::from(pool_size)).contains(&n) => n as u32,
+                Some(n) => {
+                    return Err(invalid(
+                        name,
+                        "min_idle",
+                        n.to_string(),
+                        format!("must be between 0 and pool_size ({pool_size})"),
+                    ))
+                }
+            };
+            let connection_timeout = optional_duration(
+                name,
+                "connection_timeout",
+                &db.connection_timeout,
+                Some(defaults.connection_timeout),
+            )?
+            .ok_or_else(|| {
+                invalid(
+                    name,
+                    "connection_timeout",
+                    "\"off\"".into(),
+                    "cannot be off",
+                )
+            })?;
+            let pool = PoolSpec {
+                min_idle,
+                connection_timeout,
+                idle_timeout: optional_duration(
+                    name,
+                    "idle_timeout",
+                    &db.idle_timeout,
+                    defaults.idle_timeout,
+                )?,
+                max_lifetime: optional_duration(
+                    name,
+                    "max_lifetime",
+                    &db.max_lifetime,
+                    defaults.max_lifetime,
+                )?,
+            };
             primaries.push(PrimarySpec {
                 name: name.clone(),
                 url: resolve_url(name, db, backend, check_url)?,
                 pool_size,
+                pool,
                 read_strategy,
                 replicas: Vec::new(),
             });
@@ -286,8 +377,16 @@ impl Settings {
                 }
                 Some(_) => {}
             }
-            if db.pool_size.is_some() {
-                return Err(misplaced(name, "pool_size", "only applies to primaries (a replica's connections live in its primary's pool)"));
+            for (key, set) in [
+                ("pool_size", db.pool_size.is_some()),
+                ("min_idle", db.min_idle.is_some()),
+                ("connection_timeout", db.connection_timeout.is_some()),
+                ("idle_timeout", db.idle_timeout.is_some()),
+                ("max_lifetime", db.max_lifetime.is_some()),
+            ] {
+                if set {
+                    return Err(misplaced(name, key, "only applies to primaries (a replica's connections live in its primary's pool)"));
+                }
             }
             if db.read_strategy.is_some() {
                 return Err(misplaced(

@@ -523,7 +523,10 @@ impl<C: RoutedBackend> Cluster<C> {
         }
         Ok(report)
     }
+}
 
+#[cfg(feature = "postgres")]
+impl Cluster<diesel::pg::PgConnection> {
     /// Installs `next_sharded_id()` (and its sequence) on every shard of `group`: ids made by
     /// PostgreSQL itself, with the same layout as [`next_id`](Self::next_id).
     pub fn install_id_function(&self, group: &str) -> Result<()> {
