@@ -461,6 +461,36 @@ impl Settings {
         self
     }
 
+    /// Sets the replication lag in time past which a replica takes no reads (when it is also
+    /// past `max_lag_bytes`). Defaults to 30 seconds.
+    #[must_use]
+    pub fn max_lag(mut self, lag: Duration) -> Self {
+        self.consistency.max_lag = Some(format!("{}ms", lag.as_millis()));
+        self
+    }
+
+    /// Sets the replication lag in WAL bytes past which a replica takes no reads (when it is
+    /// also past `max_lag`). Defaults to 16 MiB.
+    #[must_use]
+    pub fn max_lag_bytes(mut self, bytes: u64) -> Self {
+        self.consistency.max_lag_bytes = Some(bytes);
+        self
+    }
+
+    /// Sets the connect timeout of every connection. Defaults to 2 seconds.
+    #[must_use]
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.routing.connect_timeout = Some(format!("{}ms", timeout.as_millis()));
+        self
+    }
+
+    /// Takes the token secret from this environment variable. Defaults to none.
+    #[must_use]
+    pub fn token_secret_env(mut self, var: impl Into<String>) -> Self {
+        self.consistency.token_secret_env = Some(var.into());
+        self
+    }
+
     /// The names of all declared databases, in name order.
     pub fn database_names(&self) -> impl Iterator<Item = &str> {
         self.databases.keys().map(String::as_str)

@@ -593,3 +593,34 @@ fn pool_options_validate_with_their_ranges() {
         "{e}"
     );
 }
+
+#[test]
+fn every_key_has_a_builder_setter_that_validates_like_toml() {
+    let t = Settings::new()
+        .pinning_seconds(5)
+        .replica_retry(Duration::from_secs(1))
+        .connect_timeout(Duration::from_secs(3))
+        .replica_timeout(Duration::from_millis(500))
+        .primary_timeout(Duration::from_secs(9))
+        .max_lag(Duration::from_secs(7))
+        .max_lag_bytes(1024)
+        .replica_wait(Duration::from_millis(20))
+        .monitor_interval(Duration::from_millis(200))
+        .granularity(crate::Granularity::Table)
+        .consistency(crate::Consistency::Causal)
+        .token_secret("sixteen bytes at least")
+        .database("default", DatabaseSettings::primary("postgres://h/db"))
+        .validate(BACKEND, pg_url)
+        .unwrap();
+    assert_eq!(t.pin_window, Duration::from_secs(5));
+    assert_eq!(t.connect_timeout, Duration::from_secs(3));
+    assert_eq!(t.replica_timeout, Duration::from_millis(500));
+    assert_eq!(t.primary_timeout, Some(Duration::from_secs(9)));
+    assert_eq!(t.consistency.max_lag, Duration::from_secs(7));
+    assert_eq!(t.consistency.max_lag_bytes, 1024);
+    assert_eq!(t.consistency.replica_wait, Duration::from_millis(20));
+    assert_eq!(t.consistency.monitor_interval, Duration::from_millis(200));
+    assert_eq!(t.consistency.granularity, crate::Granularity::Table);
+    assert_eq!(t.consistency.mode, Some(crate::Consistency::Causal));
+    assert!(t.consistency.token_secret.is_some());
+}
