@@ -72,20 +72,19 @@ impl<C: RoutedBackend> Cluster<C> {
             self.wait_for_replicas(token, bound)?;
         }
         let positions = self.positions_of(token);
-        Ok(crate::pin::run_job(|| {
-            let _scope = scope::enter(positions, scope::ScopeKind::Job);
-            match policy {
-                DataConsistency::Always => crate::pin::use_primary(job),
-                _ => {
-                    // a job honours its token even where reads are eventual or pinned by time
-                    let _mode = match self.configured_mode() {
-                        Consistency::Causal | Consistency::Strong => None,
-                        _ => Some(scope::set_mode(Consistency::ReadYourWrites)),
-                    };
-                    job()
-                }
+        // one job scope: clean pin and mode, the token's positions, nothing left behind
+        let _scope = scope::enter(positions, scope::ScopeKind::Job);
+        Ok(match policy {
+            DataConsistency::Always => crate::pin::use_primary(job),
+            _ => {
+                // a job honours its token even where reads are eventual or pinned by time
+                let _mode = match self.configured_mode() {
+                    Consistency::Causal | Consistency::Strong => None,
+                    _ => Some(scope::set_mode(Consistency::ReadYourWrites)),
+                };
+                job()
             }
-        }))
+        })
     }
 
     /// Waits until, for every database of the token, some replica has replayed its position.

@@ -29,23 +29,9 @@
 //! assert!(!this_thread_is_pinned()); // and the outer scope restored "not pinned"
 //! ```
 
-use std::cell::RefCell;
 use std::time::Instant;
 
-/// Per-thread state. `const`-initialised so that access is a plain TLS lookup.
-#[derive(Debug, Clone, Default)]
-struct PinState {
-    /// `pin_this_thread` or an open `use_primary` scope.
-    explicit: bool,
-    /// Write windows: (database id, reads of that database stay on the primary until then).
-    writes: Vec<(u64, Instant)>,
-}
-
-thread_local! {
-    static STATE: RefCell<PinState> = const {
-        RefCell::new(PinState { explicit: false, writes: Vec::new() })
-    };
-}
+use crate::consistency::scope::{self, PinState};
 
 /// Why a thread's reads of one database go to the primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,35 +44,36 @@ pub(crate) enum PinStatus {
     RecentWrite,
 }
 
+fn with_pin<R>(f: impl FnOnce(&mut PinState) -> R) -> Option<R> {
+    scope::with_state(|s| f(&mut s.pin))
+}
+
 /// Is this thread pinned to the primary, explicitly or by a recent write?
 pub fn this_thread_is_pinned() -> bool {
-    STATE
-        .try_with(|s| {
-            let s = s.borrow();
-            if s.explicit {
-                return true;
-            }
-            if s.writes.is_empty() {
-                return false;
-            }
-            let now = Instant::now();
-            s.writes.iter().any(|(_, until)| *until > now)
-        })
-        .unwrap_or(false)
+    with_pin(|p| {
+        if p.explicit {
+            return true;
+        }
+        if p.writes.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        p.writes.iter().any(|(_, until)| *until > now)
+    })
+    .unwrap_or(false)
 }
 
 /// Pins this thread: its reads go to the primary until [`unpin_this_thread`].
 pub fn pin_this_thread() {
-    let _ = STATE.try_with(|s| s.borrow_mut().explicit = true);
+    with_pin(|p| p.explicit = true);
 }
 
 /// Unpins this thread: clears the explicit pin and every write window, so reads go to
 /// replicas again.
 pub fn unpin_this_thread() {
-    let _ = STATE.try_with(|s| {
-        let mut s = s.borrow_mut();
-        s.explicit = false;
-        s.writes.clear();
+    with_pin(|p| {
+        p.explicit = false;
+        p.writes.clear();
     });
 }
 
@@ -100,12 +87,8 @@ pub fn use_primary<R>(f: impl FnOnce() -> R) -> R {
 /// Pins this thread until the returned guard is dropped, which restores the previous explicit
 /// pin exactly. The guard form of [`use_primary`].
 pub fn use_primary_guard() -> PinGuard {
-    let previous = STATE
-        .try_with(|s| std::mem::replace(&mut s.borrow_mut().explicit, true))
-        .unwrap_or(false);
     PinGuard {
-        previous,
-        _not_send: std::marker::PhantomData,
+        _guard: scope::set_pin(true),
     }
 }
 
@@ -115,20 +98,13 @@ pub fn use_primary_guard() -> PinGuard {
 #[must_use = "the thread is unpinned again as soon as the guard is dropped"]
 #[derive(Debug)]
 pub struct PinGuard {
-    previous: bool,
-    _not_send: std::marker::PhantomData<*const ()>,
+    _guard: scope::Guard,
 }
 
-impl Drop for PinGuard {
-    fn drop(&mut self) {
-        let previous = self.previous;
-        let _ = STATE.try_with(|s| s.borrow_mut().explicit = previous);
-    }
-}
-
-/// Runs one unit of work (a job, a command) with a clean pin state, and clears whatever pins the
-/// work left behind when it ends (also on panic), so nothing leaks into the next job on the
-/// same worker thread. The state from before the call is restored afterwards.
+/// Runs one unit of work (a job, a command) with a clean pin and consistency state, and
+/// clears whatever the work left behind when it ends (also on panic), so nothing leaks into
+/// the next job on the same worker thread. The state from before the call is restored
+/// afterwards.
 ///
 /// ```
 /// use diesel_sharding::pin;
@@ -140,56 +116,34 @@ impl Drop for PinGuard {
 /// pin::unpin_this_thread();
 /// ```
 pub fn run_job<R>(job: impl FnOnce() -> R) -> R {
-    // replication positions are scoped too: the job neither inherits nor leaves any
-    let _positions =
-        crate::consistency::scope::enter(Vec::new(), crate::consistency::scope::ScopeKind::Job);
-    let _guard = JobGuard {
-        previous: STATE
-            .try_with(|s| std::mem::take(&mut *s.borrow_mut()))
-            .unwrap_or_default(),
-    };
+    let _scope = scope::enter(Vec::new(), scope::ScopeKind::Job);
     job()
-}
-
-/// Puts back the state from before a job when dropped.
-struct JobGuard {
-    previous: PinState,
-}
-
-impl Drop for JobGuard {
-    fn drop(&mut self) {
-        let previous = std::mem::take(&mut self.previous);
-        let _ = STATE.try_with(|s| *s.borrow_mut() = previous);
-    }
 }
 
 /// The pin status of this thread for one database.
 pub(crate) fn status(database: u64) -> PinStatus {
-    STATE
-        .try_with(|s| {
-            let s = s.borrow();
-            if s.explicit {
-                return PinStatus::Explicit;
-            }
-            if s.writes.is_empty() {
-                return PinStatus::Free;
-            }
-            let now = Instant::now();
-            match s.writes.iter().find(|(db, _)| *db == database) {
-                Some((_, until)) if *until > now => PinStatus::RecentWrite,
-                _ => PinStatus::Free,
-            }
-        })
-        .unwrap_or(PinStatus::Free)
+    with_pin(|p| {
+        if p.explicit {
+            return PinStatus::Explicit;
+        }
+        if p.writes.is_empty() {
+            return PinStatus::Free;
+        }
+        let now = Instant::now();
+        match p.writes.iter().find(|(db, _)| *db == database) {
+            Some((_, until)) if *until > now => PinStatus::RecentWrite,
+            _ => PinStatus::Free,
+        }
+    })
+    .unwrap_or(PinStatus::Free)
 }
 
 /// Records that this thread wrote to `database`: its reads stay on the primary until `until`.
 pub(crate) fn record_write(database: u64, until: Instant) {
-    let _ = STATE.try_with(|s| {
-        let mut s = s.borrow_mut();
+    with_pin(|p| {
         let now = Instant::now();
-        s.writes.retain(|(db, t)| *db != database && *t > now);
-        s.writes.push((database, until));
+        p.writes.retain(|(db, t)| *db != database && *t > now);
+        p.writes.push((database, until));
     });
 }
 

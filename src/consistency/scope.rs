@@ -1,10 +1,19 @@
-//! What this thread must see: the positions of its current scope, and its mode override.
+//! One scope state per thread: the pin (explicit, and the write windows), the mode override,
+//! and the positions its current scope must see, with one guard type that restores what it
+//! changed, also on panic.
 //!
 //! Outside any scope the thread's own history counts (scripts, simple workers). Inside a
 //! [`with_token`](crate::Cluster::with_token) scope it is the scope's token plus what the scope
 //! itself writes and reads, so a worker thread that served user A's write does not send user
-//! B's request to the primary. When a `with_token` scope ends, what it wrote joins the
-//! enclosing scope (this thread did write it); a job scope keeps everything to itself.
+//! B's request to the primary.
+//!
+//! What outlives a scope, one rule: what the thread *did* outlives the scopes that only
+//! *asked* for something. A write's pin window and position outlive a `use_primary` or
+//! `with_consistency` scope (they record a fact); a request scope's writes join the enclosing
+//! scope; a job scope (`run_job`) starts clean and leaves nothing behind, pins included.
+//!
+//! The state sits behind [`with_state`]: a task-local store for async work can take the
+//! thread-local's place there.
 
 use std::cell::RefCell;
 
@@ -44,28 +53,47 @@ impl Scope {
     }
 }
 
+/// The pin: force reads to the primary.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PinState {
+    /// `pin_this_thread` or an open `use_primary` scope.
+    pub(crate) explicit: bool,
+    /// Write windows: (database id, reads of that database stay on the primary until then).
+    pub(crate) writes: Vec<(u64, std::time::Instant)>,
+}
+
+/// Everything a thread (or, later, a task) carries between statements.
 #[derive(Debug, Default)]
-struct State {
+pub(crate) struct State {
+    pub(crate) pin: PinState,
     /// `scopes[0]` is the thread's own history; the last one is current.
     scopes: Vec<Scope>,
     mode: Option<Consistency>,
 }
 
 thread_local! {
-    static STATE: RefCell<State> = const { RefCell::new(State { scopes: Vec::new(), mode: None }) };
+    static STATE: RefCell<State> = const {
+        RefCell::new(State {
+            pin: PinState { explicit: false, writes: Vec::new() },
+            scopes: Vec::new(),
+            mode: None,
+        })
+    };
+}
+
+/// Runs `f` on the current scope state; `None` while the thread is being torn down.
+pub(crate) fn with_state<R>(f: impl FnOnce(&mut State) -> R) -> Option<R> {
+    STATE.try_with(|s| f(&mut s.borrow_mut())).ok()
 }
 
 fn with_current<R>(f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
-    STATE
-        .try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.scopes.is_empty() {
-                s.scopes.push(Scope::default());
-            }
-            let last = s.scopes.len() - 1;
-            f(&mut s.scopes[last])
-        })
-        .ok()
+    with_state(|s| {
+        if s.scopes.is_empty() {
+            s.scopes.push(Scope::default());
+        }
+        let last = s.scopes.len() - 1;
+        f(&mut s.scopes[last])
+    })
 }
 
 /// The position a read of `db` must see in the current scope (0: nothing). With `reads`, the
@@ -246,29 +274,7 @@ pub(crate) fn snapshot() -> Vec<(u64, TableId, Position)> {
 
 /// The mode set by the innermost `with_consistency`, if any.
 pub(crate) fn mode() -> Option<Consistency> {
-    STATE.try_with(|s| s.borrow().mode).ok().flatten()
-}
-
-/// Sets the mode until the guard drops.
-pub(crate) fn set_mode(mode: Consistency) -> ModeGuard {
-    let previous = STATE
-        .try_with(|s| s.borrow_mut().mode.replace(mode))
-        .ok()
-        .flatten();
-    ModeGuard { previous }
-}
-
-/// Restores the previous mode.
-#[derive(Debug)]
-pub(crate) struct ModeGuard {
-    previous: Option<Consistency>,
-}
-
-impl Drop for ModeGuard {
-    fn drop(&mut self) {
-        let previous = self.previous;
-        let _ = STATE.try_with(|s| s.borrow_mut().mode = previous);
-    }
+    with_state(|s| s.mode).flatten()
 }
 
 /// How a scope ends.
@@ -276,85 +282,130 @@ impl Drop for ModeGuard {
 pub(crate) enum ScopeKind {
     /// A request scope: its writes join the enclosing scope.
     Request,
-    /// A job: nothing leaks out, and the mode override is cleared inside.
+    /// A job: it starts clean (no pin, no mode override, no history) and leaves nothing.
     Job,
 }
 
-/// Opens a scope that must see `must_see`; it ends when the guard drops.
-pub(crate) fn enter(must_see: Vec<(u64, TableId, Position)>, kind: ScopeKind) -> ScopeGuard {
-    let depth = STATE
-        .try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.scopes.is_empty() {
-                s.scopes.push(Scope::default());
-            }
-            s.scopes.push(Scope {
-                must_see,
-                ..Scope::default()
-            });
-            s.scopes.len() - 1
-        })
-        .unwrap_or(0);
-    let mode = if kind == ScopeKind::Job {
-        STATE
-            .try_with(|s| s.borrow_mut().mode.take())
-            .ok()
-            .flatten()
-    } else {
-        None
-    };
-    ScopeGuard { depth, kind, mode }
-}
-
-/// Ends a scope when dropped (also on panic).
+/// What a guard restores when it drops.
 #[derive(Debug)]
-pub(crate) struct ScopeGuard {
-    depth: usize,
-    kind: ScopeKind,
-    mode: Option<Consistency>,
+enum Saved {
+    /// The explicit pin as it was.
+    Pin(bool),
+    /// The mode override as it was.
+    Mode(Option<Consistency>),
+    /// A scope to end at this depth; a job also restores the pin and mode from before.
+    Scope {
+        depth: usize,
+        kind: ScopeKind,
+        before: Option<(PinState, Option<Consistency>)>,
+    },
 }
 
-impl Drop for ScopeGuard {
+/// The one guard of the scope state: restores what it changed when dropped (also on
+/// panic). Scopes nest; guards drop in reverse order. Not `Send`: it restores the state of
+/// the thread that made it.
+#[must_use = "the scope ends as soon as the guard is dropped"]
+#[derive(Debug)]
+pub(crate) struct Guard {
+    saved: Option<Saved>,
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl Guard {
+    fn new(saved: Saved) -> Guard {
+        Guard {
+            saved: Some(saved),
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+/// Pins (or unpins) the thread until the guard drops.
+pub(crate) fn set_pin(explicit: bool) -> Guard {
+    let previous =
+        with_state(|s| std::mem::replace(&mut s.pin.explicit, explicit)).unwrap_or(false);
+    Guard::new(Saved::Pin(previous))
+}
+
+/// Sets the mode until the guard drops.
+pub(crate) fn set_mode(mode: Consistency) -> Guard {
+    let previous = with_state(|s| s.mode.replace(mode)).flatten();
+    Guard::new(Saved::Mode(previous))
+}
+
+/// Opens a scope that must see `must_see`; it ends when the guard drops.
+pub(crate) fn enter(must_see: Vec<(u64, TableId, Position)>, kind: ScopeKind) -> Guard {
+    let (depth, before) = with_state(|s| {
+        if s.scopes.is_empty() {
+            s.scopes.push(Scope::default());
+        }
+        s.scopes.push(Scope {
+            must_see,
+            ..Scope::default()
+        });
+        let before = (kind == ScopeKind::Job).then(|| (std::mem::take(&mut s.pin), s.mode.take()));
+        (s.scopes.len() - 1, before)
+    })
+    .unwrap_or((0, None));
+    Guard::new(Saved::Scope {
+        depth,
+        kind,
+        before,
+    })
+}
+
+impl Drop for Guard {
     fn drop(&mut self) {
-        let (depth, kind, mode) = (self.depth, self.kind, self.mode.take());
-        let _ = STATE.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if depth == 0 || s.scopes.len() <= depth {
-                return;
-            }
-            let scope = s
-                .scopes
-                .split_off(depth)
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            if kind == ScopeKind::Request {
-                let parent = &mut s.scopes[depth - 1];
-                for (db, table, pos) in scope.wrote {
-                    Scope::raise(&mut parent.must_see, db, table, pos);
-                    Scope::raise(&mut parent.wrote, db, table, pos);
+        let Some(saved) = self.saved.take() else {
+            return;
+        };
+        let _ = with_state(|s| match saved {
+            Saved::Pin(previous) => s.pin.explicit = previous,
+            Saved::Mode(previous) => s.mode = previous,
+            Saved::Scope {
+                depth,
+                kind,
+                before,
+            } => {
+                if let Some((pin, mode)) = before {
+                    s.pin = pin;
+                    s.mode = mode;
                 }
-                for (db, table, at) in scope.pending {
-                    match parent
-                        .pending
-                        .iter_mut()
-                        .find(|(d, t, _)| *d == db && *t == table)
-                    {
-                        Some((_, _, a)) => *a = (*a).max(at),
-                        None => parent.pending.push((db, table, at)),
+                if depth == 0 || s.scopes.len() <= depth {
+                    return;
+                }
+                let scope = s
+                    .scopes
+                    .split_off(depth)
+                    .into_iter()
+                    .next()
+                    .unwrap_or_default();
+                if kind == ScopeKind::Request {
+                    let parent = &mut s.scopes[depth - 1];
+                    for (db, table, pos) in scope.wrote {
+                        Scope::raise(&mut parent.must_see, db, table, pos);
+                        Scope::raise(&mut parent.wrote, db, table, pos);
+                    }
+                    for (db, table, at) in scope.pending {
+                        match parent
+                            .pending
+                            .iter_mut()
+                            .find(|(d, t, _)| *d == db && *t == table)
+                        {
+                            Some((_, _, a)) => *a = (*a).max(at),
+                            None => parent.pending.push((db, table, at)),
+                        }
                     }
                 }
-            } else {
-                s.mode = mode;
             }
         });
     }
 }
 
-/// Forgets the whole history of this thread (for tests and `unpin_this_thread`-like resets).
+/// Forgets the whole history of this thread (for tests).
 #[cfg(test)]
 pub(crate) fn reset() {
-    let _ = STATE.try_with(|s| *s.borrow_mut() = State::default());
+    let _ = with_state(|s| *s = State::default());
 }
 
 #[cfg(test)]
