@@ -7,7 +7,7 @@
 //!   same database. For PostgreSQL the bench starts its own server (as the tests do); the
 //!   routed pool's replica is that same server, so the difference is the router alone.
 //!
-//! Run: `cargo bench --bench routing`. The README's table comes from this.
+//! Run: `cargo bench --features bench-internals --bench routing`. The README's table comes from this.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented public functions
 
@@ -19,8 +19,7 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel::r2d2::{ConnectionManager, Pool};
 use diesel::sqlite::SqliteConnection;
-use diesel_sharding::routing::bench::CachedClassifier;
-use diesel_sharding::routing::Classifier;
+use diesel_sharding::__bench::CachedClassifier;
 use diesel_sharding::{pin, Cluster, Settings};
 
 #[allow(unreachable_pub)]
@@ -68,7 +67,7 @@ fn classify(c: &mut Criterion) {
     });
     let sql = diesel::debug_query::<diesel::pg::Pg, _>(&dynamic_query).to_string();
     let sql = sql.split(" -- binds").next().unwrap_or_default().to_owned();
-    let classifier = Classifier::new();
+    let classifier = CachedClassifier::default();
     g.bench_function("lex_only", |b| {
         b.iter(|| classifier.classify(std::hint::black_box(&sql)))
     });

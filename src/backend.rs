@@ -13,83 +13,106 @@ use diesel::query_builder::{Query, QueryFragment, QueryId};
 use diesel::r2d2::R2D2Connection;
 use diesel::result::QueryResult;
 
-mod private {
-    #[allow(unreachable_pub)]
-    pub trait Sealed {}
+/// What each backend implements for the router: sealed (the router's correctness depends on
+/// each backend's details), nameable only inside the crate.
+#[allow(unreachable_pub)]
+pub(crate) mod private {
+    use super::*;
+
+    /// The router's side of a backend.
+    pub trait Backend:
+        Connection<TransactionManager = AnsiTransactionManager>
+        + R2D2Connection
+        + crate::sharding::storage::ShardStorage
+        + 'static
+    {
+        /// Does a `COMMIT` that fails end the transaction? (PostgreSQL rolls it back; SQLite
+        /// keeps it open.)
+        const FAILED_COMMIT_ENDS_TRANSACTION: bool;
+
+        /// Returns a session to the state of a new one, as far as the backend can without
+        /// invalidating Diesel's prepared statements; an error means: close it instead.
+        /// `replica`: the connection must stay read-only.
+        fn reset_session(conn: &mut Self, replica: bool) -> QueryResult<()>;
+
+        /// The statement that opens a read-only transaction.
+        const BEGIN_READ_ONLY: &'static str;
+
+        /// Does `url` fit this backend? The error says what a fitting URL looks like.
+        fn check_url(url: &str) -> Result<(), &'static str>;
+
+        /// The URL to open a replica with, read-only where the backend needs it in the URL.
+        fn replica_url(url: &str) -> String;
+
+        /// Makes a freshly opened replica connection read-only, so a misrouted write fails loudly.
+        fn prepare_replica(conn: &mut Self) -> QueryResult<()>;
+
+        /// Renders a query's SQL, for classification.
+        fn render_sql<T: QueryFragment<Self::Backend> + ?Sized>(query: &T) -> QueryResult<String>;
+
+        /// Does the backend report replication positions?
+        const HAS_POSITIONS: bool;
+
+        /// The URL with a connect timeout, where the backend takes one.
+        fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String;
+
+        /// On the primary, after a commit: a position at or past that commit.
+        fn write_position(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+        /// For the monitor, on the primary: the write position (as [`write_position`]), by a
+        /// statement of its own, so that the servers' statistics tell the two apart.
+        ///
+        /// [`write_position`]: RoutedBackend::write_position
+        fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+        /// On the primary: everything committed and acknowledged so far is at or before this.
+        fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
+
+        /// The connection's local and remote TCP ports (`None`: not TCP), to find its socket.
+        fn socket_ports(conn: &mut Self) -> Option<(u16, u16)>;
+
+        /// On a replica: replay position and time lag, for the monitor.
+        fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
+    }
+
+    /// A loading mode (`B`) the router can send to a replica.
+    pub trait Load<B>: Backend + LoadConnection<B> {
+        /// Has a statement run to its end when `load` returns (the whole result fetched)? Not
+        /// for a row-by-row cursor, which runs as it is read.
+        const DONE_ON_RETURN: bool = true;
+
+        /// Runs `source` on the replica connection `conn`.
+        fn load_on_replica<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> ReplicaLoad<<Self as LoadConnection<B>>::Cursor<'conn, 'query>, T>
+        where
+            T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
+            Self::Backend: QueryMetadata<T::SqlType>;
+
+        /// Runs a committing write (`INSERT ... RETURNING` outside a transaction) on the primary
+        /// `conn` and, where the cursor lets the connection go, reads the write's position.
+        #[allow(clippy::type_complexity)]
+        fn load_write<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> (
+            QueryResult<<Self as LoadConnection<B>>::Cursor<'conn, 'query>>,
+            Option<Position>,
+        )
+        where
+            T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
+            Self::Backend: QueryMetadata<T::SqlType>,
+        {
+            (<Self as LoadConnection<B>>::load(conn, source), None)
+        }
+    }
 }
 
 /// A Diesel connection type the router can route: `PgConnection` or `SqliteConnection`.
-pub trait RoutedBackend:
-    Connection<TransactionManager = AnsiTransactionManager>
-    + R2D2Connection
-    + crate::sharding::storage::ShardStorage
-    + private::Sealed
-    + 'static
-{
+pub trait RoutedBackend: private::Backend {
     /// The backend's name in messages (`PostgreSQL`, `SQLite`).
     const NAME: &'static str;
-
-    /// Does a `COMMIT` that fails end the transaction? (PostgreSQL rolls it back; SQLite
-    /// keeps it open.)
-    #[doc(hidden)]
-    const FAILED_COMMIT_ENDS_TRANSACTION: bool;
-
-    /// Returns a session to the state of a new one, as far as the backend can without
-    /// invalidating Diesel's prepared statements; an error means: close it instead.
-    /// `replica`: the connection must stay read-only.
-    #[doc(hidden)]
-    fn reset_session(conn: &mut Self, replica: bool) -> QueryResult<()>;
-
-    /// The statement that opens a read-only transaction.
-    #[doc(hidden)]
-    const BEGIN_READ_ONLY: &'static str;
-
-    /// Does `url` fit this backend? The error says what a fitting URL looks like.
-    #[doc(hidden)]
-    fn check_url(url: &str) -> Result<(), &'static str>;
-
-    /// The URL to open a replica with, read-only where the backend needs it in the URL.
-    #[doc(hidden)]
-    fn replica_url(url: &str) -> String;
-
-    /// Makes a freshly opened replica connection read-only, so a misrouted write fails loudly.
-    #[doc(hidden)]
-    fn prepare_replica(conn: &mut Self) -> QueryResult<()>;
-
-    /// Renders a query's SQL, for classification.
-    #[doc(hidden)]
-    fn render_sql<T: QueryFragment<Self::Backend> + ?Sized>(query: &T) -> QueryResult<String>;
-
-    /// Does the backend report replication positions?
-    #[doc(hidden)]
-    const HAS_POSITIONS: bool;
-
-    /// The URL with a connect timeout, where the backend takes one.
-    #[doc(hidden)]
-    fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String;
-
-    /// On the primary, after a commit: a position at or past that commit.
-    #[doc(hidden)]
-    fn write_position(conn: &mut Self) -> QueryResult<Option<Position>>;
-
-    /// For the monitor, on the primary: the write position (as [`write_position`]), by a
-    /// statement of its own, so that the servers' statistics tell the two apart.
-    ///
-    /// [`write_position`]: RoutedBackend::write_position
-    #[doc(hidden)]
-    fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>>;
-
-    /// On the primary: everything committed and acknowledged so far is at or before this.
-    #[doc(hidden)]
-    fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>>;
-
-    /// The connection's local and remote TCP ports (`None`: not TCP), to find its socket.
-    #[doc(hidden)]
-    fn socket_ports(conn: &mut Self) -> Option<(u16, u16)>;
-
-    /// On a replica: replay position and time lag, for the monitor.
-    #[doc(hidden)]
-    fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
 }
 
 /// What the monitor learns from one replica.
@@ -117,40 +140,9 @@ pub enum ReplicaLoad<Cursor, T> {
 
 /// A loading mode (`B`) the router can send to a replica, with a retry on the primary when the
 /// replica's connection turns out to be dead.
-pub trait RoutedLoad<B = DefaultLoadingMode>: RoutedBackend + LoadConnection<B> {
-    /// Has a statement run to its end when `load` returns (the whole result fetched)? Not
-    /// for a row-by-row cursor, which runs as it is read.
-    #[doc(hidden)]
-    const DONE_ON_RETURN: bool = true;
+pub trait RoutedLoad<B = DefaultLoadingMode>: RoutedBackend + private::Load<B> {}
 
-    /// Runs `source` on the replica connection `conn`.
-    #[doc(hidden)]
-    fn load_on_replica<'conn, 'query, T>(
-        conn: &'conn mut Self,
-        source: T,
-    ) -> ReplicaLoad<<Self as LoadConnection<B>>::Cursor<'conn, 'query>, T>
-    where
-        T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
-        Self::Backend: QueryMetadata<T::SqlType>;
-
-    /// Runs a committing write (`INSERT ... RETURNING` outside a transaction) on the primary
-    /// `conn` and, where the cursor lets the connection go, reads the write's position.
-    #[doc(hidden)]
-    #[allow(clippy::type_complexity)]
-    fn load_write<'conn, 'query, T>(
-        conn: &'conn mut Self,
-        source: T,
-    ) -> (
-        QueryResult<<Self as LoadConnection<B>>::Cursor<'conn, 'query>>,
-        Option<Position>,
-    )
-    where
-        T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
-        Self::Backend: QueryMetadata<T::SqlType>,
-    {
-        (<Self as LoadConnection<B>>::load(conn, source), None)
-    }
-}
+impl<C, B> RoutedLoad<B> for C where C: RoutedBackend + private::Load<B> {}
 
 /// Is this error a broken connection (the server went away), as opposed to a query error?
 pub(crate) fn is_connection_error(e: &diesel::result::Error) -> bool {
@@ -181,10 +173,11 @@ mod pg {
     use diesel::pg::{Pg, PgConnection, PgQueryBuilder, PgRowByRowLoadingMode};
     use diesel::RunQueryDsl;
 
-    impl private::Sealed for PgConnection {}
-
     impl RoutedBackend for PgConnection {
         const NAME: &'static str = "PostgreSQL";
+    }
+
+    impl private::Backend for PgConnection {
         const BEGIN_READ_ONLY: &'static str = "BEGIN READ ONLY";
         const FAILED_COMMIT_ENDS_TRANSACTION: bool = true;
 
@@ -356,7 +349,7 @@ mod pg {
         Ok(value.map(|v| v.max(0) as Position))
     }
 
-    impl RoutedLoad<DefaultLoadingMode> for PgConnection {
+    impl private::Load<DefaultLoadingMode> for PgConnection {
         fn load_on_replica<'conn, 'query, T>(
             conn: &'conn mut Self,
             source: T,
@@ -389,14 +382,16 @@ mod pg {
             // position query right after the (autocommitted) write.
             let result = <PgConnection as LoadConnection>::load(conn, source);
             let position = match result {
-                Ok(_) => Self::write_position(conn).ok().flatten(),
+                Ok(_) => <Self as private::Backend>::write_position(conn)
+                    .ok()
+                    .flatten(),
                 Err(_) => None,
             };
             (result, position)
         }
     }
 
-    impl RoutedLoad<PgRowByRowLoadingMode> for PgConnection {
+    impl private::Load<PgRowByRowLoadingMode> for PgConnection {
         const DONE_ON_RETURN: bool = false;
 
         fn load_on_replica<'conn, 'query, T>(
@@ -420,10 +415,11 @@ mod sqlite {
     use diesel::connection::SimpleConnection;
     use diesel::sqlite::{Sqlite, SqliteConnection, SqliteQueryBuilder};
 
-    impl private::Sealed for SqliteConnection {}
-
     impl RoutedBackend for SqliteConnection {
         const NAME: &'static str = "SQLite";
+    }
+
+    impl private::Backend for SqliteConnection {
         const BEGIN_READ_ONLY: &'static str = "BEGIN";
         const FAILED_COMMIT_ENDS_TRANSACTION: bool = false;
 
@@ -496,7 +492,7 @@ mod sqlite {
         }
     }
 
-    impl RoutedLoad<DefaultLoadingMode> for SqliteConnection {
+    impl private::Load<DefaultLoadingMode> for SqliteConnection {
         fn load_on_replica<'conn, 'query, T>(
             conn: &'conn mut Self,
             source: T,
@@ -512,6 +508,7 @@ mod sqlite {
     #[cfg(test)]
     mod tests {
         use super::*;
+        use crate::backend::private::Backend;
 
         #[test]
         fn sqlite_replica_urls_are_read_only_uris() {
@@ -540,7 +537,7 @@ mod sqlite {
 
 #[cfg(all(test, feature = "postgres"))]
 mod tests {
-    use super::*;
+    use crate::backend::private::Backend;
     use diesel::pg::PgConnection;
 
     #[test]

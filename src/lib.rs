@@ -51,6 +51,12 @@
 
 extern crate self as diesel_sharding;
 
+#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+compile_error!(
+    "diesel-sharding routes no backend: enable the `postgres` or the `sqlite` feature \
+     (`default-features = false` turned both off)"
+);
+
 mod backend;
 mod cluster;
 mod connection;
@@ -60,7 +66,7 @@ mod error;
 pub mod job;
 mod manager;
 pub mod pin;
-pub mod routing;
+mod routing;
 mod settings;
 pub mod sharding;
 mod stats;
@@ -89,6 +95,38 @@ pub use crate::settings::{
 };
 pub use crate::sharding::{ShardKey, ShardedModel};
 pub use crate::stats::{DatabaseStats, Stats};
+
+/// Internals the crate's own benchmarks measure (feature `bench-internals`): not part of the
+/// API, no stability promise.
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod __bench {
+    use crate::backend::RoutedBackend;
+    use crate::routing::{Classifier, KindCache};
+
+    /// The routed connection's classification path: cache, render, lex.
+    #[derive(Debug, Default)]
+    pub struct CachedClassifier {
+        cache: KindCache,
+        classifier: Classifier,
+    }
+
+    impl CachedClassifier {
+        /// Classifies `query` as the routed connection does.
+        pub fn kind_of<C, T>(&mut self, query: &T) -> impl std::fmt::Debug
+        where
+            C: RoutedBackend,
+            T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
+        {
+            self.cache.kind_of::<C, T>(&self.classifier, query)
+        }
+
+        /// Classifies SQL text: the lexer alone, no cache.
+        pub fn classify(&self, sql: &str) -> impl std::fmt::Debug {
+            self.classifier.classify(sql)
+        }
+    }
+}
 
 /// The r2d2 crate, whose `Pool` and `PooledConnection` the cluster hands out.
 pub use r2d2;

@@ -239,7 +239,7 @@ where
                     // learned when something compares against it; the cursor may still
                     // hold the write: only a position read later covers it
                     None => {
-                        let at = if <C as RoutedLoad<B>>::DONE_ON_RETURN {
+                        let at = if <C as crate::backend::private::Load<B>>::DONE_ON_RETURN {
                             self.db.replicas.clock_ms()
                         } else {
                             scope::NOT_YET

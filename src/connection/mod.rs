@@ -499,6 +499,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Runs `f` in a transaction opened with `begin` (Diesel's `transaction_sql`), through
     /// the routed connection: `BEGIN` and everything inside go where the rules say.
+    #[cfg(feature = "sqlite")]
     pub(super) fn transaction_sql<T, E, F>(&mut self, f: F, begin: &str) -> Result<T, E>
     where
         F: FnOnce(&mut Self) -> Result<T, E>,
@@ -520,6 +521,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Runs a write the router cannot see as SQL (`COPY FROM`) on the primary, with the
     /// bookkeeping of a write; inside a read-only transaction on a replica, there (where it
     /// fails as a write must).
+    #[cfg(feature = "postgres")]
     pub(super) fn write_through<R, E>(
         &mut self,
         f: impl FnOnce(&mut C) -> Result<R, E>,

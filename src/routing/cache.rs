@@ -194,7 +194,8 @@ impl KindCache {
         found
     }
 
-    /// Just the kind (no tables).
+    /// Just the kind (no tables), for the benchmarks.
+    #[cfg_attr(not(feature = "bench-internals"), allow(dead_code))]
     pub(crate) fn kind_of<C, T>(&mut self, classifier: &Classifier, query: &T) -> StatementKind
     where
         C: RoutedBackend,

@@ -55,7 +55,7 @@ pub(crate) use super::statement::{SessionChange, StatementInfo, TxControl};
 /// What a statement needs from the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
-pub enum StatementKind {
+pub(crate) enum StatementKind {
     /// A plain read: may run on a replica.
     Read,
     /// Writes data or schema, changes session state, or is not a read (INSERT, UPDATE, DELETE,
@@ -75,13 +75,13 @@ pub enum StatementKind {
 impl StatementKind {
     /// True only for [`StatementKind::Read`], the one kind a replica may serve.
     #[must_use]
-    pub fn is_read(self) -> bool {
+    pub(crate) fn is_read(self) -> bool {
         self == StatementKind::Read
     }
 
     /// Short lowercase name: "read", "write", "locking", "write_function", "unknown".
     #[must_use]
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StatementKind::Read => "read",
             StatementKind::Write => "write",
@@ -135,7 +135,7 @@ const MAX_NAME_PARTS: usize = 4;
 
 /// Classifies SQL text. Holds the extra user-configured function names.
 #[derive(Debug, Clone, Default)]
-pub struct Classifier {
+pub(crate) struct Classifier {
     /// User-configured write function names, lowercase, possibly qualified (`app.touch`).
     extra: Vec<String>,
     /// MySQL dialect: `/*! ... */` comments are executed.
@@ -150,7 +150,7 @@ pub struct Classifier {
 impl Classifier {
     /// A classifier with only the built-in function list.
     #[must_use]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
@@ -159,7 +159,7 @@ impl Classifier {
     /// Names are ASCII case-insensitive. A schema-qualified name like `app.touch` matches a
     /// call written `app.touch(` (or `"app"."touch"(`); a bare name matches any schema.
     #[must_use]
-    pub fn with_write_functions<I, S>(names: I) -> Self
+    pub(crate) fn with_write_functions<I, S>(names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -181,7 +181,7 @@ impl Classifier {
     /// unknown functions run on replicas, where a function that writes fails loudly but one
     /// that only takes a lock succeeds silently.
     #[must_use]
-    pub fn unknown_functions_to_primary(mut self, on: bool) -> Self {
+    pub(crate) fn unknown_functions_to_primary(mut self, on: bool) -> Self {
         self.unknown_to_primary = on;
         self
     }
@@ -189,7 +189,7 @@ impl Classifier {
     /// User functions known to only read, for
     /// [`unknown_functions_to_primary`](Self::unknown_functions_to_primary). Defaults to none.
     #[must_use]
-    pub fn with_read_functions<I, S>(mut self, names: I) -> Self
+    pub(crate) fn with_read_functions<I, S>(mut self, names: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
@@ -206,14 +206,16 @@ impl Classifier {
     /// Reads SQL as MySQL does, which executes the content of `/*! ... */` comments.
     /// PostgreSQL and SQLite treat them as comments. Defaults to off.
     #[must_use]
-    pub fn mysql_dialect(mut self, on: bool) -> Self {
+    #[cfg_attr(not(test), allow(dead_code))] // for the MySQL/MariaDB backend
+    pub(crate) fn mysql_dialect(mut self, on: bool) -> Self {
         self.mysql = on;
         self
     }
 
     /// Classifies one statement's SQL text.
     #[must_use]
-    pub fn classify(&self, sql: &str) -> StatementKind {
+    #[cfg_attr(not(any(test, feature = "bench-internals")), allow(dead_code))]
+    pub(crate) fn classify(&self, sql: &str) -> StatementKind {
         let mut overall: Option<StatementKind> = None;
         self.analyze(sql, |info| {
             overall = Some(overall.map_or(info.kind, |seen| seen.stronger(info.kind)));

@@ -6,7 +6,7 @@
 ///
 /// They match a call with any schema qualifier (`pg_catalog.nextval(...)`).
 #[rustfmt::skip]
-pub const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[
+pub(crate) const BUILTIN_WRITE_FUNCTIONS: &[&str] = &[
     // PostgreSQL: sequences.
     "nextval", "setval", "currval", "lastval",
     // this crate's own id function (`cluster.install_id_function`)

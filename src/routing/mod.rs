@@ -25,40 +25,14 @@ mod tables;
 use std::fmt;
 
 pub(crate) use self::cache::{Classified, KindCache};
-pub use self::classify::{Classifier, StatementKind};
+pub(crate) use self::classify::{Classifier, StatementKind};
 pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
-pub use self::functions::BUILTIN_WRITE_FUNCTIONS;
 pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
 #[cfg(test)]
 pub(crate) use self::tables::interned_count;
 pub(crate) use self::tables::{lookup, table_name, tables, TableId, TableUse};
 
 use crate::pin::PinStatus;
-
-/// What the benchmarks measure, exposed for them only: not part of the API.
-#[doc(hidden)]
-pub mod bench {
-    use super::{Classifier, KindCache, StatementKind};
-    use crate::backend::RoutedBackend;
-
-    /// The routed connection's classification path: cache, render, lex.
-    #[derive(Debug, Default)]
-    pub struct CachedClassifier {
-        cache: KindCache,
-        classifier: Classifier,
-    }
-
-    impl CachedClassifier {
-        /// Classifies `query` as the routed connection does.
-        pub fn kind_of<C, T>(&mut self, query: &T) -> StatementKind
-        where
-            C: RoutedBackend,
-            T: diesel::query_builder::QueryFragment<C::Backend> + diesel::query_builder::QueryId,
-        {
-            self.cache.kind_of::<C, T>(&self.classifier, query)
-        }
-    }
-}
 
 /// Why a statement ran where it ran. Reported in tracing events and [`Stats`](crate::Stats).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -50,7 +50,9 @@ use serde::Deserialize;
 use crate::error::SettingsError;
 
 pub(crate) use self::groups::GroupSpec;
-pub(crate) use self::url::{scheme, scrub_text, with_libpq_option, SecretUrl};
+#[cfg(feature = "postgres")]
+pub(crate) use self::url::with_libpq_option;
+pub(crate) use self::url::{scheme, scrub_text, SecretUrl};
 pub(crate) use self::validate::{
     PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
 };

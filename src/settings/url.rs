@@ -234,6 +234,7 @@ pub(crate) fn secrets(url: &str) -> Vec<String> {
 /// libpq parses it, never glued on: in `postgres://u:pa?ss@h/db` the `?` belongs to the
 /// password (libpq ends the credentials at the first `@` before any `/`), so the option goes
 /// after the path. Key/value strings get ` key=value`.
+#[cfg_attr(not(feature = "postgres"), allow(dead_code))]
 pub(crate) fn with_libpq_option(url: &str, key: &str, value: &str) -> String {
     let Some(scheme_end) = url.find("://") else {
         let has = url.split_whitespace().any(|pair| {

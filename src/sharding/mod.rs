@@ -10,8 +10,7 @@ mod group;
 pub mod ids;
 mod model;
 mod runtime;
-#[doc(hidden)]
-pub mod storage;
+pub(crate) mod storage;
 
 pub(crate) use self::bucketing::Bucketer;
 pub use self::bucketing::{jump_hash, mod_bucket, Bucketing};

@@ -9,7 +9,7 @@ use diesel::result::QueryResult;
 use diesel::sql_types::{Integer, Text};
 
 /// The storage table.
-pub const TABLE: &str = "diesel_sharding_shard_storage";
+pub(crate) const TABLE: &str = "diesel_sharding_shard_storage";
 
 #[derive(QueryableByName)]
 struct Row {
@@ -18,8 +18,9 @@ struct Row {
 }
 
 /// Shard storage on one physical connection (implemented for the supported backends; the
-/// statements run on the storage database's primary).
-#[doc(hidden)]
+/// statements run on the storage database's primary). A supertrait of the sealed
+/// [`RoutedBackend`](crate::RoutedBackend), nameable only inside the crate.
+#[allow(unreachable_pub)]
 pub trait ShardStorage {
     /// Creates the table if it does not exist.
     fn ensure_storage(&mut self) -> QueryResult<()>;
@@ -32,7 +33,7 @@ pub trait ShardStorage {
 }
 
 /// The ticket table (a sequence on PostgreSQL).
-pub const TICKETS: &str = "diesel_sharding_tickets";
+pub(crate) const TICKETS: &str = "diesel_sharding_tickets";
 
 #[derive(QueryableByName)]
 struct Ticket {
