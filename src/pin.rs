@@ -11,7 +11,9 @@
 //! Unlike django-multidb-router's `use_primary_db`, scopes nest and restore the previous
 //! explicit pin exactly, also when the scope unwinds from a panic. A write inside a scope keeps
 //! its write window after the scope ends: the window records a fact (this thread wrote), not a
-//! wish, and dropping it would let the next read see a replica that has not caught up.
+//! wish, and dropping it would let the next read see a replica that has not caught up. The
+//! same rule holds for every scope (pin, mode, token): what the thread *did* outlives the
+//! scopes that only *asked* for something; a job scope starts clean and leaves nothing behind.
 //!
 //! Pins are per thread, so they work in worker jobs and command-line tools, not only in web
 //! requests. A worker that runs many jobs on one thread wraps each in [`run_job`], so no pin
