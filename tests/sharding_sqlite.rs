@@ -246,7 +246,7 @@ fn global_ids_encode_their_shard_so_rows_route_by_id_alone() {
         assert_eq!(cluster.shard_of_id("users", a).unwrap(), shard);
     }
     assert!(matches!(
-        cluster.shard_by_id("users", 7),
+        cluster.shard("users", 7),
         Err(Error::UnknownShard { .. })
     ));
 }
@@ -402,12 +402,12 @@ fn remembering_a_shard_of_another_group_stores_nothing() {
     );
     let cluster =
         Cluster::<SqliteConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
-    let foreign = cluster.shard_by_id("orders", 1).unwrap();
+    let foreign = cluster.shard("orders", 1).unwrap();
     let e = cluster
         .remember_shard("users", &42i64, &foreign)
         .unwrap_err();
     assert!(matches!(e, Error::ShardOfAnotherGroup { .. }), "{e}");
-    let mut missing = cluster.shard_by_id("users", 1).unwrap();
+    let mut missing = cluster.shard("users", 1).unwrap();
     missing.shard_id = 7;
     let e = cluster
         .remember_shard("users", &42i64, &missing)
@@ -423,7 +423,7 @@ fn remembering_a_shard_of_another_group_stores_nothing() {
 fn only_ids_of_the_group_map_to_a_shard() {
     let f = Files::new();
     let cluster = f.cluster(3, "bucketing = \"mod\"");
-    let shard = cluster.shard_by_id("users", 2).unwrap();
+    let shard = cluster.shard("users", 2).unwrap();
     let id = cluster.next_id(&shard).unwrap();
     assert_eq!(cluster.shard_of_id("users", id).unwrap(), shard);
     assert!(matches!(

@@ -295,8 +295,11 @@ impl<C: RoutedBackend> Cluster<C> {
         }
     }
 
-    /// Shard `shard_id` of `group`.
-    pub fn shard_by_id(&self, group: &str, shard_id: i32) -> Result<Shard> {
+    /// Shard number `shard_id` of `group` (a shard's own number; [`shard_of_id`] takes a
+    /// row's global id and finds the shard it was made on).
+    ///
+    /// [`shard_of_id`]: Cluster::shard_of_id
+    pub fn shard(&self, group: &str, shard_id: i32) -> Result<Shard> {
         self.group(group, None)?
             .by_id(shard_id)
             .ok_or_else(|| Error::UnknownShard {
@@ -325,7 +328,7 @@ impl<C: RoutedBackend> Cluster<C> {
         if made.is_none_or(|t| t > limit) {
             return Err(invalid("its time is in the future"));
         }
-        self.shard_by_id(group, ids::shard_of_id(id))
+        self.shard(group, ids::shard_of_id(id))
     }
 
     /// A new global id for a row on `shard`, from the in-process generator of that shard
