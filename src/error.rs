@@ -264,6 +264,13 @@ pub enum SettingsError {
         /// What is allowed.
         reason: String,
     },
+    /// Several mistakes in one settings text, each one of the other variants, in the order
+    /// the checks found them ([`SettingsError::mistakes`] lists them either way).
+    #[error("{} mistakes in the settings:{}", .errors.len(), several(.errors))]
+    Several {
+        /// The mistakes.
+        errors: Vec<SettingsError>,
+    },
     /// A value outside its allowed range or set.
     #[error("{}`{key}` = {value}: {reason}", database_prefix(.database))]
     InvalidValue {
@@ -289,13 +296,29 @@ fn hint_suffix(hint: &Option<&'static str>) -> String {
         .unwrap_or_default()
 }
 
+fn several(errors: &[SettingsError]) -> String {
+    errors.iter().map(|e| format!("\n  - {e}")).collect()
+}
+
 impl SettingsError {
+    /// Every mistake this error reports: the inner ones of [`Several`](Self::Several), else
+    /// this one.
+    pub fn mistakes(&self) -> &[SettingsError] {
+        match self {
+            SettingsError::Several { errors } => errors,
+            one => std::slice::from_ref(one),
+        }
+    }
+
     /// The same error with every value that came from the settings scrubbed of anything
     /// that looks like a password (a URL written under the wrong key is echoed back).
     pub(crate) fn scrubbed(self) -> Self {
         use crate::settings::scrub_text as s;
         let o = |v: Option<String>| v.map(|v| s(&v));
         match self {
+            SettingsError::Several { errors } => SettingsError::Several {
+                errors: errors.into_iter().map(SettingsError::scrubbed).collect(),
+            },
             SettingsError::Parse {
                 key,
                 line,

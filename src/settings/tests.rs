@@ -624,3 +624,77 @@ fn every_key_has_a_builder_setter_that_validates_like_toml() {
     assert_eq!(t.consistency.mode, Some(crate::Consistency::Causal));
     assert!(t.consistency.token_secret.is_some());
 }
+
+#[test]
+fn every_mistake_of_a_file_is_reported_at_once() {
+    let err = check(
+        r#"
+[routing]
+replica_retry = "soon"
+colour = "blue"
+
+[consistency]
+mode = "sometimes"
+
+[databases.default]
+url = "postgres://h/db"
+pool_size = 0
+poolsize = 3
+
+[databases.orphan]
+url = "postgres://h2/db"
+primary = "nowhere"
+"#,
+    )
+    .unwrap_err();
+    let mistakes: Vec<String> = err.mistakes().iter().map(|e| e.to_string()).collect();
+    assert_eq!(mistakes.len(), 6, "{mistakes:#?}");
+    for (what, needle) in [
+        ("unknown key", "`routing.colour`"),
+        ("unknown key", "`databases.default.poolsize`"),
+        ("bad duration", "`routing.replica_retry`"),
+        ("bad mode", "`consistency.mode`"),
+        ("bad pool size", "`pool_size` = 0"),
+        (
+            "unknown primary",
+            "`primary = \"nowhere\"` names no database",
+        ),
+    ] {
+        assert!(
+            mistakes.iter().any(|m| m.contains(needle)),
+            "{what}: no mistake mentions {needle}: {mistakes:#?}"
+        );
+    }
+    let text = err.to_string();
+    assert!(text.starts_with("6 mistakes in the settings:"), "{text}");
+    assert_eq!(text.lines().count(), 7, "one line per mistake: {text}");
+}
+
+#[test]
+fn one_mistake_is_reported_as_itself() {
+    let err = check("[databases.default]\nurl = \"postgres://h/db\"\npool_size = 0\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            SettingsError::InvalidValue {
+                key: "pool_size",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(err.mistakes().len(), 1);
+}
+
+#[test]
+fn several_mistakes_never_print_a_password() {
+    let err = check(
+        "[databases.default]\nurl = \"mysql://app:hunter2secret@h/db\"\npool_size = 0\n\
+         [databases.other]\nurl = \"postgres://app:hunter2secret@h/db\"\nweight = 0\n",
+    )
+    .unwrap_err();
+    assert!(err.mistakes().len() >= 2, "{err}");
+    for text in [err.to_string(), format!("{err:?}"), format!("{err:#?}")] {
+        assert!(!text.contains("hunter2secret"), "{text}");
+    }
+}

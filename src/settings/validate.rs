@@ -208,67 +208,80 @@ impl Settings {
         backend: &'static str,
         check_url: fn(&str) -> Result<(), &'static str>,
     ) -> Result<Topology, SettingsError> {
-        if let Some(key) = self.unknown_keys.first() {
-            return Err(SettingsError::UnknownKey {
+        // every mistake of the file at once: each check records its error and validation
+        // goes on with the default in its place
+        let mut p = Problems::default();
+        for key in &self.unknown_keys {
+            p.push(SettingsError::UnknownKey {
                 key: key.clone(),
                 hint: keys_hint(key),
             });
         }
         if self.databases.is_empty() {
-            return Err(SettingsError::NoDatabases);
+            p.push(SettingsError::NoDatabases);
         }
         for name in self.databases.keys() {
-            check_name("database", name)?;
+            p.check(check_name("database", name));
         }
         for name in self.shard_groups.keys() {
-            check_name("shard group", name)?;
+            p.check(check_name("shard group", name));
         }
         if self.pinning.seconds > limits::PINNING_SECONDS {
-            return Err(SettingsError::InvalidValue {
+            p.push(SettingsError::InvalidValue {
                 database: None,
                 key: "pinning.seconds",
                 value: self.pinning.seconds.to_string(),
                 reason: format!("must be at most {} (a day)", limits::PINNING_SECONDS),
             });
         }
-        let replica_retry = duration(
-            "routing.replica_retry",
-            &self.routing.replica_retry,
+        let replica_retry = p.or(
+            duration(
+                "routing.replica_retry",
+                &self.routing.replica_retry,
+                DEFAULT_REPLICA_RETRY,
+                limits::REPLICA_RETRY,
+            ),
             DEFAULT_REPLICA_RETRY,
-            limits::REPLICA_RETRY,
-        )?;
-        let connect_timeout = duration(
-            "routing.connect_timeout",
-            &self.routing.connect_timeout,
+        );
+        let connect_timeout = p.or(
+            duration(
+                "routing.connect_timeout",
+                &self.routing.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+                limits::CONNECT_TIMEOUT,
+            ),
             DEFAULT_CONNECT_TIMEOUT,
-            limits::CONNECT_TIMEOUT,
-        )?;
-        let replica_timeout = duration(
-            "routing.replica_timeout",
-            &self.routing.replica_timeout,
+        );
+        let replica_timeout = p.or(
+            duration(
+                "routing.replica_timeout",
+                &self.routing.replica_timeout,
+                DEFAULT_REPLICA_TIMEOUT,
+                limits::REPLICA_TIMEOUT,
+            ),
             DEFAULT_REPLICA_TIMEOUT,
-            limits::REPLICA_TIMEOUT,
-        )?;
+        );
         let primary_timeout = match &self.routing.primary_timeout {
             None => None,
-            Some(_) => Some(duration(
+            Some(_) => p.check(duration(
                 "routing.primary_timeout",
                 &self.routing.primary_timeout,
                 Duration::ZERO,
                 limits::PRIMARY_TIMEOUT,
-            )?),
+            )),
         };
-        let consistency = self.consistency_spec()?;
+        let consistency = self.consistency_spec(&mut p);
         let unknown_functions = match self.routing.unknown_functions.as_deref() {
             None | Some("replica") => super::UnknownFunctions::Replica,
             Some("primary") => super::UnknownFunctions::Primary,
             Some(other) => {
-                return Err(SettingsError::InvalidValue {
+                p.push(SettingsError::InvalidValue {
                     database: None,
                     key: "routing.unknown_functions",
                     value: format!("{other:?}"),
                     reason: "expected \"replica\" or \"primary\"".to_owned(),
-                })
+                });
+                super::UnknownFunctions::Replica
             }
         };
 
@@ -278,103 +291,117 @@ impl Settings {
                 continue;
             }
             if db.weight.is_some() {
-                return Err(misplaced(name, "weight", "only applies to replicas (it weighs a replica in `read_strategy = \"weighted\"`)"));
+                p.push(misplaced(name, "weight", "only applies to replicas (it weighs a replica in `read_strategy = \"weighted\"`)"));
             }
             let pool_size = match db.pool_size {
                 None => DEFAULT_POOL_SIZE,
                 Some(n) if (1..=limits::POOL_SIZE).contains(&n) => n as u32,
                 Some(n) => {
-                    return Err(invalid(
+                    p.push(invalid(
                         name,
                         "pool_size",
                         n.to_string(),
                         format!("must be between 1 and {}", limits::POOL_SIZE),
-                    ))
+                    ));
+                    DEFAULT_POOL_SIZE
                 }
             };
             let read_strategy = match &db.read_strategy {
                 None => ReadStrategy::default(),
-                Some(s) => s.parse().map_err(|_| {
-                    invalid(
-                        name,
-                        "read_strategy",
-                        format!("{s:?}"),
-                        format!(
-                            "unknown read strategy (expected one of: {})",
-                            ReadStrategy::NAMES
-                        ),
-                    )
-                })?,
+                Some(s) => p.or(
+                    s.parse().map_err(|_| {
+                        invalid(
+                            name,
+                            "read_strategy",
+                            format!("{s:?}"),
+                            format!(
+                                "unknown read strategy (expected one of: {})",
+                                ReadStrategy::NAMES
+                            ),
+                        )
+                    }),
+                    ReadStrategy::default(),
+                ),
             };
             let defaults = PoolSpec::default();
             let min_idle = match db.min_idle {
                 None => 0,
                 Some(n) if (0..=i64::from(pool_size)).contains(&n) => n as u32,
                 Some(n) => {
-                    return Err(invalid(
+                    p.push(invalid(
                         name,
                         "min_idle",
                         n.to_string(),
                         format!("must be between 0 and pool_size ({pool_size})"),
-                    ))
+                    ));
+                    0
                 }
             };
-            let connection_timeout = optional_duration(
-                name,
-                "connection_timeout",
-                &db.connection_timeout,
-                Some(defaults.connection_timeout),
-            )?
-            .ok_or_else(|| {
-                invalid(
-                    name,
-                    "connection_timeout",
-                    "\"off\"".into(),
-                    "cannot be off",
+            let connection_timeout = p
+                .or(
+                    optional_duration(
+                        name,
+                        "connection_timeout",
+                        &db.connection_timeout,
+                        Some(defaults.connection_timeout),
+                    ),
+                    Some(defaults.connection_timeout),
                 )
-            })?;
+                .unwrap_or_else(|| {
+                    p.push(invalid(
+                        name,
+                        "connection_timeout",
+                        "\"off\"".into(),
+                        "cannot be off",
+                    ));
+                    defaults.connection_timeout
+                });
             let pool = PoolSpec {
                 min_idle,
                 connection_timeout,
-                idle_timeout: optional_duration(
-                    name,
-                    "idle_timeout",
-                    &db.idle_timeout,
+                idle_timeout: p.or(
+                    optional_duration(
+                        name,
+                        "idle_timeout",
+                        &db.idle_timeout,
+                        defaults.idle_timeout,
+                    ),
                     defaults.idle_timeout,
-                )?,
-                max_lifetime: optional_duration(
-                    name,
-                    "max_lifetime",
-                    &db.max_lifetime,
+                ),
+                max_lifetime: p.or(
+                    optional_duration(
+                        name,
+                        "max_lifetime",
+                        &db.max_lifetime,
+                        defaults.max_lifetime,
+                    ),
                     defaults.max_lifetime,
-                )?,
+                ),
             };
-            primaries.push(PrimarySpec {
-                name: name.clone(),
-                url: resolve_url(name, db, backend, check_url)?,
-                pool_size,
-                pool,
-                read_strategy,
-                replicas: Vec::new(),
-            });
+            if let Some(url) = p.check(resolve_url(name, db, backend, check_url)) {
+                primaries.push(PrimarySpec {
+                    name: name.clone(),
+                    url,
+                    pool_size,
+                    pool,
+                    read_strategy,
+                    replicas: Vec::new(),
+                });
+            }
         }
 
         for (name, db) in &self.databases {
             let Some(primary) = &db.primary else { continue };
             match self.databases.get(primary) {
-                None => {
-                    return Err(SettingsError::UnknownPrimary {
-                        database: name.clone(),
-                        primary: primary.clone(),
-                    })
-                }
-                Some(p) if p.primary.is_some() => {
-                    return Err(SettingsError::PrimaryIsReplica {
-                        database: name.clone(),
-                        primary: primary.clone(),
-                        its_primary: p.primary.clone().unwrap_or_default(),
-                    })
-                }
+                None => p.push(SettingsError::UnknownPrimary {
+                    database: name.clone(),
+                    primary: primary.clone(),
+                }),
+                Some(other) if other.primary.is_some() => p.push(SettingsError::PrimaryIsReplica {
+                    database: name.clone(),
+                    primary: primary.clone(),
+                    its_primary: other.primary.clone().unwrap_or_default(),
+                }),
                 Some(_) => {}
             }
             for (key, set) in [
@@ -385,11 +412,11 @@ impl Settings {
                 ("max_lifetime", db.max_lifetime.is_some()),
             ] {
                 if set {
-                    return Err(misplaced(name, key, "only applies to primaries (a replica's connections live in its primary's pool)"));
+                    p.push(misplaced(name, key, "only applies to primaries (a replica's connections live in its primary's pool)"));
                 }
             }
             if db.read_strategy.is_some() {
-                return Err(misplaced(
+                p.push(misplaced(
                     name,
                     "read_strategy",
                     "only applies to primaries (set it on the primary the replica belongs to)",
@@ -399,16 +426,17 @@ impl Settings {
                 None => 1,
                 Some(n) if (1..=limits::WEIGHT).contains(&n) => n as u32,
                 Some(n) => {
-                    return Err(invalid(
+                    p.push(invalid(
                         name,
                         "weight",
                         n.to_string(),
                         format!("must be between 1 and {}", limits::WEIGHT),
-                    ))
+                    ));
+                    1
                 }
             };
-            let url = resolve_url(name, db, backend, check_url)?;
-            if let Some(p) = primaries.iter_mut().find(|p| &p.name == primary) {
+            let url = p.check(resolve_url(name, db, backend, check_url));
+            if let (Some(url), Some(p)) = (url, primaries.iter_mut().find(|p| &p.name == primary)) {
                 p.replicas.push(ReplicaSpec {
                     name: name.clone(),
                     url,
@@ -416,6 +444,8 @@ impl Settings {
                 });
             }
         }
+        // the groups' checks build on the databases: only once those are right
+        p.finish()?;
         let groups = self.validate_groups(&mut primaries)?;
 
         Ok(Topology {
@@ -434,12 +464,42 @@ impl Settings {
     }
 }
 
+/// The mistakes found so far in one validation.
+#[derive(Default)]
+struct Problems(Vec<SettingsError>);
+
+impl Problems {
+    fn push(&mut self, e: SettingsError) {
+        self.0.push(e);
+    }
+
+    /// The value, or `None` with the error recorded.
+    fn check<T>(&mut self, r: Result<T, SettingsError>) -> Option<T> {
+        r.map_err(|e| self.push(e)).ok()
+    }
+
+    /// The value, or `default` with the error recorded.
+    fn or<T>(&mut self, r: Result<T, SettingsError>, default: T) -> T {
+        self.check(r).unwrap_or(default)
+    }
+
+    /// One mistake as itself, several as [`SettingsError::Several`].
+    fn finish(self) -> Result<(), SettingsError> {
+        let mut errors = self.0;
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(SettingsError::Several { errors }),
+        }
+    }
+}
+
 impl Settings {
-    fn consistency_spec(&self) -> Result<ConsistencySpec, SettingsError> {
+    fn consistency_spec(&self, p: &mut Problems) -> ConsistencySpec {
         let c = &self.consistency;
         let mode = match &c.mode {
             None => None,
-            Some(m) => Some(
+            Some(m) => p.check(
                 m.parse::<Consistency>()
                     .map_err(|_| SettingsError::InvalidValue {
                         database: None,
@@ -449,27 +509,31 @@ impl Settings {
                             "unknown consistency mode (expected one of: {})",
                             Consistency::NAMES
                         ),
-                    })?,
+                    }),
             ),
         };
-        let monitor_interval = duration(
-            "consistency.monitor_interval",
-            &c.monitor_interval,
+        let monitor_interval = p.or(
+            duration(
+                "consistency.monitor_interval",
+                &c.monitor_interval,
+                crate::consistency::DEFAULT_MONITOR_INTERVAL,
+                limits::MONITOR_INTERVAL,
+            ),
             crate::consistency::DEFAULT_MONITOR_INTERVAL,
-            limits::MONITOR_INTERVAL,
-        )?;
+        );
         let secret = match (&c.token_secret_env, &c.token_secret) {
             (Some(var), fallback) => match std::env::var(var) {
                 Ok(v) if !v.is_empty() => Some(v),
                 _ => match fallback {
                     Some(s) => Some(s.0.clone()),
                     None => {
-                        return Err(SettingsError::InvalidValue {
+                        p.push(SettingsError::InvalidValue {
                             database: None,
                             key: "consistency.token_secret_env",
                             value: format!("{var:?}"),
                             reason: "the variable is not set, and there is no token_secret".into(),
-                        })
+                        });
+                        None
                     }
                 },
             },
@@ -478,47 +542,55 @@ impl Settings {
         let token_secret = match secret {
             None => None,
             Some(s) if s.len() < 16 => {
-                return Err(SettingsError::InvalidValue {
+                p.push(SettingsError::InvalidValue {
                     database: None,
                     key: "consistency.token_secret",
                     value: "\"***\"".into(),
                     reason: "must be at least 16 bytes".into(),
-                })
+                });
+                None
             }
             Some(s) => Some(crate::consistency::TokenSecret(s.into_bytes().into())),
         };
-        Ok(ConsistencySpec {
+        ConsistencySpec {
             token_secret,
             mode,
-            max_lag: duration(
-                "consistency.max_lag",
-                &c.max_lag,
+            max_lag: p.or(
+                duration(
+                    "consistency.max_lag",
+                    &c.max_lag,
+                    crate::consistency::DEFAULT_MAX_LAG,
+                    limits::MAX_LAG,
+                ),
                 crate::consistency::DEFAULT_MAX_LAG,
-                limits::MAX_LAG,
-            )?,
+            ),
             max_lag_bytes: c
                 .max_lag_bytes
                 .unwrap_or(crate::consistency::DEFAULT_MAX_LAG_BYTES),
-            replica_wait: duration(
-                "consistency.replica_wait",
-                &c.replica_wait,
+            replica_wait: p.or(
+                duration(
+                    "consistency.replica_wait",
+                    &c.replica_wait,
+                    Duration::ZERO,
+                    limits::REPLICA_WAIT,
+                ),
                 Duration::ZERO,
-                limits::REPLICA_WAIT,
-            )?,
+            ),
             monitor_interval,
             granularity: match c.granularity.as_deref() {
                 None | Some("database") => Granularity::Database,
                 Some("table") => Granularity::Table,
                 Some(other) => {
-                    return Err(SettingsError::InvalidValue {
+                    p.push(SettingsError::InvalidValue {
                         database: None,
                         key: "consistency.granularity",
                         value: format!("{other:?}"),
                         reason: "expected \"database\" or \"table\"".into(),
-                    })
+                    });
+                    Granularity::Database
                 }
             },
-        })
+        }
     }
 }
 
