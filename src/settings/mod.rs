@@ -125,10 +125,10 @@ struct RoutingSettings {
     write_functions: Vec<String>,
     unknown_functions: Option<String>,
     read_functions: Vec<String>,
-    replica_timeout: Option<String>,
-    primary_timeout: Option<String>,
-    replica_retry: Option<String>,
-    connect_timeout: Option<String>,
+    replica_timeout: Option<DurationValue>,
+    primary_timeout: Option<DurationValue>,
+    replica_retry: Option<DurationValue>,
+    connect_timeout: Option<DurationValue>,
 }
 
 /// A secret from the settings: deserialises from a string, never prints.
@@ -142,6 +142,22 @@ impl fmt::Debug for SecretString {
     }
 }
 
+/// A duration setting: as written in the TOML text (checked at build, so that every mistake
+/// of a file is reported at once), or as set in code (no text round trip).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum DurationValue {
+    /// `"500ms"`, `"5s"`, `"off"` where a key allows it.
+    Written(String),
+    /// From a builder setter; `None` is `"off"`.
+    Set(Option<Duration>),
+}
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(DurationValue::Written)
+    }
+}
+
 /// `[consistency]`: what reads must see, and when a replica lags too far.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
@@ -149,10 +165,10 @@ struct ConsistencySettings {
     mode: Option<String>,
     token_secret: Option<SecretString>,
     token_secret_env: Option<String>,
-    max_lag: Option<String>,
+    max_lag: Option<DurationValue>,
     max_lag_bytes: Option<u64>,
-    replica_wait: Option<String>,
-    monitor_interval: Option<String>,
+    replica_wait: Option<DurationValue>,
+    monitor_interval: Option<DurationValue>,
     granularity: Option<String>,
 }
 
@@ -167,9 +183,9 @@ pub struct DatabaseSettings {
     primary: Option<String>,
     pool_size: Option<i64>,
     min_idle: Option<i64>,
-    connection_timeout: Option<String>,
-    idle_timeout: Option<String>,
-    max_lifetime: Option<String>,
+    connection_timeout: Option<DurationValue>,
+    idle_timeout: Option<DurationValue>,
+    max_lifetime: Option<DurationValue>,
     read_strategy: Option<String>,
     weight: Option<i64>,
     shard_group: Option<String>,
@@ -404,7 +420,7 @@ impl Settings {
     /// hung: its calls in progress are cut and retried on the primary. Defaults to 1 second.
     #[must_use]
     pub fn replica_timeout(mut self, timeout: Duration) -> Self {
-        self.routing.replica_timeout = Some(format!("{}ms", timeout.as_millis()));
+        self.routing.replica_timeout = Some(DurationValue::Set(Some(timeout)));
         self
     }
 
@@ -412,7 +428,7 @@ impl Settings {
     /// error saying that the outcome of a write is unknown. Defaults to none.
     #[must_use]
     pub fn primary_timeout(mut self, timeout: Duration) -> Self {
-        self.routing.primary_timeout = Some(format!("{}ms", timeout.as_millis()));
+        self.routing.primary_timeout = Some(DurationValue::Set(Some(timeout)));
         self
     }
 
@@ -420,7 +436,7 @@ impl Settings {
     /// Defaults to 5 seconds.
     #[must_use]
     pub fn replica_retry(mut self, after: Duration) -> Self {
-        self.routing.replica_retry = Some(format!("{}ms", after.as_millis()));
+        self.routing.replica_retry = Some(DurationValue::Set(Some(after)));
         self
     }
 
@@ -444,7 +460,7 @@ impl Settings {
     /// Defaults to 0.
     #[must_use]
     pub fn replica_wait(mut self, wait: Duration) -> Self {
-        self.consistency.replica_wait = Some(format!("{}ms", wait.as_millis()));
+        self.consistency.replica_wait = Some(DurationValue::Set(Some(wait)));
         self
     }
 
@@ -459,7 +475,7 @@ impl Settings {
     /// Sets how often the monitor checks each replica's position and lag. Defaults to 1 s.
     #[must_use]
     pub fn monitor_interval(mut self, interval: Duration) -> Self {
-        self.consistency.monitor_interval = Some(format!("{}ms", interval.as_millis()));
+        self.consistency.monitor_interval = Some(DurationValue::Set(Some(interval)));
         self
     }
 
@@ -467,7 +483,7 @@ impl Settings {
     /// past `max_lag_bytes`). Defaults to 30 seconds.
     #[must_use]
     pub fn max_lag(mut self, lag: Duration) -> Self {
-        self.consistency.max_lag = Some(format!("{}ms", lag.as_millis()));
+        self.consistency.max_lag = Some(DurationValue::Set(Some(lag)));
         self
     }
 
@@ -482,7 +498,7 @@ impl Settings {
     /// Sets the connect timeout of every connection. Defaults to 2 seconds.
     #[must_use]
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
-        self.routing.connect_timeout = Some(format!("{}ms", timeout.as_millis()));
+        self.routing.connect_timeout = Some(DurationValue::Set(Some(timeout)));
         self
     }
 
@@ -546,27 +562,21 @@ impl DatabaseSettings {
     /// Sets how long `pool.get()` waits for a free connection. Defaults to 30 seconds.
     #[must_use]
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
-        self.connection_timeout = Some(humantime::format_duration(timeout).to_string());
+        self.connection_timeout = Some(DurationValue::Set(Some(timeout)));
         self
     }
 
     /// Closes connections idle for longer (`None`: never). Defaults to 10 minutes.
     #[must_use]
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.idle_timeout = Some(match timeout {
-            Some(t) => humantime::format_duration(t).to_string(),
-            None => "off".into(),
-        });
+        self.idle_timeout = Some(DurationValue::Set(timeout));
         self
     }
 
     /// Closes connections older than this (`None`: never). Defaults to 30 minutes.
     #[must_use]
     pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.max_lifetime = Some(match lifetime {
-            Some(t) => humantime::format_duration(t).to_string(),
-            None => "off".into(),
-        });
+        self.max_lifetime = Some(DurationValue::Set(lifetime));
         self
     }
 

@@ -698,3 +698,30 @@ fn several_mistakes_never_print_a_password() {
         assert!(!text.contains("hunter2secret"), "{text}");
     }
 }
+
+#[test]
+fn builder_durations_are_held_typed_not_round_tripped_through_text() {
+    let exact = Duration::from_micros(250_750);
+    let t = Settings::new()
+        .database("default", DatabaseSettings::primary("postgres://h/db"))
+        .replica_timeout(exact)
+        .max_lag(Duration::from_nanos(1_500))
+        .validate(BACKEND, pg_url)
+        .unwrap();
+    assert_eq!(t.replica_timeout, exact, "not cut to whole milliseconds");
+    assert_eq!(t.consistency.max_lag, Duration::from_nanos(1_500));
+    // a value out of range from code is the same error as from a file, naming the key
+    let err = Settings::new()
+        .database("default", DatabaseSettings::primary("postgres://h/db"))
+        .monitor_interval(Duration::from_millis(1))
+        .validate(BACKEND, pg_url)
+        .unwrap_err();
+    assert!(
+        matches!(
+            &err,
+            SettingsError::InvalidValue { key: "consistency.monitor_interval", value, .. }
+                if value == "\"1ms\""
+        ),
+        "{err:?}"
+    );
+}

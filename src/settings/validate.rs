@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use super::{
-    keys_hint, DatabaseSettings, ReadStrategy, SecretUrl, Settings, DEFAULT_POOL_SIZE,
-    DEFAULT_REPLICA_RETRY,
+    keys_hint, DatabaseSettings, DurationValue, ReadStrategy, SecretUrl, Settings,
+    DEFAULT_POOL_SIZE, DEFAULT_REPLICA_RETRY,
 };
 use crate::consistency::{Consistency, ConsistencySpec, Granularity};
 use crate::error::SettingsError;
@@ -49,35 +49,48 @@ pub(crate) mod limits {
     pub(crate) const NAME_LEN: usize = 64;
 }
 
+/// A duration as written (quoted, scrubbed) or as set in code, for errors.
+fn shown(value: &DurationValue) -> String {
+    match value {
+        DurationValue::Written(text) => format!("{:?}", super::scrub_text(text)),
+        DurationValue::Set(Some(d)) => format!("{:?}", humantime::format_duration(*d).to_string()),
+        DurationValue::Set(None) => "\"off\"".to_owned(),
+    }
+}
+
 fn duration(
     key: &'static str,
-    text: &Option<String>,
+    value: &Option<DurationValue>,
     default: Duration,
     (min, max): (Duration, Duration),
 ) -> Result<Duration, SettingsError> {
-    let Some(text) = text else {
+    let error = |value: &DurationValue, reason: String| SettingsError::InvalidValue {
+        database: None,
+        key,
+        value: shown(value),
+        reason,
+    };
+    let Some(value) = value else {
         return Ok(default);
     };
-    let value =
-        humantime::parse_duration(text.trim()).map_err(|e| SettingsError::InvalidValue {
-            database: None,
-            key,
-            value: format!("{:?}", super::scrub_text(text)),
-            reason: format!("not a duration like \"5s\" or \"500ms\" ({e})"),
-        })?;
-    if value < min || value > max {
-        return Err(SettingsError::InvalidValue {
-            database: None,
-            key,
-            value: format!("{:?}", super::scrub_text(text)),
-            reason: format!(
+    let parsed = match value {
+        DurationValue::Written(text) => humantime::parse_duration(text.trim())
+            .map_err(|e| format!("not a duration like \"5s\" or \"500ms\" ({e})")),
+        DurationValue::Set(Some(d)) => Ok(*d),
+        DurationValue::Set(None) => Err("cannot be off".to_owned()),
+    };
+    let d = parsed.map_err(|reason| error(value, reason))?;
+    if d < min || d > max {
+        return Err(error(
+            value,
+            format!(
                 "must be between {} and {}",
                 humantime::format_duration(min),
                 humantime::format_duration(max)
             ),
-        });
+        ));
     }
-    Ok(value)
+    Ok(d)
 }
 
 /// Database and shard group names: 1 to 64 letters, digits, `_`, `-` or `.`. They appear in
@@ -163,23 +176,28 @@ impl Default for PoolSpec {
 fn optional_duration(
     database: &str,
     key: &'static str,
-    text: &Option<String>,
+    value: &Option<DurationValue>,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, SettingsError> {
-    match text.as_deref().map(str::trim) {
-        None => Ok(default),
-        Some("off") => Ok(None),
-        Some(t) => match humantime::parse_duration(t) {
-            Ok(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(30 * 24 * 3600) => {
-                Ok(Some(d))
-            }
-            _ => Err(invalid(
-                database,
-                key,
-                format!("{t:?}"),
-                "must be a duration from 1s to 30 days, or \"off\"",
-            )),
+    let parsed = match value {
+        None => return Ok(default),
+        Some(DurationValue::Written(t)) if t.trim() == "off" => return Ok(None),
+        Some(DurationValue::Written(t)) => humantime::parse_duration(t.trim()).ok(),
+        Some(DurationValue::Set(d)) => match d {
+            None => return Ok(None),
+            Some(d) => Some(*d),
         },
+    };
+    match parsed {
+        Some(d) if d >= Duration::from_secs(1) && d <= Duration::from_secs(30 * 24 * 3600) => {
+            Ok(Some(d))
+        }
+        _ => Err(invalid(
+            database,
+            key,
+            value.as_ref().map(shown).unwrap_or_default(),
+            "must be a duration from 1s to 30 days, or \"off\"",
+        )),
     }
 }
 
