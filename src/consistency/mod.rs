@@ -33,9 +33,11 @@ use std::time::Duration;
 
 pub(crate) use self::monitor::Monitor;
 pub use self::token::{ConsistencyToken, Position, TokenError};
+use crate::settings::names;
 
 /// What a read must see; see the [module docs](self).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Consistency {
     /// The time-window pin: the writing thread reads from the primary for `pinning.seconds`.
@@ -53,17 +55,13 @@ pub enum Consistency {
 impl Consistency {
     /// The mode's name in the settings.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Consistency::Pin => "pin",
-            Consistency::ReadYourWrites => "read_your_writes",
-            Consistency::Causal => "causal",
-            Consistency::Strong => "strong",
-            Consistency::Eventual => "eventual",
-        }
+        names::name::<Self>(self as usize)
     }
 
     /// Every name the settings accept.
-    pub const NAMES: &'static str = "pin, read_your_writes, causal, strong, eventual";
+    pub fn names() -> &'static [&'static str] {
+        names::variants::<Self>()
+    }
 
     /// Does the mode route by replication positions?
     pub(crate) fn uses_positions(self) -> bool {
@@ -84,24 +82,13 @@ impl FromStr for Consistency {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "pin" => Consistency::Pin,
-            "read_your_writes" => Consistency::ReadYourWrites,
-            "causal" => Consistency::Causal,
-            "strong" => Consistency::Strong,
-            "eventual" => Consistency::Eventual,
-            other => {
-                return Err(format!(
-                    "unknown consistency mode `{other}` (expected one of: {})",
-                    Consistency::NAMES
-                ))
-            }
-        })
+        names::parse(s, "consistency mode")
     }
 }
 
 /// How finely write positions are tracked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Granularity {
     /// A write holds back every read of its database until a replica has replayed it. Safe
@@ -118,10 +105,7 @@ pub enum Granularity {
 impl Granularity {
     /// The name in the settings.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Granularity::Database => "database",
-            Granularity::Table => "table",
-        }
+        names::name::<Self>(self as usize)
     }
 }
 

@@ -5,11 +5,10 @@ use std::time::SystemTime;
 
 use super::{PrimarySpec, ReadStrategy, Settings};
 use crate::error::SettingsError;
+use crate::sharding::Bucketing;
 
 /// The largest shard id: global ids keep 13 bits for it.
 pub(crate) const MAX_SHARD_ID: i64 = 8191;
-/// The bucketing names the settings accept.
-pub(crate) const BUCKETING_NAMES: &str = "round_robin, random, mod, saved_mod, jump";
 /// The default epoch of global ids (django-sharding-library's documented one).
 const DEFAULT_EPOCH: &str = "2016-01-01T00:00:00Z";
 
@@ -17,8 +16,7 @@ const DEFAULT_EPOCH: &str = "2016-01-01T00:00:00Z";
 #[derive(Debug, Clone)]
 pub(crate) struct GroupSpec {
     pub(crate) name: String,
-    /// One of [`BUCKETING_NAMES`].
-    pub(crate) bucketing: String,
+    pub(crate) bucketing: Bucketing,
     pub(crate) epoch: SystemTime,
     /// The database that stores picks of strategies that are not a pure function of the key.
     pub(crate) storage: Option<String>,
@@ -110,26 +108,16 @@ impl Settings {
                 group: name.to_owned(),
                 key,
             };
-            let bucketing = options
-                .bucketing
-                .clone()
-                .unwrap_or_else(|| "round_robin".into());
-            if !BUCKETING_NAMES.split(", ").any(|n| n == bucketing) {
-                return Err(group_key("bucketing").invalid(
-                    &bucketing,
-                    format!("unknown bucketing (expected one of: {BUCKETING_NAMES})"),
-                ));
-            }
+            let bucketing = match &options.bucketing {
+                None => Bucketing::default(),
+                Some(b) => b
+                    .get("bucketing")
+                    .map_err(|(value, reason)| group_key("bucketing").invalid(value, reason))?,
+            };
             if let Some(strategy) = &options.read_strategy {
-                let strategy: ReadStrategy = strategy.parse().map_err(|_| {
-                    group_key("read_strategy").invalid(
-                        strategy,
-                        format!(
-                            "unknown read strategy (expected one of: {})",
-                            ReadStrategy::NAMES
-                        ),
-                    )
-                })?;
+                let strategy: ReadStrategy = strategy
+                    .get("read strategy")
+                    .map_err(|(value, reason)| group_key("read_strategy").invalid(value, reason))?;
                 for p in primaries.iter_mut() {
                     let explicit = self
                         .databases
@@ -146,7 +134,7 @@ impl Settings {
                 .unwrap_or_else(|| DEFAULT_EPOCH.into());
             let epoch = humantime::parse_rfc3339_weak(&epoch_text).map_err(|e| {
                 group_key("epoch").invalid(
-                    &epoch_text,
+                    format!("{epoch_text:?}"),
                     format!("not an RFC 3339 time like \"2016-01-01T00:00:00Z\" ({e})"),
                 )
             })?;
@@ -156,7 +144,7 @@ impl Settings {
             match now.duration_since(epoch) {
                 Err(_) => {
                     return Err(group_key("epoch")
-                        .invalid(&epoch_text, "is in the future: ids count from a past time".into()))
+                        .invalid(format!("{epoch_text:?}"), "is in the future: ids count from a past time".into()))
                 }
                 Ok(age)
                     if age.as_millis()
@@ -164,7 +152,7 @@ impl Settings {
                             .saturating_sub(365 * 24 * 3600 * 1000) =>
                 {
                     return Err(group_key("epoch").invalid(
-                        &epoch_text,
+                        format!("{epoch_text:?}"),
                         "is too long ago: ids hold about 34 years from the epoch; pick a recent date"
                             .into(),
                     ))
@@ -174,17 +162,20 @@ impl Settings {
             if let Some(storage) = &options.storage {
                 match self.databases.get(storage) {
                     None => {
-                        return Err(
-                            group_key("storage").invalid(storage, "names no database".into())
-                        )
+                        return Err(group_key("storage")
+                            .invalid(format!("{storage:?}"), "names no database".into()))
                     }
                     Some(db) if db.primary.is_some() => {
-                        return Err(group_key("storage")
-                            .invalid(storage, "is a replica: name a primary".into()))
+                        return Err(group_key("storage").invalid(
+                            format!("{storage:?}"),
+                            "is a replica: name a primary".into(),
+                        ))
                     }
                     Some(db) if db.shard_group.is_some() => {
-                        return Err(group_key("storage")
-                            .invalid(storage, "is a shard: name an unsharded primary".into()))
+                        return Err(group_key("storage").invalid(
+                            format!("{storage:?}"),
+                            "is a shard: name an unsharded primary".into(),
+                        ))
                     }
                     Some(_) => {}
                 }
@@ -209,11 +200,12 @@ struct SettingsKey {
 }
 
 impl SettingsKey {
-    fn invalid(&self, value: &str, reason: String) -> SettingsError {
+    /// `value` as shown in the error (quoted).
+    fn invalid(&self, value: String, reason: String) -> SettingsError {
         SettingsError::GroupValue {
             group: self.group.clone(),
             key: self.key,
-            value: format!("{value:?}"),
+            value,
             reason,
         }
     }

@@ -36,6 +36,7 @@
 //! ```
 
 mod groups;
+pub(crate) mod names;
 mod url;
 mod validate;
 
@@ -97,7 +98,8 @@ impl Default for PinningSettings {
 
 /// Where reads that call a function the router does not know go (`[routing]
 /// unknown_functions`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum UnknownFunctions {
     /// To a replica, like any read (the default).
@@ -111,10 +113,7 @@ pub enum UnknownFunctions {
 impl UnknownFunctions {
     /// The name in the settings.
     pub fn as_str(self) -> &'static str {
-        match self {
-            UnknownFunctions::Replica => "replica",
-            UnknownFunctions::Primary => "primary",
-        }
+        names::name::<Self>(self as usize)
     }
 }
 
@@ -123,7 +122,7 @@ impl UnknownFunctions {
 #[serde(default)]
 struct RoutingSettings {
     write_functions: Vec<String>,
-    unknown_functions: Option<String>,
+    unknown_functions: Option<Choice<UnknownFunctions>>,
     read_functions: Vec<String>,
     replica_timeout: Option<DurationValue>,
     primary_timeout: Option<DurationValue>,
@@ -158,18 +157,52 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// One of the names of a fieldless enum: as written in the TOML text (checked at build, so
+/// that every mistake of a file is reported at once), or as set in code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Choice<T> {
+    /// `"round_robin"`, ...
+    Written(String),
+    /// From a builder setter.
+    Set(T),
+}
+
+impl<'de, T> Deserialize<'de> for Choice<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(Choice::Written)
+    }
+}
+
+impl<T: serde::de::DeserializeOwned + Copy> Choice<T> {
+    /// The value; else the name as written (quoted) and what the settings accept.
+    fn get(&self, what: &str) -> Result<T, (String, String)> {
+        match self {
+            Choice::Set(v) => Ok(*v),
+            Choice::Written(s) => names::parse(s, what).map_err(|_| {
+                (
+                    format!("{s:?}"),
+                    format!(
+                        "unknown {what} (expected one of: {})",
+                        names::variants::<T>().join(", ")
+                    ),
+                )
+            }),
+        }
+    }
+}
+
 /// `[consistency]`: what reads must see, and when a replica lags too far.
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 struct ConsistencySettings {
-    mode: Option<String>,
+    mode: Option<Choice<crate::Consistency>>,
     token_secret: Option<SecretString>,
     token_secret_env: Option<String>,
     max_lag: Option<DurationValue>,
     max_lag_bytes: Option<u64>,
     replica_wait: Option<DurationValue>,
     monitor_interval: Option<DurationValue>,
-    granularity: Option<String>,
+    granularity: Option<Choice<crate::consistency::Granularity>>,
 }
 
 /// One `[databases.<name>]` entry: a primary, or a replica of one.
@@ -186,7 +219,7 @@ pub struct DatabaseSettings {
     connection_timeout: Option<DurationValue>,
     idle_timeout: Option<DurationValue>,
     max_lifetime: Option<DurationValue>,
-    read_strategy: Option<String>,
+    read_strategy: Option<Choice<ReadStrategy>>,
     weight: Option<i64>,
     shard_group: Option<String>,
     shard_id: Option<i64>,
@@ -196,8 +229,8 @@ pub struct DatabaseSettings {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct ShardGroupSettings {
-    bucketing: Option<String>,
-    read_strategy: Option<String>,
+    bucketing: Option<Choice<crate::sharding::Bucketing>>,
+    read_strategy: Option<Choice<ReadStrategy>>,
     epoch: Option<String>,
     storage: Option<String>,
 }
@@ -208,11 +241,12 @@ impl ShardGroupSettings {
         Self::default()
     }
 
-    /// Sets how a new key picks its shard: `round_robin`, `random`, `mod`, `saved_mod` or
-    /// `jump`. Defaults to `round_robin`.
+    /// Sets how a new key picks its shard. Defaults to [`Bucketing::RoundRobin`].
+    ///
+    /// [`Bucketing::RoundRobin`]: crate::sharding::Bucketing::RoundRobin
     #[must_use]
-    pub fn bucketing(mut self, name: impl Into<String>) -> Self {
-        self.bucketing = Some(name.into());
+    pub fn bucketing(mut self, bucketing: crate::sharding::Bucketing) -> Self {
+        self.bucketing = Some(Choice::Set(bucketing));
         self
     }
 
@@ -220,7 +254,7 @@ impl ShardGroupSettings {
     /// `round_robin`.
     #[must_use]
     pub fn read_strategy(mut self, strategy: ReadStrategy) -> Self {
-        self.read_strategy = Some(strategy.as_str().to_owned());
+        self.read_strategy = Some(Choice::Set(strategy));
         self
     }
 
@@ -243,7 +277,8 @@ impl ShardGroupSettings {
 }
 
 /// How a primary spreads its reads over its replicas.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum ReadStrategy {
     /// Every read goes to the primary; replicas are never used.
@@ -260,16 +295,13 @@ pub enum ReadStrategy {
 impl ReadStrategy {
     /// The name used in the settings (`round_robin`, ...).
     pub fn as_str(self) -> &'static str {
-        match self {
-            ReadStrategy::PrimaryOnly => "primary_only",
-            ReadStrategy::RoundRobin => "round_robin",
-            ReadStrategy::Random => "random",
-            ReadStrategy::Weighted => "weighted",
-        }
+        names::name::<Self>(self as usize)
     }
 
     /// Every strategy name the settings accept.
-    pub const NAMES: &'static str = "primary_only, round_robin, random, weighted";
+    pub fn names() -> &'static [&'static str] {
+        names::variants::<Self>()
+    }
 }
 
 impl fmt::Display for ReadStrategy {
@@ -282,16 +314,7 @@ impl FromStr for ReadStrategy {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "primary_only" => Ok(ReadStrategy::PrimaryOnly),
-            "round_robin" => Ok(ReadStrategy::RoundRobin),
-            "random" => Ok(ReadStrategy::Random),
-            "weighted" => Ok(ReadStrategy::Weighted),
-            other => Err(format!(
-                "unknown read strategy `{other}` (expected one of: {})",
-                ReadStrategy::NAMES
-            )),
-        }
+        names::parse(s, "read strategy")
     }
 }
 
@@ -398,7 +421,7 @@ impl Settings {
     /// Defaults to `Replica`.
     #[must_use]
     pub fn unknown_functions(mut self, to: UnknownFunctions) -> Self {
-        self.routing.unknown_functions = Some(to.as_str().to_owned());
+        self.routing.unknown_functions = Some(Choice::Set(to));
         self
     }
 
@@ -452,7 +475,7 @@ impl Settings {
     /// SQLite.
     #[must_use]
     pub fn consistency(mut self, mode: crate::Consistency) -> Self {
-        self.consistency.mode = Some(mode.as_str().to_owned());
+        self.consistency.mode = Some(Choice::Set(mode));
         self
     }
 
@@ -468,7 +491,7 @@ impl Settings {
     /// it wrote. Defaults to the whole database.
     #[must_use]
     pub fn granularity(mut self, granularity: crate::consistency::Granularity) -> Self {
-        self.consistency.granularity = Some(granularity.as_str().to_owned());
+        self.consistency.granularity = Some(Choice::Set(granularity));
         self
     }
 
@@ -583,7 +606,7 @@ impl DatabaseSettings {
     /// Sets how a primary spreads reads over its replicas. Defaults to round-robin.
     #[must_use]
     pub fn read_strategy(mut self, strategy: ReadStrategy) -> Self {
-        self.read_strategy = Some(strategy.as_str().to_owned());
+        self.read_strategy = Some(Choice::Set(strategy));
         self
     }
 

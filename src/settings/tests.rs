@@ -284,7 +284,7 @@ fn shard_groups_parse_with_their_options() {
     assert_eq!(t.groups.len(), 1);
     let g = &t.groups[0];
     assert_eq!(g.name, "users");
-    assert_eq!(g.bucketing, "jump");
+    assert_eq!(g.bucketing, crate::sharding::Bucketing::Jump);
     assert_eq!(g.storage.as_deref(), Some("default"));
     assert_eq!(
         g.shards,
@@ -320,7 +320,10 @@ fn shard_groups_parse_with_their_options() {
 fn a_group_declared_only_by_its_shards_gets_the_defaults() {
     let t = check("[databases.s0]\nurl = \"postgres://h/s0\"\nshard_group = \"g\"\nshard_id = 0")
         .unwrap();
-    assert_eq!(t.groups[0].bucketing, "round_robin");
+    assert_eq!(
+        t.groups[0].bucketing,
+        crate::sharding::Bucketing::RoundRobin
+    );
 }
 
 #[test]

@@ -3,10 +3,10 @@
 use std::time::Duration;
 
 use super::{
-    keys_hint, DatabaseSettings, DurationValue, ReadStrategy, SecretUrl, Settings,
+    keys_hint, Choice, DatabaseSettings, DurationValue, ReadStrategy, SecretUrl, Settings,
     DEFAULT_POOL_SIZE, DEFAULT_REPLICA_RETRY,
 };
-use crate::consistency::{Consistency, ConsistencySpec, Granularity};
+use crate::consistency::ConsistencySpec;
 use crate::error::SettingsError;
 
 /// The default connect timeout of replica connections.
@@ -289,19 +289,14 @@ impl Settings {
             )),
         };
         let consistency = self.consistency_spec(&mut p);
-        let unknown_functions = match self.routing.unknown_functions.as_deref() {
-            None | Some("replica") => super::UnknownFunctions::Replica,
-            Some("primary") => super::UnknownFunctions::Primary,
-            Some(other) => {
-                p.push(SettingsError::InvalidValue {
-                    database: None,
-                    key: "routing.unknown_functions",
-                    value: format!("{other:?}"),
-                    reason: "expected \"replica\" or \"primary\"".to_owned(),
-                });
-                super::UnknownFunctions::Replica
-            }
-        };
+        let unknown_functions = p
+            .check(top_choice(
+                "routing.unknown_functions",
+                &self.routing.unknown_functions,
+                "value",
+            ))
+            .flatten()
+            .unwrap_or_default();
 
         let mut primaries = Vec::new();
         for (name, db) in &self.databases {
@@ -327,17 +322,8 @@ impl Settings {
             let read_strategy = match &db.read_strategy {
                 None => ReadStrategy::default(),
                 Some(s) => p.or(
-                    s.parse().map_err(|_| {
-                        invalid(
-                            name,
-                            "read_strategy",
-                            format!("{s:?}"),
-                            format!(
-                                "unknown read strategy (expected one of: {})",
-                                ReadStrategy::NAMES
-                            ),
-                        )
-                    }),
+                    s.get("read strategy")
+                        .map_err(|(value, reason)| invalid(name, "read_strategy", value, reason)),
                     ReadStrategy::default(),
                 ),
             };
@@ -515,21 +501,9 @@ impl Problems {
 impl Settings {
     fn consistency_spec(&self, p: &mut Problems) -> ConsistencySpec {
         let c = &self.consistency;
-        let mode = match &c.mode {
-            None => None,
-            Some(m) => p.check(
-                m.parse::<Consistency>()
-                    .map_err(|_| SettingsError::InvalidValue {
-                        database: None,
-                        key: "consistency.mode",
-                        value: format!("{m:?}"),
-                        reason: format!(
-                            "unknown consistency mode (expected one of: {})",
-                            Consistency::NAMES
-                        ),
-                    }),
-            ),
-        };
+        let mode = p
+            .check(top_choice("consistency.mode", &c.mode, "consistency mode"))
+            .flatten();
         let monitor_interval = p.or(
             duration(
                 "consistency.monitor_interval",
@@ -595,20 +569,35 @@ impl Settings {
                 Duration::ZERO,
             ),
             monitor_interval,
-            granularity: match c.granularity.as_deref() {
-                None | Some("database") => Granularity::Database,
-                Some("table") => Granularity::Table,
-                Some(other) => {
-                    p.push(SettingsError::InvalidValue {
-                        database: None,
-                        key: "consistency.granularity",
-                        value: format!("{other:?}"),
-                        reason: "expected \"database\" or \"table\"".into(),
-                    });
-                    Granularity::Database
-                }
-            },
+            granularity: p
+                .check(top_choice(
+                    "consistency.granularity",
+                    &c.granularity,
+                    "granularity",
+                ))
+                .flatten()
+                .unwrap_or_default(),
         }
+    }
+}
+
+/// A name setting outside any database, when set: its value, else an error naming the key.
+fn top_choice<T: serde::de::DeserializeOwned + Copy>(
+    key: &'static str,
+    choice: &Option<Choice<T>>,
+    what: &str,
+) -> Result<Option<T>, SettingsError> {
+    match choice {
+        None => Ok(None),
+        Some(c) => c
+            .get(what)
+            .map(Some)
+            .map_err(|(value, reason)| SettingsError::InvalidValue {
+                database: None,
+                key,
+                value,
+                reason,
+            }),
     }
 }
 

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
 
+use crate::settings::names;
+
 /// How a group picks the shard of a new key.
 ///
 /// ```
@@ -19,9 +21,10 @@ use rand::Rng;
 /// let jump: Bucketing = "jump".parse().unwrap();
 /// assert!(jump.is_pure());
 /// assert_eq!(Bucketing::default(), Bucketing::RoundRobin);
-/// assert!("modulo".parse::<Bucketing>().unwrap_err().contains(Bucketing::NAMES));
+/// assert!("modulo".parse::<Bucketing>().unwrap_err().contains(&Bucketing::names().join(", ")));
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Bucketing {
     /// The group's shards in turn, starting at a random one so that restarted processes do not
@@ -44,17 +47,13 @@ pub enum Bucketing {
 impl Bucketing {
     /// The strategy's name in the settings (`round_robin`, ...).
     pub fn as_str(self) -> &'static str {
-        match self {
-            Bucketing::RoundRobin => "round_robin",
-            Bucketing::Random => "random",
-            Bucketing::Mod => "mod",
-            Bucketing::SavedMod => "saved_mod",
-            Bucketing::Jump => "jump",
-        }
+        names::name::<Self>(self as usize)
     }
 
     /// Every strategy name the settings accept.
-    pub const NAMES: &'static str = "round_robin, random, mod, saved_mod, jump";
+    pub fn names() -> &'static [&'static str] {
+        names::variants::<Self>()
+    }
 
     /// Is the shard a pure function of the key (`mod`, `jump`)? For the other strategies the
     /// pick must be stored, and the first pick wins.
@@ -73,17 +72,7 @@ impl FromStr for Bucketing {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "round_robin" => Ok(Bucketing::RoundRobin),
-            "random" => Ok(Bucketing::Random),
-            "mod" => Ok(Bucketing::Mod),
-            "saved_mod" => Ok(Bucketing::SavedMod),
-            "jump" => Ok(Bucketing::Jump),
-            other => Err(format!(
-                "unknown bucketing `{other}` (expected one of: {})",
-                Bucketing::NAMES
-            )),
-        }
+        names::parse(s, "bucketing")
     }
 }
 
@@ -185,11 +174,11 @@ mod tests {
         for b in ALL {
             assert_eq!(b.as_str().parse::<Bucketing>(), Ok(b));
             assert_eq!(b.to_string(), b.as_str());
-            assert!(Bucketing::NAMES.contains(b.as_str()));
+            assert!(Bucketing::names().contains(&b.as_str()));
         }
         let err = "consistent".parse::<Bucketing>().unwrap_err();
         assert!(err.contains("`consistent`"), "{err}");
-        assert!(err.contains(Bucketing::NAMES), "{err}");
+        assert!(err.contains(&Bucketing::names().join(", ")), "{err}");
         assert_eq!(Bucketing::default(), Bucketing::RoundRobin);
     }
 

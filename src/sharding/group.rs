@@ -50,7 +50,7 @@ pub(crate) struct Group {
 impl Group {
     pub(crate) fn new(spec: &GroupSpec) -> Self {
         // validated names; an unknown one cannot get here
-        let bucketing: Bucketing = spec.bucketing.parse().unwrap_or_default();
+        let bucketing = spec.bucketing;
         Group {
             name: spec.name.clone(),
             bucketing,
