@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use super::{PrimarySpec, ReadStrategy, Settings};
+use super::validate::Problems;
+use super::{PrimarySpec, Settings};
 use crate::error::SettingsError;
 use crate::sharding::Bucketing;
 
@@ -27,10 +28,12 @@ pub(crate) struct GroupSpec {
 impl Settings {
     /// Checks the shard keys of every database and the `[shard_groups]`; sets the group's
     /// read strategy on its primaries that have none; returns the groups.
+    /// Every mistake goes to `p`.
     pub(crate) fn validate_groups(
         &self,
         primaries: &mut [PrimarySpec],
-    ) -> Result<Vec<GroupSpec>, SettingsError> {
+        p: &mut Problems,
+    ) -> Vec<GroupSpec> {
         let mut members: BTreeMap<&str, Vec<(i32, String)>> = BTreeMap::new();
         for (name, db) in &self.databases {
             if db.primary.is_some() {
@@ -39,7 +42,7 @@ impl Settings {
                     ("shard_id", db.shard_id.is_some()),
                 ] {
                     if set {
-                        return Err(SettingsError::MisplacedKey {
+                        p.push(SettingsError::MisplacedKey {
                             database: name.clone(),
                             key,
                             reason:
@@ -51,24 +54,20 @@ impl Settings {
             }
             match (&db.shard_group, db.shard_id) {
                 (None, None) => {}
-                (None, Some(_)) => {
-                    return Err(SettingsError::MisplacedKey {
-                        database: name.clone(),
-                        key: "shard_id",
-                        reason: "needs `shard_group` (a shard id is unique within its group)",
-                    })
-                }
-                (Some(group), None) => {
-                    return Err(SettingsError::InvalidValue {
-                        database: Some(name.clone()),
-                        key: "shard_id",
-                        value: "(missing)".into(),
-                        reason: format!("required for a shard of group `{group}`"),
-                    })
-                }
+                (None, Some(_)) => p.push(SettingsError::MisplacedKey {
+                    database: name.clone(),
+                    key: "shard_id",
+                    reason: "needs `shard_group` (a shard id is unique within its group)",
+                }),
+                (Some(group), None) => p.push(SettingsError::InvalidValue {
+                    database: Some(name.clone()),
+                    key: "shard_id",
+                    value: "(missing)".into(),
+                    reason: format!("required for a shard of group `{group}`"),
+                }),
                 (Some(group), Some(id)) => {
                     if !(0..=MAX_SHARD_ID).contains(&id) {
-                        return Err(SettingsError::InvalidValue {
+                        p.push(SettingsError::InvalidValue {
                             database: Some(name.clone()),
                             key: "shard_id",
                             value: id.to_string(),
@@ -76,15 +75,17 @@ impl Settings {
                                 "must be between 0 and {MAX_SHARD_ID} (13 bits of every global id)"
                             ),
                         });
+                        continue;
                     }
                     let list = members.entry(group.as_str()).or_default();
                     if let Some((_, other)) = list.iter().find(|(i, _)| i64::from(*i) == id) {
-                        return Err(SettingsError::InvalidValue {
+                        p.push(SettingsError::InvalidValue {
                             database: Some(name.clone()),
                             key: "shard_id",
                             value: id.to_string(),
                             reason: format!("already the shard id of `{other}` in group `{group}` (shard ids are unique and never reused)"),
                         });
+                        continue;
                     }
                     list.push((id as i32, name.clone()));
                 }
@@ -92,7 +93,7 @@ impl Settings {
         }
         for name in self.shard_groups.keys() {
             if !members.contains_key(name.as_str()) {
-                return Err(SettingsError::InvalidValue {
+                p.push(SettingsError::InvalidValue {
                     database: None,
                     key: "shard_groups",
                     value: format!("{name:?}"),
@@ -110,14 +111,19 @@ impl Settings {
             };
             let bucketing = match &options.bucketing {
                 None => Bucketing::default(),
-                Some(b) => b
-                    .get("bucketing")
-                    .map_err(|(value, reason)| group_key("bucketing").invalid(value, reason))?,
+                Some(b) => p.or(
+                    b.get("bucketing")
+                        .map_err(|(value, reason)| group_key("bucketing").invalid(value, reason)),
+                    Bucketing::default(),
+                ),
             };
-            if let Some(strategy) = &options.read_strategy {
-                let strategy: ReadStrategy = strategy
-                    .get("read strategy")
-                    .map_err(|(value, reason)| group_key("read_strategy").invalid(value, reason))?;
+            let strategy =
+                options.read_strategy.as_ref().and_then(|strategy| {
+                    p.check(strategy.get("read strategy").map_err(|(value, reason)| {
+                        group_key("read_strategy").invalid(value, reason)
+                    }))
+                });
+            if let Some(strategy) = strategy {
                 for p in primaries.iter_mut() {
                     let explicit = self
                         .databases
@@ -132,18 +138,20 @@ impl Settings {
                 .epoch
                 .clone()
                 .unwrap_or_else(|| DEFAULT_EPOCH.into());
-            let epoch = humantime::parse_rfc3339_weak(&epoch_text).map_err(|e| {
+            let Some(epoch) = p.check(humantime::parse_rfc3339_weak(&epoch_text).map_err(|e| {
                 group_key("epoch").invalid(
                     format!("{epoch_text:?}"),
                     format!("not an RFC 3339 time like \"2016-01-01T00:00:00Z\" ({e})"),
                 )
-            })?;
+            })) else {
+                continue;
+            };
             // ids count milliseconds from the epoch in 40 bits: the epoch must be past, and
             // recent enough to leave at least a year of ids
             let now = std::time::SystemTime::now();
             match now.duration_since(epoch) {
                 Err(_) => {
-                    return Err(group_key("epoch")
+                    p.push(group_key("epoch")
                         .invalid(format!("{epoch_text:?}"), "is in the future: ids count from a past time".into()))
                 }
                 Ok(age)
@@ -151,7 +159,7 @@ impl Settings {
                         > u128::from(crate::sharding::ids::MAX_MILLIS)
                             .saturating_sub(365 * 24 * 3600 * 1000) =>
                 {
-                    return Err(group_key("epoch").invalid(
+                    p.push(group_key("epoch").invalid(
                         format!("{epoch_text:?}"),
                         "is too long ago: ids hold about 34 years from the epoch; pick a recent date"
                             .into(),
@@ -161,22 +169,18 @@ impl Settings {
             }
             if let Some(storage) = &options.storage {
                 match self.databases.get(storage) {
-                    None => {
-                        return Err(group_key("storage")
-                            .invalid(format!("{storage:?}"), "names no database".into()))
-                    }
-                    Some(db) if db.primary.is_some() => {
-                        return Err(group_key("storage").invalid(
-                            format!("{storage:?}"),
-                            "is a replica: name a primary".into(),
-                        ))
-                    }
-                    Some(db) if db.shard_group.is_some() => {
-                        return Err(group_key("storage").invalid(
-                            format!("{storage:?}"),
-                            "is a shard: name an unsharded primary".into(),
-                        ))
-                    }
+                    None => p.push(
+                        group_key("storage")
+                            .invalid(format!("{storage:?}"), "names no database".into()),
+                    ),
+                    Some(db) if db.primary.is_some() => p.push(group_key("storage").invalid(
+                        format!("{storage:?}"),
+                        "is a replica: name a primary".into(),
+                    )),
+                    Some(db) if db.shard_group.is_some() => p.push(group_key("storage").invalid(
+                        format!("{storage:?}"),
+                        "is a shard: name an unsharded primary".into(),
+                    )),
                     Some(_) => {}
                 }
             }
@@ -189,7 +193,7 @@ impl Settings {
                 shards,
             });
         }
-        Ok(groups)
+        groups
     }
 }
 

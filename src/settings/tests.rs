@@ -728,3 +728,41 @@ fn builder_durations_are_held_typed_not_round_tripped_through_text() {
         "{err:?}"
     );
 }
+
+#[test]
+fn shard_group_mistakes_join_the_database_mistakes() {
+    let err = check(
+        r#"
+[databases.a]
+url = "postgres://a/db"
+pool_size = 0
+shard_group = "users"
+shard_id = 0
+
+[databases.b]
+url = "postgres://b/db"
+shard_group = "users"
+shard_id = 0
+
+[shard_groups.users]
+bucketing = "modulo"
+epoch = "2999-01-01T00:00:00Z"
+storage = "nowhere"
+"#,
+    )
+    .unwrap_err();
+    let mistakes: Vec<String> = err.mistakes().iter().map(|e| e.to_string()).collect();
+    for needle in [
+        "`pool_size` = 0",
+        "already the shard id of `a`",
+        "`bucketing` = \"modulo\"",
+        "`epoch` = \"2999-01-01T00:00:00Z\": is in the future",
+        "`storage` = \"nowhere\": names no database",
+    ] {
+        assert!(
+            mistakes.iter().any(|m| m.contains(needle)),
+            "no mistake mentions {needle}: {mistakes:#?}"
+        );
+    }
+    assert_eq!(mistakes.len(), 5, "{mistakes:#?}");
+}

@@ -448,9 +448,8 @@ impl Settings {
                 });
             }
         }
-        // the groups' checks build on the databases: only once those are right
+        let groups = self.validate_groups(&mut primaries, &mut p);
         p.finish()?;
-        let groups = self.validate_groups(&mut primaries)?;
 
         Ok(Topology {
             primaries,
@@ -470,20 +469,20 @@ impl Settings {
 
 /// The mistakes found so far in one validation.
 #[derive(Default)]
-struct Problems(Vec<SettingsError>);
+pub(crate) struct Problems(Vec<SettingsError>);
 
 impl Problems {
-    fn push(&mut self, e: SettingsError) {
+    pub(crate) fn push(&mut self, e: SettingsError) {
         self.0.push(e);
     }
 
     /// The value, or `None` with the error recorded.
-    fn check<T>(&mut self, r: Result<T, SettingsError>) -> Option<T> {
+    pub(crate) fn check<T>(&mut self, r: Result<T, SettingsError>) -> Option<T> {
         r.map_err(|e| self.push(e)).ok()
     }
 
     /// The value, or `default` with the error recorded.
-    fn or<T>(&mut self, r: Result<T, SettingsError>, default: T) -> T {
+    pub(crate) fn or<T>(&mut self, r: Result<T, SettingsError>, default: T) -> T {
         self.check(r).unwrap_or(default)
     }
 
