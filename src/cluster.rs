@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor, TokenError};
-use crate::database::{Database, Options};
 use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
+use crate::primary::{Options, PrimaryState};
 use crate::routing::{Classifier, TableId};
 use crate::settings::Settings;
 use crate::sharding::Group;
@@ -41,7 +41,7 @@ pub struct Cluster<C: RoutedBackend> {
 }
 
 struct Inner<C: RoutedBackend> {
-    primaries: BTreeMap<String, (Arc<Database>, Pool<C>)>,
+    primaries: BTreeMap<String, (Arc<PrimaryState>, Pool<C>)>,
     /// Replica name -> its primary's name.
     replicas: BTreeMap<String, String>,
     /// Shard groups by name.
@@ -120,7 +120,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 .build(),
         );
         for spec in &topology.primaries {
-            let db = Arc::new(Database::new(spec, &options));
+            let db = Arc::new(PrimaryState::new(spec, &options));
             if C::HAS_POSITIONS && !spec.replicas.is_empty() {
                 // probed from when the process first uses the database
                 monitor.watch::<C>(&db, topology.consistency.monitor_interval);
@@ -294,7 +294,7 @@ impl<C: RoutedBackend> Cluster<C> {
     fn learn_on(
         &self,
         name: &str,
-        db: &Database,
+        db: &PrimaryState,
         conn: &mut crate::connection::RoutedConnection<C>,
         wrote: bool,
         read: Option<scope::LastRead>,
@@ -410,7 +410,7 @@ impl<C: RoutedBackend> Cluster<C> {
             .collect()
     }
 
-    fn database(&self, name: &str) -> Result<&(Arc<Database>, Pool<C>)> {
+    fn database(&self, name: &str) -> Result<&(Arc<PrimaryState>, Pool<C>)> {
         if let Some(entry) = self.inner.primaries.get(name) {
             return Ok(entry);
         }
@@ -428,7 +428,7 @@ impl<C: RoutedBackend> Cluster<C> {
 
 impl<C: RoutedBackend> fmt::Debug for Cluster<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        struct Primary<'a>(&'a Database, u32);
+        struct Primary<'a>(&'a PrimaryState, u32);
         impl fmt::Debug for Primary<'_> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct("Primary")

@@ -7,7 +7,7 @@ use diesel::r2d2::R2D2Connection;
 
 use crate::backend::RoutedBackend;
 use crate::connection::RoutedConnection;
-use crate::database::Database;
+use crate::primary::PrimaryState;
 
 /// An r2d2 [`ManageConnection`](r2d2::ManageConnection) for one primary and its replicas.
 ///
@@ -21,12 +21,12 @@ use crate::database::Database;
 /// `connect` opens nothing: physical connections open on first use, so building a pool does
 /// not need every server to be up, and a checkout that only reads never opens the primary.
 pub struct RoutedConnectionManager<C> {
-    db: Arc<Database>,
+    db: Arc<PrimaryState>,
     _connection: PhantomData<fn() -> C>,
 }
 
 impl<C> RoutedConnectionManager<C> {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<PrimaryState>) -> Self {
         RoutedConnectionManager {
             db,
             _connection: PhantomData,

@@ -18,10 +18,12 @@ use diesel::r2d2::R2D2Connection;
 use diesel::result::{ConnectionResult, QueryResult};
 
 use super::physical::Physical;
-use super::{connection_error, open_primary, RoutedConnection};
+use super::{
+    connection_error, mode_in_scope, open_primary, record_write, record_write_at, RoutedConnection,
+};
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
 use crate::consistency::scope;
-use crate::database::Database;
+use crate::primary::PrimaryState;
 use crate::routing::{Classified, RouteReason};
 
 impl<C: RoutedBackend> ConnectionSealed for RoutedConnection<C> {}
@@ -33,7 +35,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     /// A routed connection to one primary without replicas. Use a
     /// [`Cluster`](crate::Cluster) for replicas.
     fn establish(database_url: &str) -> ConnectionResult<Self> {
-        let db = Database::standalone(database_url, C::HAS_POSITIONS);
+        let db = PrimaryState::standalone(database_url, C::HAS_POSITIONS);
         let mut conn = RoutedConnection::new(Arc::new(db));
         open_primary(&mut conn.primary, &conn.db, &conn.instrumentation, None)?;
         Ok(conn)
@@ -164,7 +166,7 @@ where
             && !in_transaction
             && self.db.has_positions
             && matches!(
-                self.db.mode(),
+                mode_in_scope(&self.db),
                 crate::Consistency::Causal | crate::Consistency::Strong
             );
         let db_id = self.db.id;
@@ -232,10 +234,10 @@ where
             C::FAILED_COMMIT_ENDS_TRANSACTION,
         );
         if let Some(tables) = outcome.committed {
-            self.db.wrote();
+            record_write(&self.db);
             if self.db.has_positions {
                 match position {
-                    Some(pos) => self.db.wrote_at(pos, &tables),
+                    Some(pos) => record_write_at(&self.db, pos, &tables),
                     // learned when something compares against it; the cursor may still
                     // hold the write: only a position read later covers it
                     None => {

@@ -27,8 +27,8 @@ use self::state::SessionState;
 use self::watchdog::Watched;
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, Position};
-use crate::database::Database;
 use crate::pin::PinStatus;
+use crate::primary::PrimaryState;
 use crate::routing::{
     decide, Classified, Decision, Facts, KindCache, RouteReason, StatementKind, TableId,
 };
@@ -49,7 +49,7 @@ pub struct Route {
 /// Get one from a pool ([`Cluster::pool`](crate::Cluster::pool)); `&mut` of the pooled
 /// connection is what Diesel's query methods take.
 pub struct RoutedConnection<C: RoutedBackend> {
-    db: Arc<Database>,
+    db: Arc<PrimaryState>,
     primary: Option<Physical<C>>,
     replicas: Vec<Option<Physical<C>>>,
     /// The replica this connection reads from while it stays healthy.
@@ -75,8 +75,27 @@ pub struct RoutedConnection<C: RoutedBackend> {
     pg_metadata: diesel::pg::PgMetadataCache,
 }
 
+/// The consistency mode in force for this thread's scope on `db`.
+fn mode_in_scope(db: &PrimaryState) -> Consistency {
+    db.mode(scope::mode())
+}
+
+/// This thread committed a write on `db`: its pin window starts (mode `pin`).
+fn record_write(db: &PrimaryState) {
+    if let Some(until) = db.pin_until() {
+        crate::pin::record_write(db.id, until);
+    }
+}
+
+/// This thread committed a write on `db` at `position`, to `tables` (empty: unknown): the
+/// database's bookkeeping, then the thread's scope.
+fn record_write_at(db: &PrimaryState, position: Position, tables: &[TableId]) {
+    let tables = db.wrote_at(position, tables);
+    scope::wrote(db.id, tables, position);
+}
+
 impl<C: RoutedBackend> RoutedConnection<C> {
-    pub(crate) fn new(db: Arc<Database>) -> Self {
+    pub(crate) fn new(db: Arc<PrimaryState>) -> Self {
         // the process uses this database: its servers are monitored from now on
         db.activate_monitor();
         let replicas = (0..db.replicas.len()).map(|_| None).collect();
@@ -126,7 +145,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// connection goes back to the pool.
     pub fn primary(&mut self) -> QueryResult<&mut C> {
         self.drop_dead_replica();
-        self.db.wrote();
+        record_write(&self.db);
         if self.in_transaction() {
             self.state.note_transaction_write(&[]);
         } else if self.db.has_positions {
@@ -346,7 +365,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         reads: Option<&[TableId]>,
     ) -> Result<usize, RouteReason> {
         let in_transaction = self.in_transaction();
-        let mode = self.db.mode();
+        let mode = mode_in_scope(&self.db);
         let id = self.db.id;
         // committed writes whose positions are not known yet: the monitor's last probe of
         // the primary covers those that returned before it started; until one does, the
@@ -696,7 +715,7 @@ fn connection_error(e: ConnectionError) -> diesel::result::Error {
 /// replica and this borrow of the primary can coexist in `load`.
 fn open_primary<'a, C: RoutedBackend>(
     slot: &'a mut Option<Physical<C>>,
-    db: &Database,
+    db: &PrimaryState,
     instrumentation: &SharedInstrumentation,
     cache_size: Option<CacheSize>,
 ) -> ConnectionResult<&'a mut Physical<C>> {
@@ -758,7 +777,7 @@ pub(super) fn primary_outcome<R, E: From<diesel::result::Error>>(
 }
 
 fn open_replica<C: RoutedBackend>(
-    db: &Database,
+    db: &PrimaryState,
     index: usize,
     instrumentation: &SharedInstrumentation,
     cache_size: Option<CacheSize>,

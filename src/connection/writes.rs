@@ -1,6 +1,6 @@
 //! After a write commits: the pin window and the write's replication position.
 
-use super::RoutedConnection;
+use super::{mode_in_scope, record_write, record_write_at, RoutedConnection};
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency};
 use crate::routing::TableId;
@@ -14,11 +14,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// when a [token](crate::Cluster::token) is taken. `tables` are the tables it wrote
     /// (empty: not known).
     pub(super) fn committed_write(&mut self, tables: &[TableId]) {
-        self.db.wrote();
+        record_write(&self.db);
         if !self.db.has_positions {
             return;
         }
-        match self.db.mode() {
+        match mode_in_scope(&self.db) {
             // other threads compare against it at once: read it now
             Consistency::Causal | Consistency::Strong => self.capture_position(tables),
             // learned when something compares against it (the monitor's next probe of the
@@ -70,7 +70,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             }
         };
         match position {
-            Some(pos) => self.db.wrote_at(pos, tables),
+            Some(pos) => record_write_at(&self.db, pos, tables),
             None => self.write_not_yet_done(tables),
         }
     }

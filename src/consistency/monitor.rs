@@ -20,7 +20,7 @@ use rand::Rng;
 
 use crate::backend::RoutedBackend;
 use crate::connection::watchdog::Watched;
-use crate::database::Database;
+use crate::primary::PrimaryState;
 
 /// Worker threads of one cluster's monitor, at most.
 pub(crate) const WORKERS: usize = 4;
@@ -45,7 +45,7 @@ enum Target {
 }
 
 struct ServerProbe<C> {
-    db: Weak<Database>,
+    db: Weak<PrimaryState>,
     target: Target,
     interval: Duration,
     conn: Option<(C, Watched)>,
@@ -157,7 +157,7 @@ impl Monitor {
 
     /// Arranges for `db`'s primary and replicas to be probed every `interval` once the
     /// process first uses `db` ([`Database::activate_monitor`]).
-    pub(crate) fn watch<C: RoutedBackend>(&self, db: &Arc<Database>, interval: Duration) {
+    pub(crate) fn watch<C: RoutedBackend>(&self, db: &Arc<PrimaryState>, interval: Duration) {
         let shared = Arc::downgrade(&self.shared);
         let weak_db = Arc::downgrade(db);
         let replicas = db.replicas.len();

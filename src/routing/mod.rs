@@ -18,8 +18,8 @@ mod cache;
 mod classify;
 mod functions;
 mod lexer;
+mod replicas;
 mod statement;
-mod strategy;
 mod tables;
 
 use std::fmt;
@@ -27,7 +27,7 @@ use std::fmt;
 pub(crate) use self::cache::{Classified, KindCache};
 pub(crate) use self::classify::{Classifier, StatementKind};
 pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
-pub(crate) use self::strategy::{Limits, ReplicaSet, Usability};
+pub(crate) use self::replicas::{Limits, ReplicaSet, Usability};
 #[cfg(test)]
 pub(crate) use self::tables::interned_count;
 pub(crate) use self::tables::{lookup, table_name, tables, TableId, TableUse};

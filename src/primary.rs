@@ -1,11 +1,13 @@
-//! The shared state of one primary: its URL, replicas, classifier, positions and counters.
+//! The runtime state of one primary, shared by every connection of its pool: its URL,
+//! replicas, classifier, positions and counters. It never reads or writes a thread's scope:
+//! the routed connection passes the scope's facts in and records into the scope itself.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::consistency::{scope, Consistency, ConsistencySpec, Granularity, Position};
+use crate::consistency::{Consistency, ConsistencySpec, Granularity, Position};
 use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason, TableId, TableUse};
 use crate::settings::{PrimarySpec, SecretUrl};
 use crate::stats::{Counters, DatabaseStats};
@@ -41,7 +43,7 @@ impl std::fmt::Debug for Activation {
 
 /// One primary with its replicas, shared by every connection of its pool.
 #[derive(Debug)]
-pub(crate) struct Database {
+pub(crate) struct PrimaryState {
     /// Unique in the process: keys the thread-local write windows and positions.
     pub(crate) id: u64,
     pub(crate) name: String,
@@ -79,7 +81,7 @@ pub(crate) struct Database {
     pub(crate) counters: Counters,
 }
 
-impl Database {
+impl PrimaryState {
     pub(crate) fn new(spec: &PrimarySpec, o: &Options) -> Self {
         let c = &o.consistency;
         let limits = Limits {
@@ -92,7 +94,7 @@ impl Database {
                 .saturating_add(Duration::from_millis(500)),
         };
         let open_url = |url: &str| (o.connect_url)(&(o.replica_url)(url), o.connect_timeout);
-        Database {
+        PrimaryState {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             name: spec.name.clone(),
             url: spec.url.clone(),
@@ -132,7 +134,7 @@ impl Database {
             read_strategy: crate::settings::ReadStrategy::PrimaryOnly,
             replicas: Vec::new(),
         };
-        Database::new(
+        PrimaryState::new(
             &spec,
             &Options {
                 classifier: Classifier::new(),
@@ -149,10 +151,11 @@ impl Database {
         )
     }
 
-    /// The mode in force for this thread: a `with_consistency` scope, else the settings, else
-    /// the backend's default. Without positions, position modes fall back to `pin`.
-    pub(crate) fn mode(&self) -> Consistency {
-        let mode = scope::mode()
+    /// The mode in force given the caller's scope override (`with_consistency`): the
+    /// override, else the settings, else the backend's default. Without positions, position
+    /// modes fall back to `pin`.
+    pub(crate) fn mode(&self, scope_override: Option<Consistency>) -> Consistency {
+        let mode = scope_override
             .or(self.consistency.mode)
             .unwrap_or(if self.has_positions {
                 Consistency::ReadYourWrites
@@ -189,24 +192,25 @@ impl Database {
         );
     }
 
-    /// This thread committed a write here: pin its reads for the pin window (mode `pin`).
-    pub(crate) fn wrote(&self) {
-        if !self.pin_window.is_zero() {
-            let now = Instant::now();
-            // the window is bounded by validation; saturate anyway
-            let until = now.checked_add(self.pin_window).unwrap_or(now);
-            crate::pin::record_write(self.id, until);
+    /// Until when a write committed now pins its writer's reads here (mode `pin`), if at all.
+    pub(crate) fn pin_until(&self) -> Option<Instant> {
+        if self.pin_window.is_zero() {
+            return None;
         }
+        let now = Instant::now();
+        // the window is bounded by validation; saturate anyway
+        Some(now.checked_add(self.pin_window).unwrap_or(now))
     }
 
-    /// The position of a write this thread committed here, to `tables` (empty: unknown).
-    pub(crate) fn wrote_at(&self, position: Position, tables: &[TableId]) {
+    /// A write committed here at `position`, to `tables` (empty: unknown), for the process's
+    /// bookkeeping; returns the tables the writer's scope records (none unless the
+    /// granularity is `table`).
+    pub(crate) fn wrote_at<'t>(&self, position: Position, tables: &'t [TableId]) -> &'t [TableId] {
         let tables = if self.consistency.granularity == Granularity::Table {
             tables
         } else {
             &[]
         };
-        scope::wrote(self.id, tables, position);
         self.max_written.fetch_max(position, Ordering::Relaxed);
         self.primary_position.fetch_max(position, Ordering::Relaxed);
         if tables.is_empty() {
@@ -217,6 +221,7 @@ impl Database {
                 *p = (*p).max(position);
             }
         }
+        tables
     }
 
     /// What starts the monitor's probes of this database, when it is first used.
