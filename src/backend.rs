@@ -62,7 +62,7 @@ pub(crate) mod private {
         /// For the monitor, on the primary: the write position (as [`write_position`]), by a
         /// statement of its own, so that the servers' statistics tell the two apart.
         ///
-        /// [`write_position`]: RoutedBackend::write_position
+        /// [`write_position`]: Backend::write_position
         fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>>;
 
         /// On the primary: everything committed and acknowledged so far is at or before this.

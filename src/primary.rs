@@ -169,6 +169,11 @@ impl PrimaryState {
         }
     }
 
+    /// Are positions tracked per table (`granularity = "table"` on a backend with positions)?
+    pub(crate) fn wants_tables(&self) -> bool {
+        self.has_positions && self.consistency.granularity == Granularity::Table
+    }
+
     /// Is the primary an SQLite in-memory database, which closing would lose?
     pub(crate) fn is_in_memory(&self) -> bool {
         let url = self.url.expose();

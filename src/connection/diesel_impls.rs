@@ -19,7 +19,8 @@ use diesel::result::{ConnectionResult, QueryResult};
 
 use super::physical::Physical;
 use super::{
-    connection_error, mode_in_scope, open_primary, record_write, record_write_at, RoutedConnection,
+    connection_error, mode_in_scope, open_primary, record_write, record_write_at,
+    record_write_pending, RoutedConnection,
 };
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
 use crate::consistency::scope;
@@ -246,17 +247,7 @@ where
                         } else {
                             scope::NOT_YET
                         };
-                        let tables: &[crate::routing::TableId] = if self.db.has_positions
-                            && self.db.consistency.granularity == crate::Granularity::Table
-                        {
-                            &tables
-                        } else {
-                            &[]
-                        };
-                        scope::write_pending(self.db.id, tables, at);
-                        if at != scope::NOT_YET {
-                            self.db.wrote_lazily(at);
-                        }
+                        record_write_pending(&self.db, &tables, at);
                     }
                 }
             }

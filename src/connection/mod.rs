@@ -27,7 +27,6 @@ use self::state::SessionState;
 use self::watchdog::Watched;
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, Position};
-use crate::pin::PinStatus;
 use crate::primary::PrimaryState;
 use crate::routing::{
     decide, Classified, Decision, Facts, KindCache, RouteReason, StatementKind, TableId,
@@ -92,6 +91,17 @@ fn record_write(db: &PrimaryState) {
 fn record_write_at(db: &PrimaryState, position: Position, tables: &[TableId]) {
     let tables = db.wrote_at(position, tables);
     scope::wrote(db.id, tables, position);
+}
+
+/// A write committed on `db` whose position is left to learn: `at` is when it returned (the
+/// replica set's clock), or [`scope::NOT_YET`] for a write that may still happen (the escape
+/// hatch, a row-by-row cursor), which only a position read later covers.
+fn record_write_pending(db: &PrimaryState, tables: &[TableId], at: u64) {
+    let tables = if db.wants_tables() { tables } else { &[] };
+    scope::write_pending(db.id, tables, at);
+    if at != scope::NOT_YET {
+        db.wrote_lazily(at);
+    }
 }
 
 impl<C: RoutedBackend> RoutedConnection<C> {
@@ -387,20 +397,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             self.learn_pending_positions();
             pending = scope::pending_for(id, reads);
         }
-        let pin = match crate::pin::status(id) {
-            // the time window is mode `pin`; the other modes go by positions
-            PinStatus::RecentWrite if mode != Consistency::Pin => PinStatus::Free,
-            status => status,
-        };
         match decide(Facts {
             in_transaction,
             session_on_primary: self.state.sticky.any(),
             kind,
             has_replicas: self.db.replicas.reads_from_replicas(),
-            pin,
+            pin: crate::pin::status(id),
+            mode,
+            behind: pending,
         }) {
             Decision::Primary(reason) => Err(reason),
-            Decision::Replica if pending => Err(RouteReason::Behind),
             Decision::Replica => self.choose_for_read(mode, reads),
         }
     }
@@ -669,7 +675,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Do positions per table matter here (PostgreSQL, `granularity = "table"`, a position
     /// mode)? Only then are the tables of writes worth working out.
     pub(super) fn wants_tables(&self) -> bool {
-        self.db.has_positions && self.db.consistency.granularity == crate::Granularity::Table
+        self.db.wants_tables()
     }
 
     /// The physical primary, opened if needed.

@@ -1,6 +1,6 @@
 //! After a write commits: the pin window and the write's replication position.
 
-use super::{mode_in_scope, record_write, record_write_at, RoutedConnection};
+use super::{mode_in_scope, record_write, record_write_at, record_write_pending, RoutedConnection};
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency};
 use crate::routing::TableId;
@@ -29,22 +29,13 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Leaves a committed write's position to learn later.
     pub(super) fn write_pending(&mut self, tables: &[TableId]) {
-        let at = self.db.replicas.clock_ms();
-        self.mark_pending(tables, at);
+        record_write_pending(&self.db, tables, self.db.replicas.clock_ms());
     }
 
     /// Leaves the position of a write that is still to happen (through the escape hatch, or
     /// as a cursor is read) to learn when it is needed, by asking the primary then.
     pub(super) fn write_not_yet_done(&mut self, tables: &[TableId]) {
-        self.mark_pending(tables, scope::NOT_YET);
-    }
-
-    fn mark_pending(&mut self, tables: &[TableId], at: u64) {
-        let tables = if self.wants_tables() { tables } else { &[] };
-        scope::write_pending(self.db.id, tables, at);
-        if at != scope::NOT_YET {
-            self.db.wrote_lazily(at);
-        }
+        record_write_pending(&self.db, tables, scope::NOT_YET);
     }
 
     /// Reads the primary's position now: it covers every pending write of this scope, table

@@ -156,7 +156,7 @@ impl Monitor {
     }
 
     /// Arranges for `db`'s primary and replicas to be probed every `interval` once the
-    /// process first uses `db` ([`Database::activate_monitor`]).
+    /// process first uses `db` ([`PrimaryState::activate_monitor`]).
     pub(crate) fn watch<C: RoutedBackend>(&self, db: &Arc<PrimaryState>, interval: Duration) {
         let shared = Arc::downgrade(&self.shared);
         let weak_db = Arc::downgrade(db);

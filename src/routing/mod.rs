@@ -9,10 +9,16 @@
 //! 3. writes, DDL, unclassifiable SQL: the primary (`write`, `unclassified`); locking reads
 //!    (`locking`); reads that call write or session functions (`write_function`);
 //! 4. no replicas, or `read_strategy = "primary_only"`: the primary (`primary_only`);
-//! 5. a pinned thread: the primary (`pinned` for `pin_this_thread`/`use_primary`,
-//!    `recent_write` within `pinning.seconds` of this thread's last write);
-//! 6. otherwise a healthy replica chosen by the read strategy (`replica`), or the primary when
-//!    none can be reached (`fallback`).
+//! 5. a pinned thread: the primary (`pinned` for `pin_this_thread`/`use_primary`; in mode
+//!    `pin`, `recent_write` within `pinning.seconds` of this thread's last write);
+//! 6. a read that must see a committed write whose position is not known yet: the primary
+//!    (`behind`);
+//! 7. otherwise a healthy replica chosen by the read strategy (`replica`), or the primary when
+//!    none has caught up or can be reached (`behind`, `fallback`).
+//!
+//! A statement's way through the router: classify (cached per query type) → gather the facts
+//! (session, transaction, pin, mode, pending writes) → [`decide`] → run on the chosen server
+//! → record (session state, write positions, counters).
 
 mod cache;
 mod classify;
@@ -129,6 +135,10 @@ pub(crate) struct Facts {
     pub(crate) kind: StatementKind,
     pub(crate) has_replicas: bool,
     pub(crate) pin: PinStatus,
+    /// The consistency mode in force: a write's time window pins only in mode `pin`.
+    pub(crate) mode: crate::Consistency,
+    /// A committed write this read must see is not known to be on any replica yet.
+    pub(crate) behind: bool,
 }
 
 /// The decision before a replica is picked.
@@ -159,10 +169,17 @@ pub(crate) fn decide(f: Facts) -> Decision {
         return Decision::Primary(RouteReason::PrimaryOnly);
     }
     match f.pin {
-        PinStatus::Explicit => Decision::Primary(RouteReason::Pinned),
-        PinStatus::RecentWrite => Decision::Primary(RouteReason::RecentWrite),
-        PinStatus::Free => Decision::Replica,
+        PinStatus::Explicit => return Decision::Primary(RouteReason::Pinned),
+        // the time window is mode `pin`'s; the other modes go by positions
+        PinStatus::RecentWrite if f.mode == crate::Consistency::Pin => {
+            return Decision::Primary(RouteReason::RecentWrite)
+        }
+        _ => {}
     }
+    if f.behind {
+        return Decision::Primary(RouteReason::Behind);
+    }
+    Decision::Replica
 }
 
 #[cfg(test)]
@@ -176,7 +193,49 @@ mod tests {
             kind,
             has_replicas: true,
             pin: PinStatus::Free,
+            mode: crate::Consistency::Pin,
+            behind: false,
         }
+    }
+
+    #[test]
+    fn a_write_window_pins_only_in_pin_mode() {
+        use crate::Consistency as C;
+        for (mode, expected) in [
+            (C::Pin, Decision::Primary(RouteReason::RecentWrite)),
+            (C::ReadYourWrites, Decision::Replica),
+            (C::Causal, Decision::Replica),
+            (C::Strong, Decision::Replica),
+            (C::Eventual, Decision::Replica),
+        ] {
+            let f = Facts {
+                pin: PinStatus::RecentWrite,
+                mode,
+                ..facts(StatementKind::Read)
+            };
+            assert_eq!(decide(f), expected, "{mode}");
+        }
+    }
+
+    #[test]
+    fn a_read_behind_a_write_of_unknown_position_goes_to_the_primary() {
+        let f = Facts {
+            behind: true,
+            mode: crate::Consistency::ReadYourWrites,
+            ..facts(StatementKind::Read)
+        };
+        assert_eq!(decide(f), Decision::Primary(RouteReason::Behind));
+        // the stronger reasons come first
+        let f = Facts {
+            pin: PinStatus::Explicit,
+            ..f
+        };
+        assert_eq!(decide(f), Decision::Primary(RouteReason::Pinned));
+        let f = Facts {
+            in_transaction: true,
+            ..f
+        };
+        assert_eq!(decide(f), Decision::Primary(RouteReason::Transaction));
     }
 
     #[test]
