@@ -20,7 +20,7 @@ use diesel::result::{ConnectionResult, QueryResult};
 use super::physical::Physical;
 use super::{
     connection_error, mode_in_scope, open_primary, record_write, record_write_at,
-    record_write_pending, RoutedConnection,
+    record_write_pending, replica_broke, replica_read, RoutedConnection,
 };
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
 use crate::consistency::scope;
@@ -127,34 +127,12 @@ where
                 let _call = watch.call(None);
                 match C::load_on_replica(conn, source) {
                     ReplicaLoad::Done(result) => {
-                        // counted once, where it ran; what the scope saw, if it saw anything
-                        self.db.routed(RouteReason::Replica, Some(i));
-                        self.last = Some((RouteReason::Replica, Some(i)));
-                        if result.is_ok() {
-                            if self.db.has_positions {
-                                let replicas = &self.db.replicas;
-                                scope::observed(
-                                    self.db.id,
-                                    i,
-                                    replicas.clock_ms(),
-                                    replicas.replay(i),
-                                );
-                            }
-                        } else {
-                            self.db.counters.failed();
-                        }
+                        replica_read(&self.db, &mut self.last, i, result.is_ok());
                         return result;
                     }
                     ReplicaLoad::Retry(error, source) => {
                         self.dead_replica = Some(i);
-                        self.db.replicas.mark_down(i);
-                        self.db.counters.replica_failed();
-                        tracing::warn!(
-                            target: "diesel_sharding::route",
-                            database = %self.db.name,
-                            error = %error,
-                            "replica connection broke: reading from the primary"
-                        );
+                        replica_broke(&self.db, i, &error);
                         (RouteReason::Fallback, source)
                     }
                 }

@@ -104,6 +104,36 @@ fn record_write_pending(db: &PrimaryState, tables: &[TableId], at: u64) {
     }
 }
 
+/// A read ran on replica `i` of `db` (`ok`: it succeeded): counted once, where it ran, and
+/// what the scope saw is remembered for monotonic reads. Takes fields, not the connection,
+/// because a cursor may still borrow the replica.
+fn replica_read(
+    db: &PrimaryState,
+    last: &mut Option<(RouteReason, Option<usize>)>,
+    i: usize,
+    ok: bool,
+) {
+    db.routed(RouteReason::Replica, Some(i));
+    *last = Some((RouteReason::Replica, Some(i)));
+    if !ok {
+        db.counters.failed();
+    } else if db.has_positions {
+        scope::observed(db.id, i, db.replicas.clock_ms(), db.replicas.replay(i));
+    }
+}
+
+/// Replica `i` of `db` broke mid-call: skipped for `replica_retry`, counted and reported.
+fn replica_broke(db: &PrimaryState, i: usize, error: &diesel::result::Error) {
+    db.replicas.mark_down(i);
+    db.counters.replica_failed();
+    tracing::warn!(
+        target: "diesel_sharding::route",
+        database = %db.name,
+        error = %error,
+        "replica connection broke: reading from the primary"
+    );
+}
+
 impl<C: RoutedBackend> RoutedConnection<C> {
     pub(crate) fn new(db: Arc<PrimaryState>) -> Self {
         // the process uses this database: its servers are monitored from now on
@@ -437,11 +467,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// A read goes to replica `i`: count it, and remember what the scope has now seen.
     fn on_replica(&mut self, i: usize) {
-        self.record(RouteReason::Replica, Some(i));
-        if self.db.has_positions {
-            let replicas = &self.db.replicas;
-            scope::observed(self.db.id, i, replicas.clock_ms(), replicas.replay(i));
-        }
+        replica_read(&self.db, &mut self.last, i, true);
     }
 
     /// Runs text that must go to the primary (`execute`, `batch_execute`, migrations, ...),
