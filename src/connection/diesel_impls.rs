@@ -202,35 +202,58 @@ where
             }
             other => other,
         };
-        // a plain read changes no state: nothing to record
-        if classified.is_plain() && !classified.writes() {
-            return result;
-        }
-        let outcome = self.state.apply(
-            classified.statements(),
-            classified.written_tables(),
+        record_effects::<C>(
+            &mut self.state,
+            &self.db,
+            &classified,
             result.is_ok(),
-            C::FAILED_COMMIT_ENDS_TRANSACTION,
+            position,
+            <C as crate::backend::private::Load<B>>::DONE_ON_RETURN,
         );
-        if let Some(tables) = outcome.committed {
-            record_write(&self.db);
-            if self.db.has_positions {
-                match position {
-                    Some(pos) => record_write_at(&self.db, pos, &tables),
-                    // learned when something compares against it; the cursor may still
-                    // hold the write: only a position read later covers it
-                    None => {
-                        let at = if <C as crate::backend::private::Load<B>>::DONE_ON_RETURN {
-                            self.db.replicas.clock_ms()
-                        } else {
-                            scope::NOT_YET
-                        };
-                        record_write_pending(&self.db, &tables, at);
-                    }
-                }
+        result
+    }
+}
+
+/// What a statement that ran on the primary did to the session: transactions, session
+/// state, and a committed write (its position when the run read it, else left to learn:
+/// from now when the statement ran to its end on return, else from a position read later,
+/// since a row-by-row cursor may still hold the write). Takes fields, not the connection:
+/// the cursor borrows the primary.
+fn record_effects<C: RoutedBackend>(
+    state: &mut super::state::SessionState,
+    db: &PrimaryState,
+    classified: &Classified,
+    ok: bool,
+    position: Option<crate::consistency::Position>,
+    done_on_return: bool,
+) {
+    // a plain read changes no state: nothing to record
+    if classified.is_plain() && !classified.writes() {
+        return;
+    }
+    let outcome = state.apply(
+        classified.statements(),
+        classified.written_tables(),
+        ok,
+        C::FAILED_COMMIT_ENDS_TRANSACTION,
+    );
+    let Some(tables) = outcome.committed else {
+        return;
+    };
+    record_write(db);
+    if db.has_positions {
+        match position {
+            Some(pos) => record_write_at(db, pos, &tables),
+            // learned when something compares against it
+            None => {
+                let at = if done_on_return {
+                    db.replicas.clock_ms()
+                } else {
+                    scope::NOT_YET
+                };
+                record_write_pending(db, &tables, at);
             }
         }
-        result
     }
 }
 
