@@ -19,7 +19,7 @@ use diesel::result::{ConnectionResult, QueryResult};
 
 use super::physical::Physical;
 use super::{
-    connection_error, mode_in_scope, open_primary, record_write, record_write_at,
+    connection_error, mode_in_scope, note_route, open_primary, record_write, record_write_at,
     record_write_pending, replica_broke, replica_read, RoutedConnection,
 };
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
@@ -184,8 +184,7 @@ where
         let result = super::primary_outcome(result, watch, timeout);
         // a read held on the primary only because a write's position is unknown: say so
         let position_unknown = reason == RouteReason::Behind && scope::pending(db_id);
-        self.db.routed(reason, None);
-        self.last = Some((reason, None));
+        note_route(&self.db, &mut self.last, reason, None);
         if let Err(e) = &result {
             self.db.counters.failed();
             if crate::backend::is_connection_error(e) {
@@ -270,8 +269,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         T: Query + QueryFragment<C::Backend> + QueryId + 'query,
         C::Backend: QueryMetadata<T::SqlType>,
     {
-        self.db.routed(RouteReason::Transaction, Some(i));
-        self.last = Some((RouteReason::Transaction, Some(i)));
+        self.record(RouteReason::Transaction, Some(i));
         // a statement that ends the transaction ends it here too
         self.state.apply(
             classified.statements(),

@@ -104,6 +104,18 @@ fn record_write_pending(db: &PrimaryState, tables: &[TableId], at: u64) {
     }
 }
 
+/// Counts a statement routed for `reason` on `db` and remembers it (the connection's `last`)
+/// for `last_route`. Takes fields, not the connection: a cursor may borrow a server.
+fn note_route(
+    db: &PrimaryState,
+    last: &mut Option<(RouteReason, Option<usize>)>,
+    reason: RouteReason,
+    replica: Option<usize>,
+) {
+    db.routed(reason, replica);
+    *last = Some((reason, replica));
+}
+
 /// A read ran on replica `i` of `db` (`ok`: it succeeded): counted once, where it ran, and
 /// what the scope saw is remembered for monotonic reads. Takes fields, not the connection,
 /// because a cursor may still borrow the replica.
@@ -113,8 +125,7 @@ fn replica_read(
     i: usize,
     ok: bool,
 ) {
-    db.routed(RouteReason::Replica, Some(i));
-    *last = Some((RouteReason::Replica, Some(i)));
+    note_route(db, last, RouteReason::Replica, Some(i));
     if !ok {
         db.counters.failed();
     } else if db.has_positions {
@@ -461,8 +472,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Counts a statement routed for `reason` and remembers it for `last_route`.
     fn record(&mut self, reason: RouteReason, replica: Option<usize>) {
-        self.db.routed(reason, replica);
-        self.last = Some((reason, replica));
+        note_route(&self.db, &mut self.last, reason, replica);
     }
 
     /// A read goes to replica `i`: count it, and remember what the scope has now seen.
