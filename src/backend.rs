@@ -53,6 +53,13 @@ pub(crate) mod private {
         /// Does the backend report replication positions?
         const HAS_POSITIONS: bool;
 
+        /// Is `position` of the kind this backend's servers report (an LSN on PostgreSQL)?
+        /// Without positions, anything fits: it is not used.
+        fn fits(position: &Position) -> bool {
+            let _ = position;
+            !Self::HAS_POSITIONS
+        }
+
         /// The URL with a connect timeout, where the backend takes one.
         fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String;
 
@@ -117,7 +124,7 @@ pub trait RoutedBackend: private::Backend {
 
 /// What the monitor learns from one replica.
 #[doc(hidden)]
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ReplicaProbe {
     /// The replay position.
     pub replay: Position,
@@ -220,6 +227,10 @@ mod pg {
 
         const HAS_POSITIONS: bool = true;
 
+        fn fits(position: &Position) -> bool {
+            matches!(position, Position::Lsn(_))
+        }
+
         fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String {
             // libpq takes whole seconds and treats less than 2 as 2
             let secs = timeout.as_secs_f64().ceil().max(1.0) as u64;
@@ -270,7 +281,7 @@ mod pg {
             ))
             .get_result(conn)?;
             Ok(replay.map(|r| ReplicaProbe {
-                replay: r.max(0) as Position,
+                replay: Position::Lsn(r.max(0) as u64),
                 lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
                 identity: started.max(1) as u64,
             }))
@@ -292,11 +303,11 @@ mod pg {
         ))
         .get_result(conn)?;
         Ok(insert.map(|p| {
-            wal_record_end(
-                p.max(0) as Position,
+            Position::Lsn(wal_record_end(
+                p.max(0) as u64,
                 parse_size(&block),
                 parse_size(&segment),
-            )
+            ))
         }))
     }
 
@@ -304,11 +315,7 @@ mod pg {
     /// when the last record ended on a page boundary. A replica that replayed that record
     /// reports the boundary, so the header is taken off (or the replica would look behind
     /// until the next record is written).
-    pub(super) fn wal_record_end(
-        insert: Position,
-        block: Option<u64>,
-        segment: Option<u64>,
-    ) -> Position {
+    pub(super) fn wal_record_end(insert: u64, block: Option<u64>, segment: Option<u64>) -> u64 {
         const SHORT_HEADER: u64 = 24;
         const LONG_HEADER: u64 = 40;
         match (block, segment) {
@@ -346,7 +353,7 @@ mod pg {
             "(({expr}) - '0/0'::pg_lsn)::bigint"
         )))
         .get_result(conn)?;
-        Ok(value.map(|v| v.max(0) as Position))
+        Ok(value.map(|v| Position::Lsn(v.max(0) as u64)))
     }
 
     impl private::Load<DefaultLoadingMode> for PgConnection {

@@ -9,7 +9,7 @@ use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor, TokenErr
 use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
 use crate::primary::{Options, PrimaryState};
-use crate::routing::{Classifier, TableId};
+use crate::routing::Classifier;
 use crate::settings::Settings;
 use crate::sharding::Group;
 use crate::stats::Stats;
@@ -256,7 +256,7 @@ impl<C: RoutedBackend> Cluster<C> {
             // the monitor's last probe of the primary may cover the pending writes already
             let wrote = pending.contains(&db.id)
                 && match db.last_primary_probe() {
-                    Some((started, position)) => scope::resolve_pending(db.id, position, started),
+                    Some((started, position)) => scope::resolve_pending(db.id, &position, started),
                     None => true,
                 };
             let read = reads.iter().find(|(id, _)| *id == db.id).map(|(_, r)| *r);
@@ -268,7 +268,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 read.filter(
                     |seen| match db.replicas.replay_since(seen.replica, seen.at_ms) {
                         Some(pos) => {
-                            scope::resolved_read(db.id, pos);
+                            scope::resolved_read(db.id, Some(&pos));
                             false
                         }
                         None => true,
@@ -303,8 +303,8 @@ impl<C: RoutedBackend> Cluster<C> {
             match conn.current_write_position() {
                 // read after every pending write returned: covers them, table by table
                 Some(pos) => {
-                    scope::resolve_pending(db.id, pos, u64::MAX);
-                    db.saw_primary_at(pos);
+                    scope::resolve_pending(db.id, &pos, u64::MAX);
+                    db.saw_primary_at(&pos);
                 }
                 None => tracing::warn!(
                     target: "diesel_sharding::consistency",
@@ -315,14 +315,14 @@ impl<C: RoutedBackend> Cluster<C> {
         }
         if let Some(seen) = read {
             let pos = conn.resolve_read(seen);
-            if pos == crate::consistency::Position::MAX {
+            if pos.is_none() {
                 tracing::warn!(
                     target: "diesel_sharding::consistency",
                     database = name,
                     "cannot learn what a replica read had seen: the token carries the monitor's lower bound"
                 );
             }
-            scope::resolved_read(db.id, pos);
+            scope::resolved_read(db.id, pos.as_ref());
         }
     }
 
@@ -377,7 +377,7 @@ impl<C: RoutedBackend> Cluster<C> {
     /// is not kept: tokens are untrusted input). With a `token_secret`, a token whose
     /// signature does not check out is ignored with a warning: its reads get no guarantee
     /// from it (they still see what the scope itself writes).
-    pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<(u64, TableId, u64)> {
+    pub(crate) fn positions_of(&self, token: &ConsistencyToken) -> Vec<scope::Entry> {
         if let Err(e) = self.check_token(token) {
             tracing::warn!(
                 target: "diesel_sharding::consistency",
@@ -390,12 +390,19 @@ impl<C: RoutedBackend> Cluster<C> {
             .entries()
             .filter_map(
                 |(name, table, position)| match self.inner.primaries.get(name) {
+                    Some(_) if !C::fits(position) => {
+                        tracing::warn!(
+                            target: "diesel_sharding::consistency",
+                            database = name,
+                            position = %position,
+                            "consistency token holds a position of another kind than this backend's: ignored"
+                        );
+                        None
+                    }
                     Some((db, _)) => Some((
                         db.id,
                         table.and_then(crate::routing::lookup).unwrap_or(0),
-                        // `Position::MAX` means "no replica can serve": a token cannot ask for
-                        // that, only for a position (which a read checks against the primary)
-                        position.min(crate::consistency::Position::MAX - 1),
+                        position.clone(),
                     )),
                     None => {
                         tracing::warn!(

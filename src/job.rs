@@ -34,7 +34,7 @@ pub enum DataConsistency {
 
 /// A `Delayed` job whose token no replica has replayed yet: retry it later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("no replica of `{database}` has replayed position {position:x} yet (waited {waited:?}): retry the job later")]
+#[error("no replica of `{database}` has replayed position {position} yet (waited {waited:?}): retry the job later")]
 #[non_exhaustive]
 pub struct JobDelayed {
     /// The database whose replicas are behind.
@@ -99,7 +99,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 continue;
             }; // unknown: warned and ignored
             loop {
-                if conn.has_replica_at(position) {
+                if conn.has_replica_at(&position) {
                     break;
                 }
                 if start.elapsed() >= bound {

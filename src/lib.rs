@@ -84,7 +84,9 @@ pub type RoutedPgConnection = RoutedConnection<diesel::pg::PgConnection>;
 /// The routed SQLite connection, for signatures that named `SqliteConnection`.
 #[cfg(feature = "sqlite")]
 pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnection>;
-pub use crate::consistency::{Consistency, ConsistencyToken, Granularity, Position, TokenError};
+pub use crate::consistency::{
+    Consistency, ConsistencyToken, Granularity, GtidSet, Position, PositionError, TokenError,
+};
 pub use crate::error::{Error, PositionUnknown, Result, SettingsError};
 pub use crate::job::{DataConsistency, JobDelayed};
 pub use crate::manager::RoutedConnectionManager;

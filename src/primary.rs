@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::consistency::{Consistency, ConsistencySpec, Granularity, Position};
+use crate::consistency::{Consistency, ConsistencySpec, Granularity, Position, PositionCell};
 use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason, TableId, TableUse};
 use crate::settings::{PrimarySpec, SecretUrl};
 use crate::stats::{Counters, DatabaseStats};
@@ -60,10 +60,10 @@ pub(crate) struct PrimaryState {
     pub(crate) primary_timeout: Option<Duration>,
     pub(crate) consistency: ConsistencySpec,
     pub(crate) has_positions: bool,
-    /// The primary's position as the monitor last saw it (0: unknown).
-    pub(crate) primary_position: AtomicU64,
-    /// The highest position any thread of this process wrote (for `causal`).
-    pub(crate) max_written: AtomicU64,
+    /// The primary's position as the monitor, writes and checks last saw it.
+    primary_position: PositionCell,
+    /// Covers every position any thread of this process wrote (for `causal`).
+    max_written: PositionCell,
     /// When the latest write of this process whose position was left to learn returned (0:
     /// none), in the replica set's clock: `causal` reads wait for a primary position read
     /// after it.
@@ -75,10 +75,21 @@ pub(crate) struct PrimaryState {
     /// That position covers every write that returned before the probe started.
     primary_probe: std::sync::Mutex<Option<(u64, Position)>>,
     /// ... of writes whose tables are not known.
-    coarse_written: AtomicU64,
+    coarse_written: PositionCell,
     /// ... per table (with `granularity = "table"`).
     table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
+}
+
+/// The least position covering both (the newer, `b`, where they do not combine).
+pub(crate) fn join(a: Option<Position>, b: Option<Position>) -> Option<Position> {
+    match (a, b) {
+        (Some(mut a), Some(b)) => {
+            a.raise(&b);
+            Some(a)
+        }
+        (a, b) => a.or(b),
+    }
 }
 
 impl PrimaryState {
@@ -113,12 +124,12 @@ impl PrimaryState {
             primary_timeout: o.primary_timeout,
             consistency: o.consistency.clone(),
             has_positions: o.has_positions,
-            primary_position: AtomicU64::new(0),
-            max_written: AtomicU64::new(0),
+            primary_position: PositionCell::default(),
+            max_written: PositionCell::default(),
             lazy_write_ms: AtomicU64::new(0),
             monitor_activation: Activation(std::sync::Mutex::new(None)),
             primary_probe: std::sync::Mutex::new(None),
-            coarse_written: AtomicU64::new(0),
+            coarse_written: PositionCell::default(),
             table_written: RwLock::new(HashMap::new()),
             counters: Counters::new(spec.replicas.len()),
         }
@@ -210,20 +221,21 @@ impl PrimaryState {
     /// A write committed here at `position`, to `tables` (empty: unknown), for the process's
     /// bookkeeping; returns the tables the writer's scope records (none unless the
     /// granularity is `table`).
-    pub(crate) fn wrote_at<'t>(&self, position: Position, tables: &'t [TableId]) -> &'t [TableId] {
+    pub(crate) fn wrote_at<'t>(&self, position: &Position, tables: &'t [TableId]) -> &'t [TableId] {
         let tables = if self.consistency.granularity == Granularity::Table {
             tables
         } else {
             &[]
         };
-        self.max_written.fetch_max(position, Ordering::Relaxed);
-        self.primary_position.fetch_max(position, Ordering::Relaxed);
+        self.max_written.raise(position);
+        self.primary_position.raise(position);
         if tables.is_empty() {
-            self.coarse_written.fetch_max(position, Ordering::Relaxed);
+            self.coarse_written.raise(position);
         } else if let Ok(mut map) = self.table_written.write() {
             for t in tables {
-                let p = map.entry(*t).or_insert(0);
-                *p = (*p).max(position);
+                map.entry(*t)
+                    .and_modify(|p| p.raise(position))
+                    .or_insert_with(|| position.clone());
             }
         }
         tables
@@ -255,63 +267,66 @@ impl PrimaryState {
     }
 
     /// The monitor read the primary at `position` in a probe that started at `started_ms`.
-    pub(crate) fn primary_probed(&self, started_ms: u64, position: Position) {
-        self.primary_position.fetch_max(position, Ordering::Relaxed);
+    pub(crate) fn primary_probed(&self, started_ms: u64, position: &Position) {
+        self.primary_position.raise(position);
         if let Ok(mut p) = self.primary_probe.lock() {
-            if p.is_none_or(|(s, _)| s <= started_ms) {
-                *p = Some((started_ms, position));
+            if p.as_ref().is_none_or(|(s, _)| *s <= started_ms) {
+                *p = Some((started_ms, position.clone()));
             }
         }
     }
 
     /// The monitor's last probe of the primary: `(started_ms, position)`.
     pub(crate) fn last_primary_probe(&self) -> Option<(u64, Position)> {
-        self.primary_probe.lock().ok().and_then(|p| *p)
+        self.primary_probe.lock().ok().and_then(|p| p.clone())
     }
 
     /// What `causal` must add for the process's writes whose positions were left to learn:
     /// `Err(())` while one returned after the monitor's last probe of the primary started
-    /// (no position covers it yet), else the probe's position (or 0 when there are none).
-    pub(crate) fn lazy_writes_bound(&self) -> Result<Position, ()> {
+    /// (no position covers it yet), else the probe's position (`None` when there are none).
+    pub(crate) fn lazy_writes_bound(&self) -> Result<Option<Position>, ()> {
         let last = self.lazy_write_ms.load(Ordering::Relaxed);
         if last == 0 {
-            return Ok(0);
+            return Ok(None);
         }
         match self.last_primary_probe() {
-            Some((started, position)) if started > last => Ok(position),
+            Some((started, position)) if started > last => Ok(Some(position)),
             _ => Err(()),
         }
     }
 
-    /// The highest position the primary is known to have reached (monitor, writes, checks,
-    /// and what any replica has replayed, which the primary had first).
-    pub(crate) fn known_primary_position(&self) -> Position {
-        self.primary_position
-            .load(Ordering::Relaxed)
-            .max(self.replicas.max_replay())
+    /// The furthest the primary is known to have reached (monitor, writes, checks, and what
+    /// any replica has replayed, which the primary had first), if anything is known.
+    pub(crate) fn known_primary_position(&self) -> Option<Position> {
+        join(self.primary_position.get(), self.replicas.max_replay())
+    }
+
+    /// The primary's position as last seen (without the replicas'), for byte lags.
+    pub(crate) fn primary_position(&self) -> Option<Position> {
+        self.primary_position.get()
     }
 
     /// The primary was seen at `position`.
-    pub(crate) fn saw_primary_at(&self, position: Position) {
-        self.primary_position.fetch_max(position, Ordering::Relaxed);
+    pub(crate) fn saw_primary_at(&self, position: &Position) {
+        self.primary_position.raise(position);
     }
 
     /// What `causal` adds for a read of `reads` (all tables when unknown): every position any
-    /// thread of this process wrote there.
-    pub(crate) fn process_written(&self, reads: Option<&[TableId]>) -> Position {
+    /// thread of this process wrote there. `Err(())` when it cannot be told.
+    pub(crate) fn process_written(
+        &self,
+        reads: Option<&[TableId]>,
+    ) -> Result<Option<Position>, ()> {
         match reads {
             Some(reads) if self.consistency.granularity == Granularity::Table => {
-                let per_table = self.table_written.read().map_or(Position::MAX, |map| {
-                    reads
-                        .iter()
-                        .filter_map(|t| map.get(t))
-                        .copied()
-                        .max()
-                        .unwrap_or(0)
-                });
-                per_table.max(self.coarse_written.load(Ordering::Relaxed))
+                let map = self.table_written.read().map_err(|_| ())?;
+                let mut need = self.coarse_written.get();
+                for p in reads.iter().filter_map(|t| map.get(t)) {
+                    need = join(need, Some(p.clone()));
+                }
+                Ok(need)
             }
-            _ => self.max_written.load(Ordering::Relaxed),
+            _ => Ok(self.max_written.get()),
         }
     }
 

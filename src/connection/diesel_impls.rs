@@ -242,7 +242,7 @@ fn record_effects<C: RoutedBackend>(
     record_write(db);
     if db.has_positions {
         match position {
-            Some(pos) => record_write_at(db, pos, &tables),
+            Some(pos) => record_write_at(db, &pos, &tables),
             // learned when something compares against it
             None => {
                 let at = if done_on_return {
@@ -302,10 +302,8 @@ impl<C: RoutedBackend> R2D2Connection for RoutedConnection<C> {
     /// one is sent to the primary anyway, and pinging a frozen server would hang the checkout.
     /// Replica connections to replicas that are down are closed here.
     fn ping(&mut self) -> QueryResult<()> {
-        let primary_position = self
-            .db
-            .primary_position
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let primary_position = self.db.primary_position();
+        let primary_position = primary_position.as_ref();
         for i in 0..self.replicas.len() {
             if self.replicas[i].is_some()
                 && self.db.replicas.usability(i, primary_position)

@@ -88,7 +88,7 @@ fn record_write(db: &PrimaryState) {
 
 /// This thread committed a write on `db` at `position`, to `tables` (empty: unknown): the
 /// database's bookkeeping, then the thread's scope.
-fn record_write_at(db: &PrimaryState, position: Position, tables: &[TableId]) {
+fn record_write_at(db: &PrimaryState, position: &Position, tables: &[TableId]) {
     let tables = db.wrote_at(position, tables);
     scope::wrote(db.id, tables, position);
 }
@@ -129,7 +129,8 @@ fn replica_read(
     if !ok {
         db.counters.failed();
     } else if db.has_positions {
-        scope::observed(db.id, i, db.replicas.clock_ms(), db.replicas.replay(i));
+        let replayed = db.replicas.replay(i);
+        scope::observed(db.id, i, db.replicas.clock_ms(), replayed.as_ref());
     }
 }
 
@@ -262,7 +263,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 
     /// Has some usable replica replayed `position` (checked on the replicas themselves when
     /// the monitor's view is not enough)?
-    pub(crate) fn has_replica_at(&mut self, position: Position) -> bool {
+    pub(crate) fn has_replica_at(&mut self, position: &Position) -> bool {
         self.db.replicas.reads_from_replicas() && self.find_replica(position).is_ok()
     }
 
@@ -427,7 +428,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             && scope::pending_for(id, reads)
             && match self.db.last_primary_probe() {
                 Some((started, position)) => {
-                    scope::resolve_pending(id, position, started);
+                    scope::resolve_pending(id, &position, started);
                     scope::pending_for(id, reads)
                 }
                 None => true,

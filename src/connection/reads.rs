@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use super::{open_replica, RoutedConnection};
 use crate::backend::{is_connection_error, RoutedBackend};
 use crate::consistency::{scope, Consistency, Position};
+use crate::primary::join;
 use crate::routing::{RouteReason, TableId, Usability};
 
 /// Why no replica was found.
@@ -75,21 +76,27 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     ) -> Result<usize, RouteReason> {
         if !self.db.has_positions {
             // no positions (SQLite): any usable replica; the pin decided the rest
-            return self.find_replica_for(0, false).map_err(NoReplica::reason);
+            return self
+                .find_replica_for(None, false)
+                .map_err(NoReplica::reason);
         }
         let mut required = self
             .required_position(mode, reads)
             .map_err(NoReplica::reason)?;
-        if required > 0 && required != Position::MAX && required > self.db.known_primary_position()
-        {
-            required = self.clamp_to_primary(required);
+        if let Some(need) = required.take() {
+            let known = self.db.known_primary_position();
+            required = Some(if known.is_some_and(|k| k.covers(&need)) {
+                need
+            } else {
+                self.clamp_to_primary(need)
+            });
         }
         let wait = self.db.consistency.replica_wait;
-        let deadline = (required > 0 && !wait.is_zero())
+        let deadline = (required.is_some() && !wait.is_zero())
             .then(|| Instant::now().checked_add(wait))
             .flatten();
         loop {
-            match self.find_replica_for(required, true) {
+            match self.find_replica_for(required.clone(), true) {
                 Ok(i) => return Ok(i),
                 Err(NoReplica::Behind) => match deadline {
                     Some(d) if Instant::now() < d => {
@@ -107,32 +114,32 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// (one query). A position beyond its current one cannot be real (a forged token, or one
     /// from before the primary was replaced): the scope's requirements are clamped to it, so
     /// that such a token costs one query, not a primary read (or a `replica_wait`) each time.
-    fn clamp_to_primary(&mut self, required: Position) -> Position {
+    fn clamp_to_primary(&mut self, mut required: Position) -> Position {
         let Some(now) = self.primary_call(C::write_position).ok().flatten() else {
             return required;
         };
-        self.db.saw_primary_at(now);
-        if required > now {
+        self.db.saw_primary_at(&now);
+        if !now.covers(&required) {
             tracing::warn!(
                 target: "diesel_sharding::consistency",
                 database = %self.db.name,
-                required = format_args!("{required:x}"),
-                primary = format_args!("{now:x}"),
+                required = %required,
+                primary = %now,
                 "a required position is beyond the primary's: clamped (a forged token, or a replaced primary)"
             );
-            scope::clamp(self.db.id, now);
-            now
-        } else {
-            required
+            scope::clamp(self.db.id, &now);
+            required.clamp_to(&now);
         }
+        required
     }
 
-    /// The position a read must see in `mode` (0: nothing).
+    /// The position a read must see in `mode` (`None`: nothing); `Err` when no replica can
+    /// serve it (what it must see cannot be told).
     fn required_position(
         &mut self,
         mode: Consistency,
         reads: Option<&[TableId]>,
-    ) -> Result<Position, NoReplica> {
+    ) -> Result<Option<Position>, NoReplica> {
         let id = self.db.id;
         Ok(match mode {
             // every mode honours what the scope must see (its token, what it read, the
@@ -146,20 +153,22 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                     .db
                     .lazy_writes_bound()
                     .map_err(|()| NoReplica::Behind)?;
-                scope::required(id, reads)
-                    .max(self.db.process_written(reads))
-                    .max(lazy)
+                let written = self
+                    .db
+                    .process_written(reads)
+                    .map_err(|()| NoReplica::Behind)?;
+                join(join(scope::required(id, reads), written), lazy)
             }
             Consistency::Strong => {
                 // one tiny query on the primary; the read itself still runs on a replica
                 let now = match self.primary_call(C::flush_position) {
-                    Ok(position) => position.unwrap_or(Position::MAX),
+                    Ok(Some(position)) => position,
                     Err(e) if crate::backend::is_connection_error(&e) => {
                         return Err(NoReplica::Unreachable)
                     }
-                    Err(_) => Position::MAX,
+                    Ok(None) | Err(_) => return Err(NoReplica::Behind),
                 };
-                scope::required(id, reads).max(now)
+                join(scope::required(id, reads), Some(now))
             }
         })
     }
@@ -167,8 +176,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// A usable replica that has replayed `required`: the current one if it qualifies, else
     /// the others in the read strategy's order. Positions come from the monitor's cache and,
     /// when that is not enough to decide, from the replica connection itself.
-    pub(super) fn find_replica(&mut self, required: Position) -> Result<usize, NoReplica> {
-        self.find_replica_for(required, false)
+    pub(super) fn find_replica(&mut self, required: &Position) -> Result<usize, NoReplica> {
+        self.find_replica_for(Some(required.clone()), false)
     }
 
     /// [`find_replica`](Self::find_replica); with `monotonic`, a read of the current scope,
@@ -176,26 +185,20 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// to another replica than that one, what that one had replayed is learned first.
     pub(super) fn find_replica_for(
         &mut self,
-        mut required: Position,
+        mut required: Option<Position>,
         monotonic: bool,
     ) -> Result<usize, NoReplica> {
         let n = self.db.replicas.len();
-        if n == 0 || required == Position::MAX {
-            return Err(if n == 0 {
-                NoReplica::Unreachable
-            } else {
-                NoReplica::Behind
-            });
+        if n == 0 {
+            return Err(NoReplica::Unreachable);
         }
         let mut last_read = if monotonic {
             scope::last_read(self.db.id)
         } else {
             None
         };
-        let primary_position = self
-            .db
-            .primary_position
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let primary_position = self.db.primary_position();
+        let primary_position = primary_position.as_ref();
         let mut tried = Tried::new(n);
         let mut any_usable = false;
         let mut any_lagging = false;
@@ -229,22 +232,26 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 if seen.replica != i || self.db.replicas.renewed_since(i, seen.at_ms) {
                     // moving away from the replica the scope last read (or it is another
                     // server now): never older than what that read saw
-                    let position = self.resolve_read(seen);
-                    scope::resolved_read(self.db.id, position);
-                    required = required.max(position);
+                    let Some(position) = self.resolve_read(seen) else {
+                        // what it saw cannot be told: no replica is known to be as new
+                        return Err(NoReplica::Behind);
+                    };
+                    scope::resolved_read(self.db.id, Some(&position));
+                    required = join(required, Some(position));
                     last_read = None;
-                    if required == Position::MAX {
-                        break;
-                    }
                 }
             }
-            if required == 0 || self.db.replicas.replay(i) >= required {
+            let Some(need) = &required else {
+                self.current_replica = Some(i);
+                return Ok(i);
+            };
+            if self.db.replicas.has_replayed(i, need) {
                 self.current_replica = Some(i);
                 return Ok(i);
             }
             // the cached position is not enough: ask the replica itself
             if let Some(pos) = self.live_replay(i) {
-                if pos >= required {
+                if pos.covers(need) {
                     self.current_replica = Some(i);
                     return Ok(i);
                 }
@@ -267,28 +274,26 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// A position at or past what replica `seen.replica` had replayed when the scope read
     /// it: from the monitor when it has probed since, else from the replica itself, else
     /// (the replica restarted, or cannot be asked) the primary's position, which is past
-    /// anything a replica has; [`Position::MAX`] when nothing can tell.
-    pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Position {
+    /// anything a replica has; `None` when nothing can tell.
+    pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Option<Position> {
         let i = seen.replica;
         if !self.db.replicas.renewed_since(i, seen.at_ms) {
             if let Some(pos) = self.db.replicas.replay_since(i, seen.at_ms) {
-                return pos;
+                return Some(pos);
             }
             let primary_position = self.db.known_primary_position();
             // a replica that is down or hung cannot tell in time: ask the primary instead
-            let usable = self.db.replicas.usability(i, primary_position) == Usability::Usable;
+            let usable =
+                self.db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable;
             if i < self.replicas.len() && usable && self.ensure_replica_open(i) {
                 if let Some(pos) = self.live_replay(i) {
                     if !self.db.replicas.renewed_since(i, seen.at_ms) {
-                        return pos;
+                        return Some(pos);
                     }
                 }
             }
         }
-        self.primary_call(C::flush_position)
-            .ok()
-            .flatten()
-            .unwrap_or(Position::MAX)
+        self.primary_call(C::flush_position).ok().flatten()
     }
 
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.
@@ -344,7 +349,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
         match probed {
             Ok(Some(probe)) => {
-                self.db.replicas.saw_replay(i, probe.replay, probe.identity);
+                self.db
+                    .replicas
+                    .saw_replay(i, &probe.replay, probe.identity);
                 Some(probe.replay)
             }
             Ok(None) => None,

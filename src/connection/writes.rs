@@ -42,8 +42,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// by table. If that fails, they stay pending.
     pub(super) fn learn_pending_positions(&mut self) {
         if let Ok(Some(pos)) = self.primary_call(C::write_position) {
-            scope::resolve_pending(self.db.id, pos, u64::MAX);
-            self.db.saw_primary_at(pos);
+            scope::resolve_pending(self.db.id, &pos, u64::MAX);
+            self.db.saw_primary_at(&pos);
         }
     }
 
@@ -61,7 +61,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             }
         };
         match position {
-            Some(pos) => record_write_at(&self.db, pos, tables),
+            Some(pos) => record_write_at(&self.db, &pos, tables),
             None => self.write_not_yet_done(tables),
         }
     }

@@ -24,6 +24,7 @@
 //! SQLite has no positions: every mode but `eventual` behaves as `pin` there.
 
 mod monitor;
+mod position;
 pub(crate) mod scope;
 mod token;
 
@@ -32,7 +33,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 pub(crate) use self::monitor::Monitor;
-pub use self::token::{ConsistencyToken, Position, TokenError};
+pub(crate) use self::position::PositionCell;
+pub use self::position::{GtidSet, Position, PositionError};
+pub use self::token::{ConsistencyToken, TokenError};
 use crate::settings::names;
 
 /// What a read must see; see the [module docs](self).

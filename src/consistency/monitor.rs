@@ -89,7 +89,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 Target::Primary => match C::probe_primary(c) {
                     Ok(Some(pos)) => {
                         // covers every write that returned before the probe started
-                        database.primary_probed(started_ms, pos);
+                        database.primary_probed(started_ms, &pos);
                         true
                     }
                     Ok(None) => true,
@@ -99,7 +99,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                     Ok(Some(probe)) => {
                         database
                             .replicas
-                            .probed(i, probe.replay, probe.lag, probe.identity);
+                            .probed(i, &probe.replay, probe.lag, probe.identity);
                         true
                     }
                     Ok(None) => true,

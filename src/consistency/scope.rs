@@ -21,7 +21,7 @@ use super::{Consistency, Position};
 use crate::routing::TableId;
 
 /// `(database id, table id or 0 for the whole database, position)`.
-type Entry = (u64, TableId, Position);
+pub(crate) type Entry = (u64, TableId, Position);
 
 #[derive(Debug, Default, Clone)]
 struct Scope {
@@ -45,10 +45,10 @@ pub(crate) struct LastRead {
 }
 
 impl Scope {
-    fn raise(list: &mut Vec<Entry>, db: u64, table: TableId, pos: Position) {
+    fn raise(list: &mut Vec<Entry>, db: u64, table: TableId, pos: &Position) {
         match list.iter_mut().find(|(d, t, _)| *d == db && *t == table) {
-            Some((_, _, p)) => *p = (*p).max(pos),
-            None => list.push((db, table, pos)),
+            Some((_, _, p)) => p.raise(pos),
+            None => list.push((db, table, pos.clone())),
         }
     }
 }
@@ -96,18 +96,24 @@ fn with_current<R>(f: impl FnOnce(&mut Scope) -> R) -> Option<R> {
     })
 }
 
-/// The position a read of `db` must see in the current scope (0: nothing). With `reads`, the
-/// tables the read touches, writes to other tables do not count.
-pub(crate) fn required(db: u64, reads: Option<&[TableId]>) -> Position {
+/// The position a read of `db` must see in the current scope (`None`: nothing). With
+/// `reads`, the tables the read touches, writes to other tables do not count.
+pub(crate) fn required(db: u64, reads: Option<&[TableId]>) -> Option<Position> {
     with_current(|s| {
-        s.must_see
+        let mut need: Option<Position> = None;
+        for (_, _, p) in s
+            .must_see
             .iter()
             .filter(|(d, t, _)| *d == db && (*t == 0 || reads.is_none_or(|r| r.contains(t))))
-            .map(|(_, _, p)| *p)
-            .max()
-            .unwrap_or(0)
+        {
+            match &mut need {
+                Some(n) => n.raise(p),
+                None => need = Some(p.clone()),
+            }
+        }
+        need
     })
-    .unwrap_or(0)
+    .flatten()
 }
 
 /// Has the current scope committed a write to `db` whose position is not known yet?
@@ -163,7 +169,7 @@ pub(crate) fn write_pending(db: u64, tables: &[TableId], at_ms: u64) {
 
 /// `pos` is a position of `db`'s primary read at or after `since_ms`: it covers every pending
 /// write that had returned before then. Returns whether writes of `db` are still pending.
-pub(crate) fn resolve_pending(db: u64, pos: Position, since_ms: u64) -> bool {
+pub(crate) fn resolve_pending(db: u64, pos: &Position, since_ms: u64) -> bool {
     with_current(|s| {
         let mut covered: Vec<TableId> = Vec::new();
         s.pending.retain(|(d, t, at)| {
@@ -185,7 +191,7 @@ pub(crate) fn resolve_pending(db: u64, pos: Position, since_ms: u64) -> bool {
 
 /// This scope committed a write to `db` at `pos`: to `tables`, or (empty) to tables unknown.
 /// A position read after it also covers every write of `db` still pending.
-pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
+pub(crate) fn wrote(db: u64, tables: &[TableId], pos: &Position) {
     resolve_pending(db, pos, u64::MAX);
     with_current(|s| {
         if tables.is_empty() {
@@ -200,12 +206,12 @@ pub(crate) fn wrote(db: u64, tables: &[TableId], pos: Position) {
 }
 
 /// This scope read `db` from `replica` at `at_ms`, which had replayed at least `pos` (the
-/// monitor's last value): later reads must not see older data, and a token taken now
-/// carries it. What the replica really had is learned only when it matters (the next read
-/// goes to another replica, or a token is taken).
-pub(crate) fn observed(db: u64, replica: usize, at_ms: u64, pos: Position) {
+/// monitor's last value, if any): later reads must not see older data, and a token taken
+/// now carries it. What the replica really had is learned only when it matters (the next
+/// read goes to another replica, or a token is taken).
+pub(crate) fn observed(db: u64, replica: usize, at_ms: u64, pos: Option<&Position>) {
     with_current(|s| {
-        if pos > 0 {
+        if let Some(pos) = pos {
             Scope::raise(&mut s.must_see, db, 0, pos);
         }
         let seen = LastRead { replica, at_ms };
@@ -228,15 +234,13 @@ pub(crate) fn last_read(db: u64) -> Option<LastRead> {
 }
 
 /// The scope's last read of `db` saw at most `pos`: every later read sees at least that.
-/// [`Position::MAX`] (not learnable) is kept out of `must_see`: the read that needed it goes
-/// to the primary, and the next one tries again.
-pub(crate) fn resolved_read(db: u64, pos: Position) {
+/// `None` (not learnable) changes nothing: the read that needed it goes to the primary, and
+/// the next one tries again.
+pub(crate) fn resolved_read(db: u64, pos: Option<&Position>) {
     with_current(|s| {
-        if pos != Position::MAX {
+        if let Some(pos) = pos {
             s.last_reads.retain(|(d, _)| *d != db);
-            if pos > 0 {
-                Scope::raise(&mut s.must_see, db, 0, pos);
-            }
+            Scope::raise(&mut s.must_see, db, 0, pos);
         }
     });
 }
@@ -257,18 +261,18 @@ pub(crate) fn pending_databases() -> Vec<u64> {
 }
 
 /// No requirement of `db` in the current scope goes beyond `limit` (the primary's position).
-pub(crate) fn clamp(db: u64, limit: Position) {
+pub(crate) fn clamp(db: u64, limit: &Position) {
     with_current(|s| {
         for (d, _, p) in s.must_see.iter_mut() {
-            if *d == db && *p > limit {
-                *p = limit;
+            if *d == db && !limit.covers(p) {
+                p.clamp_to(limit);
             }
         }
     });
 }
 
 /// Everything the current scope must see, `(database, table or 0, position)`, for a token.
-pub(crate) fn snapshot() -> Vec<(u64, TableId, Position)> {
+pub(crate) fn snapshot() -> Vec<Entry> {
     with_current(|s| s.must_see.clone()).unwrap_or_default()
 }
 
@@ -334,7 +338,7 @@ pub(crate) fn set_mode(mode: Consistency) -> Guard {
 }
 
 /// Opens a scope that must see `must_see`; it ends when the guard drops.
-pub(crate) fn enter(must_see: Vec<(u64, TableId, Position)>, kind: ScopeKind) -> Guard {
+pub(crate) fn enter(must_see: Vec<Entry>, kind: ScopeKind) -> Guard {
     let (depth, before) = with_state(|s| {
         if s.scopes.is_empty() {
             s.scopes.push(Scope::default());
@@ -383,8 +387,8 @@ impl Drop for Guard {
                 if kind == ScopeKind::Request {
                     let parent = &mut s.scopes[depth - 1];
                     for (db, table, pos) in scope.wrote {
-                        Scope::raise(&mut parent.must_see, db, table, pos);
-                        Scope::raise(&mut parent.wrote, db, table, pos);
+                        Scope::raise(&mut parent.must_see, db, table, &pos);
+                        Scope::raise(&mut parent.wrote, db, table, &pos);
                     }
                     for (db, table, at) in scope.pending {
                         match parent
@@ -412,14 +416,43 @@ pub(crate) fn reset() {
 mod tests {
     use super::*;
 
+    // the tests speak in LSNs (0: nothing required)
+    fn lsn(p: Option<Position>) -> u64 {
+        p.and_then(|p| p.as_lsn()).unwrap_or(0)
+    }
+    fn required(db: u64, reads: Option<&[TableId]>) -> u64 {
+        lsn(super::required(db, reads))
+    }
+    fn wrote(db: u64, tables: &[TableId], pos: u64) {
+        super::wrote(db, tables, &Position::Lsn(pos))
+    }
+    fn resolve_pending(db: u64, pos: u64, since_ms: u64) -> bool {
+        super::resolve_pending(db, &Position::Lsn(pos), since_ms)
+    }
+    fn snapshot() -> Vec<(u64, TableId, u64)> {
+        super::snapshot()
+            .into_iter()
+            .map(|(d, t, p)| (d, t, lsn(Some(p))))
+            .collect()
+    }
+    fn enter(must_see: Vec<(u64, TableId, u64)>, kind: ScopeKind) -> Guard {
+        super::enter(
+            must_see
+                .into_iter()
+                .map(|(d, t, p)| (d, t, Position::Lsn(p)))
+                .collect(),
+            kind,
+        )
+    }
+
     #[test]
     fn writes_and_reads_raise_what_the_thread_must_see() {
         reset();
         assert_eq!(required(1, None), 0);
         wrote(1, &[], 100);
-        observed(1, 0, 1, 50);
+        observed(1, 0, 1, Some(&Position::Lsn(50)));
         assert_eq!(required(1, None), 100);
-        observed(1, 0, 2, 150);
+        observed(1, 0, 2, Some(&Position::Lsn(150)));
         assert_eq!(required(1, None), 150);
         assert_eq!(required(2, None), 0);
         reset();

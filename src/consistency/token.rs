@@ -4,8 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-/// A replication position: a PostgreSQL WAL LSN as a byte offset (`0/3023E98` is `0x3023E98`).
-pub type Position = u64;
+use super::Position;
 
 /// What a reader must see, per database: `{database -> position}`.
 ///
@@ -16,17 +15,30 @@ pub type Position = u64;
 ///
 /// It prints as one short URL-safe string (`default-3023e98.users_0-1a2b3c`), parses back with
 /// [`FromStr`], and serialises as that string with serde. Tokens [`merge`](Self::merge) by
-/// keeping the larger position per database. With `granularity = "table"` a token may also
-/// name tables (`default~posts-3023e98`): such an entry holds back only reads of that table.
+/// keeping, per database, the least position that covers both. With `granularity = "table"`
+/// a token may also name tables (`default~posts-3023e98`): such an entry holds back only
+/// reads of that table.
+///
+/// The format is versioned. Version 1 (no marker) carries PostgreSQL LSNs in hex; version 2
+/// (`v2.` first) carries any [`Position`], GTID sets included (`v2.default-m0_1_42`). A token
+/// is written in the oldest version that can carry it, so tokens of LSNs read the same in
+/// every release, and a token from a newer release names its version in the error.
 ///
 /// ```
-/// use diesel_sharding::ConsistencyToken;
+/// use diesel_sharding::{ConsistencyToken, Position};
 ///
 /// let mut token: ConsistencyToken = "default-3023e98".parse()?;
 /// token.merge(&"default-10.users-ff".parse()?);
 /// assert_eq!(token.to_string(), "default-3023e98.users-ff");
-/// assert_eq!(token.position("users"), Some(0xff));
+/// assert_eq!(token.position("users"), Some(Position::Lsn(0xff)));
 /// assert!("default-zz".parse::<ConsistencyToken>().is_err());
+///
+/// // a MariaDB GTID position needs version 2
+/// let mut gtid = ConsistencyToken::new();
+/// gtid.require("default", "0-1-42".parse().unwrap());
+/// assert_eq!(gtid.to_string(), "v2.default-m0_1_42");
+/// assert_eq!(gtid.to_string().parse::<ConsistencyToken>()?, gtid);
+/// assert!("v3.default-1".parse::<ConsistencyToken>().is_err());
 /// # Ok::<(), diesel_sharding::TokenError>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -63,35 +75,34 @@ impl ConsistencyToken {
         self.positions.is_empty()
     }
 
-    /// The highest position required on `database` (for any of its tables), if any.
+    /// The position required on `database` (covering all of its tables), if any.
     pub fn position(&self, database: &str) -> Option<Position> {
-        self.positions
-            .iter()
-            .filter(|((db, _), _)| db == database)
-            .map(|(_, p)| *p)
-            .max()
+        self.positions()
+            .find(|(db, _)| *db == database)
+            .map(|(_, p)| p)
     }
 
-    /// The highest position per database, in name order.
+    /// The position required per database (covering all of its tables), in name order.
     pub fn positions(&self) -> impl Iterator<Item = (&str, Position)> {
         let mut out: Vec<(&str, Position)> = Vec::new();
         for ((db, _), p) in &self.positions {
             match out.last_mut() {
-                Some((last, q)) if *last == db.as_str() => *q = (*q).max(*p),
-                _ => out.push((db.as_str(), *p)),
+                Some((last, q)) if *last == db.as_str() => q.raise(p),
+                _ => out.push((db.as_str(), p.clone())),
             }
         }
         out.into_iter()
     }
 
     /// Every entry: `(database, table or None for the whole database, position)`.
-    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>, Position)> {
+    pub fn entries(&self) -> impl Iterator<Item = (&str, Option<&str>, &Position)> {
         self.positions
             .iter()
-            .map(|((db, t), p)| (db.as_str(), (!t.is_empty()).then_some(t.as_str()), *p))
+            .map(|((db, t), p)| (db.as_str(), (!t.is_empty()).then_some(t.as_str()), p))
     }
 
-    /// Requires `position` on `database` (keeping the larger of the two).
+    /// Requires `position` on `database` too (keeping the least position that covers both;
+    /// a position of another kind than the one held replaces it).
     pub fn require(&mut self, database: impl Into<String>, position: Position) {
         self.require_entry(database.into(), String::new(), position);
     }
@@ -109,14 +120,19 @@ impl ConsistencyToken {
     fn require_entry(&mut self, database: String, table: String, position: Position) {
         // a changed token is no longer the one that was signed
         self.signature = None;
-        let entry = self.positions.entry((database, table)).or_insert(0);
-        *entry = (*entry).max(position);
+        match self.positions.entry((database, table)) {
+            std::collections::btree_map::Entry::Occupied(mut e) => e.get_mut().raise(&position),
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(position);
+            }
+        }
     }
 
-    /// Merges `other` in: the larger position per entry. The result is unsigned.
+    /// Merges `other` in: per entry the least position that covers both. The result is
+    /// unsigned.
     pub fn merge(&mut self, other: &ConsistencyToken) {
         for ((db, t), pos) in &other.positions {
-            self.require_entry(db.clone(), t.clone(), *pos);
+            self.require_entry(db.clone(), t.clone(), pos.clone());
         }
         self.signature = None;
     }
@@ -187,8 +203,30 @@ fn plain(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_'
 }
 
+/// The newest token format this release writes and reads.
+const VERSION: u32 = 2;
+
+impl ConsistencyToken {
+    /// The oldest format that can carry the token: 1 while every position is an LSN.
+    fn version(&self) -> u32 {
+        if self
+            .positions
+            .values()
+            .all(|p| matches!(p, Position::Lsn(_)))
+        {
+            1
+        } else {
+            2
+        }
+    }
+}
+
 impl fmt::Display for ConsistencyToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let version = self.version();
+        if version > 1 {
+            write!(f, "v{version}.")?;
+        }
         for (i, ((db, table), pos)) in self.positions.iter().enumerate() {
             if i > 0 {
                 f.write_str(".")?;
@@ -198,7 +236,8 @@ impl fmt::Display for ConsistencyToken {
                 f.write_str("~")?;
                 write_escaped(f, table)?;
             }
-            write!(f, "-{pos:x}")?;
+            f.write_str("-")?;
+            pos.write_compact(f)?;
         }
         if let Some(signature) = &self.signature {
             if !self.positions.is_empty() {
@@ -227,7 +266,27 @@ impl FromStr for ConsistencyToken {
                 problem: "longer than 4096 bytes",
             });
         }
-        let parts: Vec<&str> = s.split('.').collect();
+        let mut parts: Vec<&str> = s.split('.').collect();
+        let mut version = 1;
+        if let Some(v) = parts[0].strip_prefix('v') {
+            if !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+                version = match v.parse::<u32>() {
+                    Ok(v @ 1..=VERSION) => v,
+                    _ => return Err(TokenError {
+                        part: parts[0].chars().take(16).collect(),
+                        problem:
+                            "a token format this release does not know (written by a newer one?)",
+                    }),
+                };
+                parts.remove(0);
+                if parts.is_empty() {
+                    return Err(TokenError {
+                        part: s.chars().take(16).collect(),
+                        problem: "a version and no entries",
+                    });
+                }
+            }
+        }
         if parts.len() > MAX_TOKEN_ENTRIES + 1 {
             return Err(TokenError {
                 part: s.chars().take(16).collect(),
@@ -257,11 +316,10 @@ impl FromStr for ConsistencyToken {
             let (name, pos) = part
                 .rsplit_once('-')
                 .ok_or_else(|| bad("expected `<database>-<hex position>`"))?;
-            if pos.is_empty() || pos.len() > 16 || !pos.bytes().all(|b| b.is_ascii_hexdigit()) {
-                return Err(bad("the position is not a hex number of at most 16 digits"));
+            let pos = Position::parse_compact(pos).map_err(bad)?;
+            if version == 1 && !matches!(pos, Position::Lsn(_)) {
+                return Err(bad("a GTID position in a version 1 token"));
             }
-            let pos = u64::from_str_radix(pos, 16)
-                .map_err(|_| bad("the position is not a hex number"))?;
             let (db, table) = name.split_once('~').unwrap_or((name, ""));
             let db = unescape(db).ok_or_else(|| bad("the database name is badly escaped"))?;
             let table = unescape(table).ok_or_else(|| bad("the table name is badly escaped"))?;
@@ -332,8 +390,8 @@ mod tests {
     #[test]
     fn round_trips_through_its_string() {
         let mut t = ConsistencyToken::new();
-        t.require("default", 0x3023E98);
-        t.require("users.eu-1", 7);
+        t.require("default", Position::Lsn(0x3023E98));
+        t.require("users.eu-1", Position::Lsn(7));
         let s = t.to_string();
         assert!(
             s.bytes()
@@ -346,14 +404,71 @@ mod tests {
     #[test]
     fn table_entries_round_trip_and_count_for_their_database() {
         let mut t = ConsistencyToken::new();
-        t.require("default", 5);
-        t.require_table("default", "posts", 9);
+        t.require("default", Position::Lsn(5));
+        t.require_table("default", "posts", Position::Lsn(9));
         let s = t.to_string();
         assert_eq!(s, "default-5.default~posts-9");
         assert_eq!(s.parse::<ConsistencyToken>().unwrap(), t);
-        assert_eq!(t.position("default"), Some(9));
-        assert_eq!(t.positions().collect::<Vec<_>>(), vec![("default", 9)]);
+        assert_eq!(t.position("default"), Some(Position::Lsn(9)));
+        assert_eq!(
+            t.positions().collect::<Vec<_>>(),
+            vec![("default", Position::Lsn(9))]
+        );
         assert!("default~-9".parse::<ConsistencyToken>().is_err());
+    }
+
+    #[test]
+    fn version_2_carries_gtid_sets_and_version_1_still_parses() {
+        // today's tokens, as issued before positions were a type
+        let old: ConsistencyToken = "default-3023e98.users_0-1a2b3c".parse().unwrap();
+        assert_eq!(old.position("users_0"), Some(Position::Lsn(0x1a2b3c)));
+        assert_eq!(old.to_string(), "default-3023e98.users_0-1a2b3c");
+        let mut t = ConsistencyToken::new();
+        let uuid = "3e11fa47-71ca-11e1-9e33-c80aa9429562";
+        t.require("maria", "0-1-42,1-2-7".parse().unwrap());
+        t.require_table("maria", "posts", "0-1-50".parse().unwrap());
+        t.require("mysql", format!("{uuid}:1-5:11-18").parse().unwrap());
+        t.require("pg", Position::Lsn(0xff));
+        let text = t.to_string();
+        assert_eq!(
+            text,
+            "v2.maria-m0_1_42_1_2_7.maria~posts-m0_1_50\
+             .mysql-s3e11fa4771ca11e19e33c80aa9429562_1x5_11x18.pg-ff"
+        );
+        assert_eq!(text.parse::<ConsistencyToken>().unwrap(), t);
+        assert_eq!(
+            t.position("maria").unwrap().to_string(),
+            "0-1-50,1-2-7",
+            "a database's position covers its tables'"
+        );
+        let mut merged = t.clone();
+        merged.merge(&"v2.maria-m0_1_60".parse().unwrap());
+        assert_eq!(
+            merged.position("maria").unwrap().to_string(),
+            "0-1-60,1-2-7"
+        );
+        // signed, the version is part of what is signed
+        let secret = b"0123456789abcdef-secret";
+        t.sign(secret);
+        let signed: ConsistencyToken = t.to_string().parse().unwrap();
+        signed.verify(secret).unwrap();
+        for bad in [
+            "default-m0_1_42",
+            "v9.default-1",
+            "v0.default-1",
+            "v2.default-m0_1",
+            "v2.default-s12",
+            "v2",
+            "v2.",
+        ] {
+            let e = bad.parse::<ConsistencyToken>();
+            assert!(e.is_err(), "{bad}: {e:?}");
+        }
+        assert!("v9.default-1"
+            .parse::<ConsistencyToken>()
+            .unwrap_err()
+            .to_string()
+            .contains("newer"),);
     }
 
     #[test]
@@ -433,7 +548,7 @@ mod tests {
     fn a_signed_token_round_trips_and_a_changed_one_fails_its_check() {
         let secret = b"0123456789abcdef-secret";
         let mut t = ConsistencyToken::new();
-        t.require("default", 0x3023E98);
+        t.require("default", Position::Lsn(0x3023E98));
         t.sign(secret);
         let text = t.to_string();
         assert!(text.starts_with("default-3023e98.!"), "{text}");
@@ -449,7 +564,7 @@ mod tests {
             .verify(secret)
             .is_err());
         let mut unsigned = ConsistencyToken::new();
-        unsigned.require("default", 1);
+        unsigned.require("default", Position::Lsn(1));
         assert!(unsigned.verify(secret).is_err());
         let mut merged = back.clone();
         merged.merge(&unsigned);

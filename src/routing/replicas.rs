@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
+use crate::consistency::{Position, PositionCell};
 use crate::settings::{ReadStrategy, ReplicaSpec, SecretUrl};
 
 /// One replica as the router sees it.
@@ -16,8 +17,8 @@ pub(crate) struct Replica {
     pub(crate) weight: u32,
     /// Skipped until this many milliseconds after the set's epoch; 0 = healthy.
     down_until_ms: AtomicU64,
-    /// Replay position last seen (0: unknown).
-    replay: AtomicU64,
+    /// Replay position last seen.
+    replay: PositionCell,
     /// Replication lag in time at the last probe, in milliseconds.
     lag_ms: AtomicU64,
     /// When the last probe succeeded, in milliseconds after the epoch (0: never).
@@ -93,7 +94,7 @@ impl ReplicaSet {
                 url: SecretUrl::new(replica_url(s.url.expose())),
                 weight: s.weight,
                 down_until_ms: AtomicU64::new(0),
-                replay: AtomicU64::new(0),
+                replay: PositionCell::default(),
                 lag_ms: AtomicU64::new(0),
                 probed_ms: AtomicU64::new(0),
                 identity: AtomicU64::new(0),
@@ -126,7 +127,7 @@ impl ReplicaSet {
     }
 
     /// A monitor probe of replica `index` succeeded.
-    pub(crate) fn probed(&self, index: usize, replay: u64, lag: Duration, identity: u64) {
+    pub(crate) fn probed(&self, index: usize, replay: &Position, lag: Duration, identity: u64) {
         if let Some(r) = self.replicas.get(index) {
             self.learn(r, replay, identity);
             r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
@@ -134,13 +135,16 @@ impl ReplicaSet {
         }
     }
 
-    /// The highest replay position seen on any replica.
-    pub(crate) fn max_replay(&self) -> u64 {
-        self.replicas
-            .iter()
-            .map(|r| r.replay.load(Ordering::Relaxed))
-            .max()
-            .unwrap_or(0)
+    /// A position covering every replay position seen on a replica.
+    pub(crate) fn max_replay(&self) -> Option<Position> {
+        let mut max: Option<Position> = None;
+        for p in self.replicas.iter().filter_map(|r| r.replay.get()) {
+            match &mut max {
+                Some(m) => m.raise(&p),
+                None => max = Some(p),
+            }
+        }
+        max
     }
 
     /// Replica `index`'s generation (see [`Replica`]).
@@ -173,15 +177,20 @@ impl ReplicaSet {
         }
     }
 
-    /// The replay position last seen on replica `index` (0: unknown).
-    pub(crate) fn replay(&self, index: usize) -> u64 {
+    /// The replay position last seen on replica `index`, if any.
+    pub(crate) fn replay(&self, index: usize) -> Option<Position> {
+        self.replicas.get(index).and_then(|r| r.replay.get())
+    }
+
+    /// Had replica `index` replayed `need`, when last seen?
+    pub(crate) fn has_replayed(&self, index: usize, need: &Position) -> bool {
         self.replicas
             .get(index)
-            .map_or(0, |r| r.replay.load(Ordering::Relaxed))
+            .is_some_and(|r| r.replay.covers(need))
     }
 
     /// A live check saw replica `index` at `replay`.
-    pub(crate) fn saw_replay(&self, index: usize, replay: u64, identity: u64) {
+    pub(crate) fn saw_replay(&self, index: usize, replay: &Position, identity: u64) {
         if let Some(r) = self.replicas.get(index) {
             self.learn(r, replay, identity);
         }
@@ -190,11 +199,11 @@ impl ReplicaSet {
     /// Positions only go up, except when another server incarnation answers (a restart
     /// from an older restart point, a rebuild, a replacement): then what it has replayed is
     /// learned anew.
-    fn learn(&self, r: &Replica, replay: u64, identity: u64) {
+    fn learn(&self, r: &Replica, replay: &Position, identity: u64) {
         let before = r.identity.swap(identity, Ordering::Relaxed);
         if identity != 0 && before != 0 && before != identity {
             r.generation.fetch_add(1, Ordering::Relaxed);
-            r.replay.store(replay, Ordering::Relaxed);
+            r.replay.set(replay);
             r.renewed_ms.store(self.now_ms(), Ordering::Relaxed);
             tracing::info!(
                 target: "diesel_sharding::monitor",
@@ -202,7 +211,7 @@ impl ReplicaSet {
                 "replica restarted or replaced: its replay position is learned anew"
             );
         } else {
-            r.replay.fetch_max(replay, Ordering::Relaxed);
+            r.replay.raise(replay);
         }
     }
 
@@ -213,11 +222,13 @@ impl ReplicaSet {
 
     /// A position of replica `index` at or past what it had replayed at `at_ms`, if the
     /// monitor has probed it since (and it is the same incarnation).
-    pub(crate) fn replay_since(&self, index: usize, at_ms: u64) -> Option<u64> {
+    pub(crate) fn replay_since(&self, index: usize, at_ms: u64) -> Option<Position> {
         let r = self.replicas.get(index)?;
         let probed = r.probed_ms.load(Ordering::Relaxed);
         let renewed = r.renewed_ms.load(Ordering::Relaxed);
-        (probed > at_ms && renewed <= at_ms).then(|| r.replay.load(Ordering::Relaxed))
+        (probed > at_ms && renewed <= at_ms)
+            .then(|| r.replay.get())
+            .flatten()
     }
 
     /// Has another incarnation of replica `index` answered since `at_ms`?
@@ -228,8 +239,8 @@ impl ReplicaSet {
     }
 
     /// May replica `index` take reads? `primary_position` is the primary's last known position
-    /// (0: unknown), for the byte lag.
-    pub(crate) fn usability(&self, index: usize, primary_position: u64) -> Usability {
+    /// (if any), for the byte lag where the backend counts one.
+    pub(crate) fn usability(&self, index: usize, primary_position: Option<&Position>) -> Usability {
         let Some(r) = self.replicas.get(index) else {
             return Usability::Down;
         };
@@ -246,11 +257,10 @@ impl ReplicaSet {
             return Usability::Down;
         }
         let lag = Duration::from_millis(r.lag_ms.load(Ordering::Relaxed));
-        let replay = r.replay.load(Ordering::Relaxed);
-        let bytes = primary_position.saturating_sub(replay);
+        let bytes = primary_position.map_or(Some(0), |p| r.replay.bytes_behind(p));
         // Time OR bytes keeps it in: a quiet primary makes a caught-up replica look late in
         // time, and a burst of writes makes a current one look late in bytes.
-        if lag <= self.limits.max_lag || bytes <= self.limits.max_lag_bytes {
+        if lag <= self.limits.max_lag || bytes.is_some_and(|b| b <= self.limits.max_lag_bytes) {
             Usability::Usable
         } else {
             Usability::Lagging
