@@ -19,8 +19,8 @@ use diesel::result::{ConnectionResult, QueryResult};
 
 use super::physical::Physical;
 use super::{
-    connection_error, mode_in_scope, note_route, open_primary, record_write, record_write_at,
-    record_write_pending, replica_broke, replica_read, RoutedConnection,
+    connection_error, mode_in_scope, open_primary, primary_ran, record_write, record_write_at,
+    record_write_pending, replica_broke, replica_read, run_primary, RoutedConnection,
 };
 use crate::backend::{ReplicaLoad, RoutedBackend, RoutedLoad};
 use crate::consistency::scope;
@@ -102,6 +102,7 @@ where
         T: Query + QueryFragment<Self::Backend> + QueryId + 'query,
         Self::Backend: QueryMetadata<T::SqlType>,
     {
+        // classify
         self.drop_dead_replica();
         let classified =
             self.kinds
@@ -109,98 +110,49 @@ where
         if let (Some(i), true) = (self.state.tx_replica, self.state.tx_open()) {
             return self.load_in_replica_transaction(i, &classified, source);
         }
+        let capture = self.captures_position(&classified);
+        // decide
         let reads = self.db.read_tables(classified.tables.as_deref());
-        let in_transaction = self.in_transaction();
         let (reason, source) = match self.route_read(classified.kind, reads) {
             Err(reason) => (reason, source),
-            Ok(i) => {
-                // Borrow only the `replicas` field: the fallback below uses others.
-                let Some(replica) = self.replicas[i].as_mut() else {
-                    return Err(connection_error(
-                        diesel::result::ConnectionError::BadConnection(
-                            "replica connection vanished".into(),
-                        ),
-                    ));
-                };
-                let Physical { conn, watch, .. } = replica;
-                // cut (and retried on the primary) if the replica stops answering
-                let _call = watch.call(None);
-                match C::load_on_replica(conn, source) {
-                    ReplicaLoad::Done(result) => {
-                        replica_read(&self.db, &mut self.last, i, result.is_ok());
-                        return result;
-                    }
-                    ReplicaLoad::Retry(error, source) => {
-                        self.dead_replica = Some(i);
-                        replica_broke(&self.db, i, &error);
-                        (RouteReason::Fallback, source)
-                    }
+            // run on the replica (fields only: the cursor borrows it), or fall back
+            Ok(i) => match load_on_replica::<C, B, T>(self.replicas[i].as_mut(), source) {
+                ReplicaLoad::Done(result) => {
+                    replica_read(&self.db, &mut self.last, i, result.is_ok());
+                    return result;
                 }
-            }
+                ReplicaLoad::Retry(error, source) => {
+                    self.dead_replica = Some(i);
+                    replica_broke(&self.db, i, &error);
+                    (RouteReason::Fallback, source)
+                }
+            },
         };
-        // A plain write outside a transaction commits as it runs: where the cursor lets the
-        // connection go, its position is read right after it.
-        let capture = classified.is_plain()
-            && classified.writes()
-            && !in_transaction
-            && self.db.has_positions
-            && matches!(
-                mode_in_scope(&self.db),
-                crate::Consistency::Causal | crate::Consistency::Strong
-            );
-        let db_id = self.db.id;
-        let db_name = &self.db.name;
-        let primary = open_primary(
+        // run on the primary (fields only: the cursor borrows it)
+        let mut position = None;
+        let result = run_primary(
             &mut self.primary,
             &self.db,
             &self.instrumentation,
             self.cache_size,
-        )
-        .map_err(|e| {
-            // counted and reported like any statement that failed
-            self.db.routed(reason, None);
-            self.db.counters.failed();
-            // a read held on the primary only because a write's position is unknown: say so
-            if reason == RouteReason::Behind && scope::pending(db_id) {
-                crate::error::position_unknown(db_name, e)
-            } else {
-                connection_error(e)
-            }
-        })?;
-        // Bookkeeping below goes through fields only: the cursor borrows the primary.
-        let timeout = self.db.primary_timeout;
-        let Physical {
-            conn: primary,
-            watch,
-            ..
-        } = primary;
-        let call = watch.call(timeout);
-        let (result, position) = if capture {
-            C::load_write(primary, source)
-        } else {
-            (primary.load(source), None)
-        };
-        drop(call);
-        let result = super::primary_outcome(result, watch, timeout);
-        // a read held on the primary only because a write's position is unknown: say so
-        let position_unknown = reason == RouteReason::Behind && scope::pending(db_id);
-        note_route(&self.db, &mut self.last, reason, None);
-        if let Err(e) = &result {
-            self.db.counters.failed();
-            if crate::backend::is_connection_error(e) {
-                // a field of its own: the primary itself is borrowed by the result
-                self.dead_primary = true;
-                if self.state.tx_open() {
-                    self.state.unknown = true;
+            |primary| {
+                if !capture {
+                    return primary.load(source);
                 }
-            }
-        }
-        let result = match result {
-            Err(e) if position_unknown && crate::backend::is_connection_error(&e) => {
-                Err(crate::error::position_unknown(&self.db.name, e))
-            }
-            other => other,
-        };
+                let (result, at) = C::load_write(primary, source);
+                position = at;
+                result
+            },
+        );
+        // record
+        let result = primary_ran(
+            &self.db,
+            &mut self.state,
+            &mut self.dead_primary,
+            &mut self.last,
+            reason,
+            result,
+        );
         record_effects::<C>(
             &mut self.state,
             &self.db,
@@ -210,6 +162,42 @@ where
             <C as crate::backend::private::Load<B>>::DONE_ON_RETURN,
         );
         result
+    }
+}
+
+/// The run step on replica `replica` (`None`: its connection vanished): cut, and retried on
+/// the primary, if the replica stops answering.
+fn load_on_replica<'conn, 'query, C, B, T>(
+    replica: Option<&'conn mut Physical<C>>,
+    source: T,
+) -> ReplicaLoad<<C as LoadConnection<B>>::Cursor<'conn, 'query>, T>
+where
+    C: RoutedLoad<B>,
+    T: Query + QueryFragment<C::Backend> + QueryId + 'query,
+    C::Backend: QueryMetadata<T::SqlType>,
+{
+    let Some(Physical { conn, watch, .. }) = replica else {
+        return ReplicaLoad::Done(Err(connection_error(
+            diesel::result::ConnectionError::BadConnection("replica connection vanished".into()),
+        )));
+    };
+    let _call = watch.call(None);
+    C::load_on_replica(conn, source)
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// A plain write outside a transaction commits as it runs: in the modes that compare
+    /// against it at once, and where the cursor lets the connection go, its position is read
+    /// right after it.
+    fn captures_position(&mut self, classified: &Classified) -> bool {
+        classified.is_plain()
+            && classified.writes()
+            && self.db.has_positions
+            && matches!(
+                mode_in_scope(&self.db),
+                crate::Consistency::Causal | crate::Consistency::Strong
+            )
+            && !self.in_transaction()
     }
 }
 

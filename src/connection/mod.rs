@@ -514,25 +514,28 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 (result, Some(i))
             }
             _ => {
-                let timeout = self.db.primary_timeout;
-                self.open_primary()?;
-                let Some(p) = self.primary.as_mut() else {
-                    return Err(connection_error(ConnectionError::BadConnection(
-                        "primary connection vanished".into(),
-                    )));
-                };
-                let result = {
-                    let _call = p.watch.call(timeout);
-                    f(&mut p.conn)
-                };
-                (primary_outcome(result, &p.watch, timeout), None)
+                let result = run_primary(
+                    &mut self.primary,
+                    &self.db,
+                    &self.instrumentation,
+                    self.cache_size,
+                    f,
+                );
+                let result = primary_ran(
+                    &self.db,
+                    &mut self.state,
+                    &mut self.dead_primary,
+                    &mut self.last,
+                    reason,
+                    result,
+                );
+                (result, None)
             }
         };
-        self.record(reason, replica);
-        if let Err(e) = &result {
-            self.db.counters.failed();
-            if replica.is_none() {
-                self.note_primary_error(e);
+        if let Some(i) = replica {
+            self.record(reason, Some(i));
+            if result.is_err() {
+                self.db.counters.failed();
             }
         }
         if result.is_ok() && classified.is_plain() {
@@ -698,17 +701,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
-    /// A statement on the primary failed: if its connection broke, it is reopened at the
-    /// next call; a transaction open on it is gone, so its state is no longer known.
-    pub(super) fn note_primary_error(&mut self, e: &diesel::result::Error) {
-        if crate::backend::is_connection_error(e) {
-            self.dead_primary = true;
-            if self.state.tx_open() {
-                self.state.unknown = true;
-            }
-        }
-    }
-
     /// Do positions per table matter here (PostgreSQL, `granularity = "table"`, a position
     /// mode)? Only then are the tables of writes worth working out.
     pub(super) fn wants_tables(&self) -> bool {
@@ -782,6 +774,56 @@ fn open_primary<'a, C: RoutedBackend>(
             "primary connection vanished".into(),
         )),
     }
+}
+
+/// The run step on the primary, for every entry point: opens it if needed (a failure to
+/// open is the statement's error), runs `f` under `primary_timeout`, and turns a call the
+/// watchdog cut into an error that says so. A free function over fields: what `f` returns
+/// may borrow the primary (a cursor) while the caller records.
+fn run_primary<'a, C: RoutedBackend, X>(
+    slot: &'a mut Option<Physical<C>>,
+    db: &PrimaryState,
+    instrumentation: &SharedInstrumentation,
+    cache_size: Option<CacheSize>,
+    f: impl FnOnce(&'a mut C) -> QueryResult<X>,
+) -> QueryResult<X> {
+    let primary = open_primary(slot, db, instrumentation, cache_size).map_err(connection_error)?;
+    let Physical { conn, watch, .. } = primary;
+    let timeout = db.primary_timeout;
+    let result = {
+        let _call = watch.call(timeout);
+        f(conn)
+    };
+    primary_outcome(result, watch, timeout)
+}
+
+/// The record step after a statement ran (or failed to run) on the primary, for every entry
+/// point: counted where it ran, a failure counted, a broken connection reopened at the next
+/// call (a transaction open on it is gone, so its state is no longer known), and a read held
+/// on the primary only because a write's position is unknown says so. Takes fields, not the
+/// connection: the result may borrow the primary.
+fn primary_ran<X>(
+    db: &PrimaryState,
+    state: &mut SessionState,
+    dead_primary: &mut bool,
+    last: &mut Option<(RouteReason, Option<usize>)>,
+    reason: RouteReason,
+    result: QueryResult<X>,
+) -> QueryResult<X> {
+    note_route(db, last, reason, None);
+    let Err(e) = result else { return result };
+    db.counters.failed();
+    if !crate::backend::is_connection_error(&e) {
+        return Err(e);
+    }
+    *dead_primary = true;
+    if state.tx_open() {
+        state.unknown = true;
+    }
+    if reason == RouteReason::Behind && scope::pending(db.id) {
+        return Err(crate::error::position_unknown(&db.name, e));
+    }
+    Err(e)
 }
 
 /// The watch of a freshly opened connection: its socket, found through its ports.
