@@ -197,7 +197,12 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         } else {
             None
         };
-        let primary_position = self.db.primary_position();
+        // for the byte lag (none without positions)
+        let primary_position = if self.db.has_positions {
+            self.db.primary_position()
+        } else {
+            None
+        };
         let primary_position = primary_position.as_ref();
         let mut tried = Tried::new(n);
         let mut any_usable = false;

@@ -2,6 +2,8 @@
 //! data older than it must see.
 //!
 //! PostgreSQL replicas replay the primary's write-ahead log; a position (LSN) says how far.
+//! A [`Position`] is that LSN, or on MySQL and MariaDB a GTID set; positions are partially
+//! ordered ([`Position::covers`]), and tokens carry either ([`ConsistencyToken`]'s versions).
 //! A committed write's position is learned when something compares against it: from the
 //! monitor's next probe of the primary in `read_your_writes` (reads go to the primary until
 //! then), right after the commit in `causal` and `strong`, and from the primary when a token is
