@@ -8,7 +8,9 @@ use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use crate::consistency::{Consistency, ConsistencySpec, Granularity, Position, PositionCell};
-use crate::routing::{Classifier, Limits, ReplicaSet, RouteReason, TableId, TableUse};
+use crate::routing::{
+    CheckTurn, Classifier, Limits, ReplicaSet, RouteReason, SharedCheck, TableId, TableUse,
+};
 use crate::settings::{PrimarySpec, SecretUrl};
 use crate::stats::{Counters, DatabaseStats};
 
@@ -76,6 +78,9 @@ pub(crate) struct PrimaryState {
     primary_probe: std::sync::Mutex<Option<(u64, Position)>>,
     /// ... of writes whose tables are not known.
     coarse_written: PositionCell,
+    /// Reads of the primary's position on behalf of reads whose writes' positions are not
+    /// known yet.
+    primary_check: SharedCheck,
     /// ... per table (with `granularity = "table"`).
     table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
@@ -130,6 +135,7 @@ impl PrimaryState {
             monitor_activation: Activation(std::sync::Mutex::new(None)),
             primary_probe: std::sync::Mutex::new(None),
             coarse_written: PositionCell::default(),
+            primary_check: SharedCheck::default(),
             table_written: RwLock::new(HashMap::new()),
             counters: Counters::new(spec.replicas.len()),
         }
@@ -274,6 +280,16 @@ impl PrimaryState {
                 *p = Some((started_ms, position.clone()));
             }
         }
+    }
+
+    /// The caller's turn to read the primary's position for reads whose writes' positions
+    /// are not known yet, and when it starts: `None` while another connection does, or the
+    /// rate of such reads (one per `gap_ms` on average) is reached.
+    pub(crate) fn begin_primary_check(&self, gap_ms: u64) -> Option<(CheckTurn<'_>, u64)> {
+        let now = self.replicas.clock_ms();
+        self.primary_check
+            .begin(now, gap_ms)
+            .map(|turn| (turn, now))
     }
 
     /// The monitor's last probe of the primary: `(started_ms, position)`.

@@ -186,17 +186,13 @@ where
 }
 
 impl<C: RoutedBackend> RoutedConnection<C> {
-    /// A plain write outside a transaction commits as it runs: in the modes that compare
-    /// against it at once, and where the cursor lets the connection go, its position is read
-    /// right after it.
+    /// A plain write outside a transaction commits as it runs: in `strong`, and where the
+    /// cursor lets the connection go, its position is read right after it.
     fn captures_position(&mut self, classified: &Classified) -> bool {
         classified.is_plain()
             && classified.writes()
             && self.db.has_positions
-            && matches!(
-                mode_in_scope(&self.db),
-                crate::Consistency::Causal | crate::Consistency::Strong
-            )
+            && matches!(mode_in_scope(&self.db), crate::Consistency::Strong)
             && !self.in_transaction()
     }
 }

@@ -438,6 +438,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             // that may wait for a replica: worth learning the position now (one query)
             self.learn_pending_positions();
             pending = scope::pending_for(id, reads);
+        } else if pending && self.refresh_primary_position() {
+            pending = scope::pending_for(id, reads);
         }
         match decide(Facts {
             in_transaction,

@@ -7,7 +7,7 @@ use super::{open_replica, RoutedConnection};
 use crate::backend::{is_connection_error, RoutedBackend};
 use crate::consistency::{scope, Consistency, Position};
 use crate::primary::join;
-use crate::routing::{RouteReason, TableId, Usability};
+use crate::routing::{RouteReason, TableId, Usability, REFRESH_GAP_MS, WAITING_REFRESH_GAP_MS};
 
 /// Why no replica was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,7 +77,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         if !self.db.has_positions {
             // no positions (SQLite): any usable replica; the pin decided the rest
             return self
-                .find_replica_for(None, false)
+                .find_replica_for(None, false, REFRESH_GAP_MS)
                 .map_err(NoReplica::reason);
         }
         let mut required = self
@@ -95,8 +95,15 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         let deadline = (required.is_some() && !wait.is_zero())
             .then(|| Instant::now().checked_add(wait))
             .flatten();
+        // the replicas' positions are re-read for reads the cached ones cannot serve, once
+        // per gap for the whole process; faster for a read that chose to wait
+        let gap = if deadline.is_some() {
+            WAITING_REFRESH_GAP_MS
+        } else {
+            REFRESH_GAP_MS
+        };
         loop {
-            match self.find_replica_for(required.clone(), true) {
+            match self.find_replica_for(required.clone(), true, gap) {
                 Ok(i) => return Ok(i),
                 Err(NoReplica::Behind) => match deadline {
                     Some(d) if Instant::now() < d => {
@@ -148,11 +155,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 scope::required(id, reads)
             }
             Consistency::Causal => {
-                // the process's writes left to learn: covered by the monitor's next probe
-                let lazy = self
-                    .db
-                    .lazy_writes_bound()
-                    .map_err(|()| NoReplica::Behind)?;
+                // the process's writes left to learn: covered by a primary position read after
+                // they returned (the monitor's probe, or a shared refresh when it is due)
+                let lazy = match self.db.lazy_writes_bound() {
+                    Ok(lazy) => lazy,
+                    Err(()) if self.refresh_primary_position() => self
+                        .db
+                        .lazy_writes_bound()
+                        .map_err(|()| NoReplica::Behind)?,
+                    Err(()) => return Err(NoReplica::Behind),
+                };
                 let written = self
                     .db
                     .process_written(reads)
@@ -177,16 +189,21 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// the others in the read strategy's order. Positions come from the monitor's cache and,
     /// when that is not enough to decide, from the replica connection itself.
     pub(super) fn find_replica(&mut self, required: &Position) -> Result<usize, NoReplica> {
-        self.find_replica_for(Some(required.clone()), false)
+        self.find_replica_for(Some(required.clone()), false, WAITING_REFRESH_GAP_MS)
     }
 
     /// [`find_replica`](Self::find_replica); with `monotonic`, a read of the current scope,
     /// which must not see older data than the scope's last replica read: when the read moves
-    /// to another replica than that one, what that one had replayed is learned first.
+    /// to another replica than that one, what that one had replayed is learned first. A
+    /// replica whose cached position is not enough is asked again only when no other
+    /// connection is asking it and the process's rate of such checks (one per `gap_ms` on
+    /// average, a few at once) allows: otherwise the cached answer stands, and the read goes
+    /// elsewhere without a round trip.
     pub(super) fn find_replica_for(
         &mut self,
         mut required: Option<Position>,
         monotonic: bool,
+        gap_ms: u64,
     ) -> Result<usize, NoReplica> {
         let n = self.db.replicas.len();
         if n == 0 {
@@ -254,12 +271,16 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 self.current_replica = Some(i);
                 return Ok(i);
             }
-            // the cached position is not enough: ask the replica itself
-            if let Some(pos) = self.live_replay(i) {
-                if pos.covers(need) {
-                    self.current_replica = Some(i);
-                    return Ok(i);
-                }
+            // the cached position is not enough: ask the replica itself, if it is this
+            // connection's turn (the answer goes to the shared cache for everyone)
+            let db = self.db.clone();
+            let turn = db.replicas.begin_check(i, gap_ms);
+            let caught_up =
+                turn.is_some() && self.live_replay(i).is_some_and(|pos| pos.covers(need));
+            drop(turn);
+            if caught_up {
+                self.current_replica = Some(i);
+                return Ok(i);
             }
         }
         // the loop above may have stopped early when the strategy found nothing more

@@ -7,22 +7,23 @@ use crate::routing::TableId;
 
 impl<C: RoutedBackend> RoutedConnection<C> {
     /// A write committed on the primary (an autocommit statement, or the `COMMIT` of a
-    /// transaction that wrote). Opens the pin window and, in the modes that route by
-    /// positions, reads the primary's position now, after the commit returned: a position
-    /// read inside the transaction, or in the same batch, is before the commit record and
-    /// would let a stale read through. In `pin` and `eventual` the position is left to learn
-    /// when a [token](crate::Cluster::token) is taken. `tables` are the tables it wrote
-    /// (empty: not known).
+    /// transaction that wrote). Opens the pin window; in `strong` reads the primary's
+    /// position now, after the commit returned (a position read inside the transaction, or in
+    /// the same batch, is before the commit record and would let a stale read through); in the
+    /// other modes leaves it to learn when something compares against it (the monitor's next
+    /// probe of the primary, a read's shared refresh, a [token](crate::Cluster::token)).
+    /// `tables` are the tables it wrote (empty: not known).
     pub(super) fn committed_write(&mut self, tables: &[TableId]) {
         record_write(&self.db);
         if !self.db.has_positions {
             return;
         }
         match mode_in_scope(&self.db) {
-            // other threads compare against it at once: read it now
-            Consistency::Causal | Consistency::Strong => self.capture_position(tables),
+            Consistency::Strong => self.capture_position(tables),
             // learned when something compares against it (the monitor's next probe of the
-            // primary covers it; a token asks the primary), not with a round trip per write
+            // primary covers it, or a read's shared refresh; a token asks the primary), not
+            // with a round trip per write: right after a write, the replicas almost never
+            // have it anyway
             _ => self.write_pending(tables),
         }
     }
@@ -44,6 +45,25 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         if let Ok(Some(pos)) = self.primary_call(C::write_position) {
             scope::resolve_pending(self.db.id, &pos, u64::MAX);
             self.db.saw_primary_at(&pos);
+        }
+    }
+
+    /// Reads the primary's position for reads whose writes' positions are not known yet, if it
+    /// is this connection's turn: one connection at a time, at the process's refresh rate,
+    /// shared with everyone like the monitor's probe (it covers every write that
+    /// returned before it started). Returns whether it read one.
+    pub(super) fn refresh_primary_position(&mut self) -> bool {
+        let db = self.db.clone();
+        let Some((_turn, started)) = db.begin_primary_check(crate::routing::REFRESH_GAP_MS) else {
+            return false;
+        };
+        match self.primary_call(C::write_position) {
+            Ok(Some(pos)) => {
+                db.primary_probed(started, &pos);
+                scope::resolve_pending(db.id, &pos, started);
+                true
+            }
+            _ => false,
         }
     }
 

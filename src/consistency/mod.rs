@@ -5,10 +5,14 @@
 //! A [`Position`] is that LSN, or on MySQL and MariaDB a GTID set; positions are partially
 //! ordered ([`Position::covers`]), and tokens carry either ([`ConsistencyToken`]'s versions).
 //! A committed write's position is learned when something compares against it: from the
-//! monitor's next probe of the primary in `read_your_writes` (reads go to the primary until
-//! then), right after the commit in `causal` and `strong`, and from the primary when a token is
-//! taken. A read goes to a replica only when that replica has replayed past what the reader
-//! must see:
+//! monitor's next probe of the primary, or from a read's shared refresh (one connection at a
+//! time reads the primary's position for everyone, at a bounded rate), in `read_your_writes`
+//! and `causal` (reads that need it go to the primary until then, without a query); right
+//! after the commit in `strong`; and from the primary when a token is taken. Replica positions
+//! come from the monitor and the same kind of shared refresh: a read the cached positions
+//! cannot serve never pays a round trip of its own to learn that it still cannot (unless it
+//! chose to wait, `replica_wait`). A read goes to a replica only when that replica has
+//! replayed past what the reader must see:
 //!
 //! | mode | a read goes to a replica only if it has replayed |
 //! |---|---|

@@ -33,7 +33,9 @@ use std::fmt;
 pub(crate) use self::cache::{Classified, KindCache};
 pub(crate) use self::classify::{Classifier, StatementKind};
 pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
-pub(crate) use self::replicas::{Limits, ReplicaSet, Usability};
+pub(crate) use self::replicas::{
+    CheckTurn, Limits, ReplicaSet, SharedCheck, Usability, REFRESH_GAP_MS, WAITING_REFRESH_GAP_MS,
+};
 #[cfg(test)]
 pub(crate) use self::tables::interned_count;
 pub(crate) use self::tables::{lookup, table_name, tables, TableId, TableUse};

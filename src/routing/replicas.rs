@@ -1,12 +1,69 @@
 //! A primary's replicas: which one takes the next read, and which are skipped after a failure.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
 
 use crate::consistency::{Position, PositionCell};
 use crate::settings::{ReadStrategy, ReplicaSpec, SecretUrl};
+
+/// How often, on average, a server's position is read on behalf of reads that its cached
+/// value cannot serve, for the whole process (the monitor's probes aside); a few reads in a
+/// row are let through at once ([`REFRESH_BURST`]), so that a quiet process always asks.
+pub(crate) const REFRESH_GAP_MS: u64 = 20;
+/// ... while a read waits for a replica (`replica_wait`): the user chose to wait.
+pub(crate) const WAITING_REFRESH_GAP_MS: u64 = 1;
+/// How many such reads may come at once, before the gap applies.
+pub(crate) const REFRESH_BURST: u64 = 4;
+
+/// One check at a time of a server's position, for every connection of the process, at a
+/// bounded rate (a generic cell rate algorithm: on average one per gap, [`REFRESH_BURST`] at
+/// once): the others use the cached answer.
+#[derive(Debug, Default)]
+pub(crate) struct SharedCheck {
+    busy: AtomicBool,
+    /// The theoretical time of the next check, in the replica set's clock.
+    next: AtomicU64,
+}
+
+impl SharedCheck {
+    /// The caller's turn to check, if no check is in flight and the rate allows one at
+    /// `now_ms` with checks `gap_ms` apart. The turn ends when dropped.
+    pub(crate) fn begin(&self, now_ms: u64, gap_ms: u64) -> Option<CheckTurn<'_>> {
+        if self.busy.load(Ordering::Relaxed) {
+            return None;
+        }
+        let mut next = self.next.load(Ordering::Relaxed);
+        loop {
+            let after = next.max(now_ms).saturating_add(gap_ms);
+            if after - now_ms > REFRESH_BURST * gap_ms {
+                return None;
+            }
+            match self
+                .next
+                .compare_exchange_weak(next, after, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => break,
+                Err(seen) => next = seen,
+            }
+        }
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        Some(CheckTurn(self))
+    }
+}
+
+/// A caller's turn to check a position; the next caller's may start once it is dropped.
+#[derive(Debug)]
+pub(crate) struct CheckTurn<'a>(&'a SharedCheck);
+
+impl Drop for CheckTurn<'_> {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
 
 /// One replica as the router sees it.
 #[derive(Debug)]
@@ -19,6 +76,8 @@ pub(crate) struct Replica {
     down_until_ms: AtomicU64,
     /// Replay position last seen.
     replay: PositionCell,
+    /// Reads of its replay position on behalf of reads the cached one cannot serve.
+    check: SharedCheck,
     /// Replication lag in time at the last probe, in milliseconds.
     lag_ms: AtomicU64,
     /// When the last probe succeeded, in milliseconds after the epoch (0: never).
@@ -95,6 +154,7 @@ impl ReplicaSet {
                 weight: s.weight,
                 down_until_ms: AtomicU64::new(0),
                 replay: PositionCell::default(),
+                check: SharedCheck::default(),
                 lag_ms: AtomicU64::new(0),
                 probed_ms: AtomicU64::new(0),
                 identity: AtomicU64::new(0),
@@ -187,6 +247,12 @@ impl ReplicaSet {
         self.replicas
             .get(index)
             .is_some_and(|r| r.replay.covers(need))
+    }
+
+    /// The caller's turn to read replica `index`'s replay position for a read the cached one
+    /// cannot serve: `None` while another connection does, or one started within `gap_ms`.
+    pub(crate) fn begin_check(&self, index: usize, gap_ms: u64) -> Option<CheckTurn<'_>> {
+        self.replicas.get(index)?.check.begin(self.now_ms(), gap_ms)
     }
 
     /// A live check saw replica `index` at `replay`.
