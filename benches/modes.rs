@@ -33,7 +33,7 @@ use diesel::prelude::*;
 use diesel_sharding::{Cluster, Settings};
 use rand::Rng;
 
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 use pg_cluster::{Node, PgCluster};
