@@ -21,7 +21,7 @@
 //!
 //! Run: `cargo bench --bench consistency` (about a minute). Environment: `BENCH_SECONDS`
 //! (per policy, default 5), `BENCH_THREADS` (default 4), `BENCH_USERS` (default 5000),
-//! `BENCH_DELAY_MS` (default 200).
+//! `BENCH_DELAY_MS` (default 200), `BENCH_POLICY` (one policy by name, such as `eventual`).
 
 #![allow(missing_docs)]
 
@@ -376,7 +376,11 @@ fn main() {
     pg.set_apply_delay(0, delay);
     pg.set_apply_delay(1, delay);
     let mut rows = Vec::new();
+    let only = std::env::var("BENCH_POLICY").ok();
     for policy in POLICIES {
+        if only.as_deref().is_some_and(|o| o != policy.name) {
+            continue;
+        }
         let row = run(&pg, *policy, seconds, warm_up, threads, users, delay);
         eprintln!("{}", row.join(" | "));
         rows.push(row);

@@ -19,7 +19,8 @@
 //! `taskset -c 1 cargo bench --bench modes`. Environment: `BENCH_SECONDS` (per mode and
 //! round, default 3), `BENCH_ROUNDS` (default 2), `BENCH_THREADS` (default 4),
 //! `BENCH_DELAY_MS` (default 200), `BENCH_ONLY` (`lagging` or `read-mostly`: one workload),
-//! `BENCH_EXTRA_MODE` (one more, such as `eventual+primary:0.4`: `eventual` with 40 % of the
+//! `BENCH_REPLICA_CPU` (move the replica's server to that CPU: a machine of its own, as in
+//! production; the default keeps everything on the bench's CPU), `BENCH_EXTRA_MODE` (one more, such as `eventual+primary:0.4`: `eventual` with 40 % of the
 //! reads sent to the primary, which shows what mixing servers costs on the machine itself).
 
 #![allow(missing_docs)]
@@ -243,6 +244,19 @@ fn main() {
         ),
     );
     pg.wait_all_caught_up();
+    if let Ok(cpu) = std::env::var("BENCH_REPLICA_CPU") {
+        // the replica on a CPU of its own, as on a machine of its own: its postmaster and
+        // every process it has (new backends inherit the affinity)
+        for pid in pg.pids(Node::Replica(0)) {
+            let ok = std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", &cpu, &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "taskset could not move replica process {pid} to CPU {cpu}");
+        }
+        println!("the replica runs on CPU {cpu}");
+    }
     for (title, write_share, delay) in [
         (
             format!(
