@@ -253,7 +253,10 @@ fn main() {
                 .stdout(std::process::Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(ok, "taskset could not move replica process {pid} to CPU {cpu}");
+            assert!(
+                ok,
+                "taskset could not move replica process {pid} to CPU {cpu}"
+            );
         }
         println!("the replica runs on CPU {cpu}");
     }

@@ -50,7 +50,14 @@ struct Inner<C: RoutedBackend> {
     _monitor: Monitor,
     /// Tokens are signed with it and must carry its signature.
     token_secret: Option<crate::consistency::TokenSecret>,
+    /// Per primary, connections of the cluster's own for [`Cluster::token`] when the caller
+    /// holds every pooled one (as a request handler that takes its token at the end does):
+    /// as many as the pool's size, each opened when first needed, not per token.
+    learners: BTreeMap<String, Vec<Learner<C>>>,
 }
+
+/// A connection [`Cluster::token`] may use, while no other thread does.
+type Learner<C> = std::sync::Mutex<Option<crate::connection::RoutedConnection<C>>>;
 
 impl<C: RoutedBackend> Clone for Cluster<C> {
     fn clone(&self) -> Self {
@@ -142,8 +149,17 @@ impl<C: RoutedBackend> Cluster<C> {
             }
             primaries.insert(spec.name.clone(), (db, pool));
         }
+        let learners = topology
+            .primaries
+            .iter()
+            .map(|spec| {
+                let slots = (0..spec.pool_size).map(|_| Default::default()).collect();
+                (spec.name.clone(), slots)
+            })
+            .collect();
         Ok(Cluster {
             inner: Arc::new(Inner {
+                learners,
                 primaries,
                 replicas,
                 groups: topology
@@ -278,16 +294,30 @@ impl<C: RoutedBackend> Cluster<C> {
                 continue;
             }
             // a pooled connection if one is idle (never wait for one: the caller may hold
-            // them all), else a connection of its own
-            let mut conn = match pool.try_get() {
-                Some(conn) => conn,
+            // them all), else the cluster's learning connection if no other thread is using
+            // it (never wait for that either: a hung server would hold everyone), else a
+            // connection of its own
+            if let Some(mut conn) = pool.try_get() {
+                self.learn_on(name, db, &mut conn, wrote, read);
+                continue;
+            }
+            let learner = self
+                .inner
+                .learners
+                .get(name)
+                .and_then(|slots| slots.iter().find_map(|m| m.try_lock().ok()));
+            match learner {
+                Some(mut slot) => {
+                    let conn = slot.get_or_insert_with(|| {
+                        crate::connection::RoutedConnection::new(db.clone())
+                    });
+                    self.learn_on(name, db, conn, wrote, read);
+                }
                 None => {
                     let mut own = crate::connection::RoutedConnection::<C>::new(db.clone());
                     self.learn_on(name, db, &mut own, wrote, read);
-                    continue;
                 }
-            };
-            self.learn_on(name, db, &mut conn, wrote, read);
+            }
         }
     }
 

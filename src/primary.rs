@@ -70,6 +70,10 @@ pub(crate) struct PrimaryState {
     /// none), in the replica set's clock: `causal` reads wait for a primary position read
     /// after it.
     lazy_write_ms: AtomicU64,
+    /// ... of those whose tables are not known (with `granularity = "table"`).
+    lazy_coarse_ms: AtomicU64,
+    /// ... per table (with `granularity = "table"`).
+    lazy_table_ms: RwLock<HashMap<TableId, u64>>,
     /// Starts the monitor's probes of this database's servers, once (`None` when it has none,
     /// or they started).
     monitor_activation: Activation,
@@ -132,6 +136,8 @@ impl PrimaryState {
             primary_position: PositionCell::default(),
             max_written: PositionCell::default(),
             lazy_write_ms: AtomicU64::new(0),
+            lazy_coarse_ms: AtomicU64::new(0),
+            lazy_table_ms: RwLock::new(HashMap::new()),
             monitor_activation: Activation(std::sync::Mutex::new(None)),
             primary_probe: std::sync::Mutex::new(None),
             coarse_written: PositionCell::default(),
@@ -268,8 +274,21 @@ impl PrimaryState {
     }
 
     /// A write of this process returned at `at_ms` and its position is left to learn.
-    pub(crate) fn wrote_lazily(&self, at_ms: u64) {
+    /// `tables` are the tables it wrote where positions are kept per table (empty: not known,
+    /// or kept per database).
+    pub(crate) fn wrote_lazily(&self, at_ms: u64, tables: &[TableId]) {
         self.lazy_write_ms.fetch_max(at_ms, Ordering::Relaxed);
+        if self.consistency.granularity != Granularity::Table {
+            return;
+        }
+        if tables.is_empty() {
+            self.lazy_coarse_ms.fetch_max(at_ms, Ordering::Relaxed);
+        } else if let Ok(mut map) = self.lazy_table_ms.write() {
+            for t in tables {
+                let at = map.entry(*t).or_insert(0);
+                *at = (*at).max(at_ms);
+            }
+        }
     }
 
     /// The monitor read the primary at `position` in a probe that started at `started_ms`.
@@ -300,8 +319,23 @@ impl PrimaryState {
     /// What `causal` must add for the process's writes whose positions were left to learn:
     /// `Err(())` while one returned after the monitor's last probe of the primary started
     /// (no position covers it yet), else the probe's position (`None` when there are none).
-    pub(crate) fn lazy_writes_bound(&self) -> Result<Option<Position>, ()> {
-        let last = self.lazy_write_ms.load(Ordering::Relaxed);
+    /// With `reads` (the tables a read touches, positions kept per table), only writes to
+    /// those tables, or to tables not known, count.
+    pub(crate) fn lazy_writes_bound(
+        &self,
+        reads: Option<&[TableId]>,
+    ) -> Result<Option<Position>, ()> {
+        let last = match reads {
+            Some(reads) if self.consistency.granularity == Granularity::Table => {
+                let map = self.lazy_table_ms.read().map_err(|_| ())?;
+                reads
+                    .iter()
+                    .filter_map(|t| map.get(t))
+                    .copied()
+                    .fold(self.lazy_coarse_ms.load(Ordering::Relaxed), u64::max)
+            }
+            _ => self.lazy_write_ms.load(Ordering::Relaxed),
+        };
         if last == 0 {
             return Ok(None);
         }

@@ -100,7 +100,7 @@ fn record_write_pending(db: &PrimaryState, tables: &[TableId], at: u64) {
     let tables = if db.wants_tables() { tables } else { &[] };
     scope::write_pending(db.id, tables, at);
     if at != scope::NOT_YET {
-        db.wrote_lazily(at);
+        db.wrote_lazily(at, tables);
     }
 }
 

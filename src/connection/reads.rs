@@ -157,11 +157,11 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             Consistency::Causal => {
                 // the process's writes left to learn: covered by a primary position read after
                 // they returned (the monitor's probe, or a shared refresh when it is due)
-                let lazy = match self.db.lazy_writes_bound() {
+                let lazy = match self.db.lazy_writes_bound(reads) {
                     Ok(lazy) => lazy,
                     Err(()) if self.refresh_primary_position() => self
                         .db
-                        .lazy_writes_bound()
+                        .lazy_writes_bound(reads)
                         .map_err(|()| NoReplica::Behind)?,
                     Err(()) => return Err(NoReplica::Behind),
                 };
