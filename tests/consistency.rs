@@ -592,3 +592,111 @@ fn with_table_granularity_a_token_names_the_tables_written_and_holds_back_only_t
     );
     assert_eq!(posts, (0, RouteReason::Replica), "the other table does not");
 }
+
+/// The monitor's probe of a replica and the router's own check of it (the same statement).
+const REPLAY_QUERY: &str = "%pg_last_wal_replay_lsn%";
+
+/// Reads that a lagging replica cannot serve go to the primary without a round trip each to
+/// find out: checks of the replicas' and the primary's positions are shared by the process
+/// and rate-limited, counted on the servers.
+fn reads_behind_pay_no_round_trip_each(mode: &str) {
+    let s = setup(&format!("mode = \"{mode}\""));
+    s.lag(Duration::from_secs(3600));
+    add_user(&s.cluster, "ada");
+    s.pg.reset_all_statement_stats();
+    let started = Instant::now();
+    const READS: i64 = 300;
+    let mut conn = s.cluster.get("default").unwrap();
+    for _ in 0..READS {
+        let n: i64 = users::table
+            .filter(users::name.eq("ada"))
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(n, 1, "never stale");
+        assert_eq!(conn.last_route().unwrap().reason, RouteReason::Behind);
+    }
+    let elapsed_ms = started.elapsed().as_millis() as i64;
+    assert_eq!(
+        s.where_ran(),
+        (READS, 0, 0),
+        "every read ran on the primary"
+    );
+    let replays = s.pg.statement_calls(Node::Replica(DELAYED), REPLAY_QUERY)
+        + s.pg.statement_calls(Node::Replica(PAUSED), REPLAY_QUERY);
+    let positions = s.pg.statement_calls(Node::Primary, POSITION_QUERY);
+    // per server: a burst of 4, then one per 20 ms; the monitor probes every 50 ms (+25 %)
+    let shared = 4 + elapsed_ms / 20 + 1;
+    let monitor = elapsed_ms * 125 / 100 / 50 + 1;
+    assert!(
+        replays <= 2 * (shared + monitor),
+        "{replays} replay-position queries for {READS} reads in {elapsed_ms} ms"
+    );
+    assert!(
+        positions <= shared,
+        "{positions} primary position queries for {READS} reads in {elapsed_ms} ms"
+    );
+    assert!(
+        replays + positions < READS / 3,
+        "{replays} + {positions} queries for {READS} reads: not one per read"
+    );
+}
+
+#[test]
+fn read_your_writes_reads_behind_pay_no_round_trip_each() {
+    reads_behind_pay_no_round_trip_each("read_your_writes");
+}
+
+#[test]
+fn causal_reads_behind_pay_no_round_trip_each() {
+    reads_behind_pay_no_round_trip_each("causal");
+}
+
+#[test]
+fn tokens_taken_while_the_caller_holds_every_pooled_connection_reuse_one_connection() {
+    let pg = PgCluster::start(1);
+    pg.create_database(DB);
+    PgConnection::establish(&pg.primary_url(DB))
+        .unwrap()
+        .run_pending_migrations(MIGRATIONS)
+        .unwrap();
+    pg.wait_all_caught_up();
+    let settings = Settings::from_toml_str(&format!(
+        "[consistency]\nmode = \"eventual\"\nmonitor_interval = \"1h\"\n\
+         [databases.default]\nurl = \"{}\"\npool_size = 1\n\
+         [databases.r]\nurl = \"{}\"\nprimary = \"default\"\n",
+        pg.primary_url(DB),
+        pg.replica_url(0, DB),
+    ))
+    .unwrap();
+    let cluster = Cluster::<PgConnection>::new(settings).unwrap();
+    let sessions = |node: Node| {
+        pg.query_i64(
+            node,
+            "postgres",
+            &format!("SELECT sessions FROM pg_stat_database WHERE datname = '{DB}'"),
+        )
+    };
+    let before = (sessions(Node::Primary), sessions(Node::Replica(0)));
+    // a request handler: holds its (only) pooled connection, reads, takes its token
+    let mut conn = cluster.get("default").unwrap();
+    for _ in 0..20 {
+        let n: i64 = users::table.count().get_result(&mut conn).unwrap();
+        assert_eq!(conn.last_route().unwrap().reason, RouteReason::Replica);
+        let token = cluster.token();
+        assert!(
+            !token.is_empty(),
+            "a token carries what the replica read had seen: {n}"
+        );
+    }
+    drop(conn);
+    drop(cluster);
+    // sessions are counted as they end: the cluster's are gone now
+    std::thread::sleep(Duration::from_millis(200));
+    let after = (sessions(Node::Primary), sessions(Node::Replica(0)));
+    let opened = (after.0 - before.0, after.1 - before.1);
+    assert!(
+        opened.0 <= 3 && opened.1 <= 3,
+        "sessions opened on (primary, replica) for 20 tokens: {opened:?}"
+    );
+}
