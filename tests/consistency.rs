@@ -40,14 +40,20 @@ struct Setup {
     cluster: Cluster<PgConnection>,
 }
 
-fn setup(consistency: &str) -> Setup {
-    let pg = PgCluster::start(2);
+/// A cluster with `replicas` replicas and the app's schema, replicated.
+fn start_app(replicas: usize) -> PgCluster {
+    let pg = PgCluster::start(replicas);
     pg.create_database(DB);
     PgConnection::establish(&pg.primary_url(DB))
         .unwrap()
         .run_pending_migrations(MIGRATIONS)
         .unwrap();
     pg.wait_all_caught_up();
+    pg
+}
+
+fn setup(consistency: &str) -> Setup {
+    let pg = start_app(2);
     let settings = Settings::from_toml_str(&format!(
         "[routing]\nreplica_retry = \"200ms\"\n\
          [consistency]\nmonitor_interval = \"50ms\"\n{consistency}\n\
@@ -654,13 +660,7 @@ fn causal_reads_behind_pay_no_round_trip_each() {
 
 #[test]
 fn tokens_taken_while_the_caller_holds_every_pooled_connection_reuse_one_connection() {
-    let pg = PgCluster::start(1);
-    pg.create_database(DB);
-    PgConnection::establish(&pg.primary_url(DB))
-        .unwrap()
-        .run_pending_migrations(MIGRATIONS)
-        .unwrap();
-    pg.wait_all_caught_up();
+    let pg = start_app(1);
     let settings = Settings::from_toml_str(&format!(
         "[consistency]\nmode = \"eventual\"\nmonitor_interval = \"1h\"\n\
          [databases.default]\nurl = \"{}\"\npool_size = 1\n\

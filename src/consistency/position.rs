@@ -216,6 +216,39 @@ enum Repr {
     Sources(Vec<Source>),
 }
 
+/// How a set is spelled: the separators between MariaDB domains, between MySQL sources,
+/// between a MariaDB GTID's fields,
+/// before a MySQL interval and inside it, and whether UUIDs have their dashes.
+struct Spelling {
+    members: char,
+    sources: char,
+    fields: char,
+    interval: char,
+    range: char,
+    uuid_dashes: bool,
+}
+
+/// The servers' spelling: `0-1-42,1-2-7`, `3e11fa47-71ca-..:1-5:11-18`.
+const SERVER: Spelling = Spelling {
+    members: ',',
+    sources: ',',
+    fields: '-',
+    interval: ':',
+    range: '-',
+    uuid_dashes: true,
+};
+
+/// The compact, URL-safe spelling tokens carry (no `-` or `.`): `0_1_42_1_2_7`,
+/// `3e11fa4771ca..62_1x5_11x18`, sources separated by `~`.
+const COMPACT: Spelling = Spelling {
+    members: '_',
+    sources: '~',
+    fields: '_',
+    interval: '_',
+    range: 'x',
+    uuid_dashes: false,
+};
+
 /// A MySQL source server's UUID and the intervals of its transactions.
 type Source = ([u8; 16], Vec<(u64, u64)>);
 
@@ -328,37 +361,47 @@ impl GtidSet {
     /// hex digits and its intervals (`1x5`, or `7` alone) joined by `_`, sources separated
     /// by `~` (`s3e11..62_1x5_11x18`).
     fn write_compact(&self, out: &mut impl fmt::Write) -> fmt::Result {
+        out.write_char(match self.0 {
+            Repr::Domains(_) => 'm',
+            Repr::Sources(_) => 's',
+        })?;
+        self.write_as(out, &COMPACT)
+    }
+
+    /// Writes the members in `spelling`.
+    fn write_as(&self, out: &mut impl fmt::Write, spelling: &Spelling) -> fmt::Result {
+        let sep = |out: &mut dyn fmt::Write, i: usize, sep: char| match i {
+            0 => Ok(()),
+            _ => out.write_char(sep),
+        };
         match &self.0 {
-            Repr::Domains(d) => {
-                out.write_char('m')?;
-                for (i, (d, s, n)) in d.iter().enumerate() {
-                    if i > 0 {
-                        out.write_char('_')?;
-                    }
-                    write!(out, "{d}_{s}_{n}")?;
+            Repr::Domains(domains) => {
+                for (i, (d, s, n)) in domains.iter().enumerate() {
+                    sep(out, i, spelling.members)?;
+                    let f = spelling.fields;
+                    write!(out, "{d}{f}{s}{f}{n}")?;
                 }
-                Ok(())
             }
             Repr::Sources(sources) => {
-                out.write_char('s')?;
                 for (i, (uuid, ivs)) in sources.iter().enumerate() {
-                    if i > 0 {
-                        out.write_char('~')?;
-                    }
-                    for b in uuid {
+                    sep(out, i, spelling.sources)?;
+                    for (k, b) in uuid.iter().enumerate() {
+                        if spelling.uuid_dashes && matches!(k, 4 | 6 | 8 | 10) {
+                            out.write_char('-')?;
+                        }
                         write!(out, "{b:02x}")?;
                     }
                     for (a, b) in ivs {
-                        if a == b {
-                            write!(out, "_{a}")?;
-                        } else {
-                            write!(out, "_{a}x{b}")?;
+                        out.write_char(spelling.interval)?;
+                        write!(out, "{a}")?;
+                        if a != b {
+                            write!(out, "{}{b}", spelling.range)?;
                         }
                     }
                 }
-                Ok(())
             }
         }
+        Ok(())
     }
 
     fn parse_compact(text: &str) -> Result<GtidSet, &'static str> {
@@ -489,37 +532,7 @@ fn intervals_cover(have: &[(u64, u64)], need: &[(u64, u64)]) -> bool {
 impl fmt::Display for GtidSet {
     /// As the server shows it: `0-1-42,1-2-7` or `3e11fa47-..-c80aa9429562:1-5:11-18`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Repr::Domains(d) => {
-                for (i, (d, s, n)) in d.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    write!(f, "{d}-{s}-{n}")?;
-                }
-            }
-            Repr::Sources(sources) => {
-                for (i, (u, ivs)) in sources.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    for (k, b) in u.iter().enumerate() {
-                        if matches!(k, 4 | 6 | 8 | 10) {
-                            f.write_str("-")?;
-                        }
-                        write!(f, "{b:02x}")?;
-                    }
-                    for (a, b) in ivs {
-                        if a == b {
-                            write!(f, ":{a}")?;
-                        } else {
-                            write!(f, ":{a}-{b}")?;
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
+        self.write_as(f, &SERVER)
     }
 }
 
