@@ -1,0 +1,344 @@
+//! Real MariaDB GTID-replication clusters for integration tests.
+//!
+//! [`MariaCluster::start`] brings up one primary and N replicas on 127.0.0.1, on free ports,
+//! in a throw-away directory (in `/dev/shm` when it exists), with GTID replication
+//! (`MASTER_USE_GTID=slave_pos`, `gtid_strict_mode`), and [`Drop`] kills them again, also
+//! when the test panics. Replicas run with `read_only=1`; statements of the code under test
+//! should run as the user `app` (password `app`), which `read_only` blocks: `root` is not
+//! blocked, and a root write on a replica would create an errant GTID that stops
+//! replication. Lag: [`pause`](MariaCluster::pause) / [`resume`](MariaCluster::resume) stop
+//! and start a replica's SQL thread (its IO thread keeps receiving).
+//!
+//! SQL of the harness itself goes through the `mariadb` command-line client as `root`.
+//! Requirements: `mariadbd`, `mariadb-install-db` and `mariadb` (Debian: `mariadb-server`,
+//! `mariadb-client`). Missing binaries make [`MariaCluster::start`] panic: the tests fail,
+//! they never skip. Only the ports and directories the harness chose are touched: a system
+//! MariaDB may be running on 3306.
+#![allow(dead_code)]
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long any wait of this harness may take before it panics.
+const DEADLINE: Duration = Duration::from_secs(30);
+/// How often a wait polls.
+const POLL: Duration = Duration::from_millis(10);
+
+/// A node of a [`MariaCluster`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Node {
+    Primary,
+    Replica(usize),
+}
+
+struct NodeProcess {
+    dir: PathBuf,
+    port: u16,
+    child: Child,
+}
+
+/// A primary and its GTID replicas; see the module docs.
+pub(crate) struct MariaCluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<NodeProcess>,
+}
+
+fn base_dir() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
+    }
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// Server options every node gets, and the install run too (so its files fit them).
+const SMALL: [&str; 2] = ["--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"];
+
+/// `mariadb-install-db` output, made once (kept across runs, marked complete by a file
+/// written last; built aside and renamed, so concurrent test processes never see half of
+/// one) and copied per node.
+fn install_cache() -> &'static Path {
+    static CACHE: OnceLock<PathBuf> = OnceLock::new();
+    CACHE.get_or_init(|| {
+        let dir = base_dir().join("dsmaria-install-v1");
+        if dir.join("complete").exists() {
+            return dir;
+        }
+        let building = base_dir().join(format!("dsmaria-install-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&building);
+        fs::create_dir_all(&building).unwrap();
+        let mut cmd = Command::new("mariadb-install-db");
+        cmd.args([
+            "--no-defaults",
+            "--auth-root-authentication-method=normal",
+            "--skip-test-db",
+        ])
+        .args(SMALL)
+        .arg(format!("--datadir={}", building.join("data").display()));
+        if running_as_root() {
+            cmd.arg("--user=mysql");
+        }
+        let out = cmd.output().unwrap_or_else(|e| {
+            panic!("cannot run mariadb-install-db ({e}): install the MariaDB server (Debian: mariadb-server)")
+        });
+        assert!(
+            out.status.success(),
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        fs::write(building.join("complete"), "").unwrap();
+        if fs::rename(&building, &dir).is_err() {
+            // another test process finished first: use its copy
+            let _ = fs::remove_dir_all(&building);
+        }
+        dir
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind(("127.0.0.1", 0))
+        .and_then(|l| l.local_addr())
+        .expect("cannot bind a free port on 127.0.0.1")
+        .port()
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        thread::sleep(POLL);
+    }
+}
+
+impl MariaCluster {
+    /// A primary and `replicas` replicas, replicating, with the database `test` and the
+    /// users `repl` and `app` (all privileges on `test`).
+    pub(crate) fn start(replicas: usize) -> MariaCluster {
+        let cache = install_cache();
+        let dir = tempfile::Builder::new()
+            .prefix("dsmaria")
+            .tempdir_in(base_dir())
+            .unwrap();
+        let root = running_as_root();
+        // the servers run as `mysql` when the tests run as root: let them in
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let mut nodes = Vec::new();
+        for i in 0..=replicas {
+            let node_dir = dir.path().join(format!("n{i}"));
+            let status = Command::new("cp")
+                .arg("-a")
+                .arg(cache.join("data"))
+                .arg(&node_dir)
+                .status()
+                .unwrap();
+            assert!(status.success(), "cannot copy the install cache");
+            let port = free_port();
+            let mut cmd = Command::new("mariadbd");
+            cmd.arg("--no-defaults")
+                .arg(format!("--datadir={}", node_dir.display()))
+                .arg(format!("--port={port}"))
+                .arg("--bind-address=127.0.0.1")
+                .arg(format!("--socket={}", node_dir.join("sock").display()))
+                .arg(format!("--pid-file={}", node_dir.join("pid").display()))
+                .arg(format!(
+                    "--log-error={}",
+                    node_dir.join("error.log").display()
+                ))
+                .arg(format!("--server-id={}", i + 1))
+                .arg(format!("--log-bin={}", node_dir.join("bin").display()))
+                .args(SMALL)
+                .args([
+                    "--binlog-format=ROW",
+                    "--gtid-strict-mode=1",
+                    "--log-slave-updates",
+                    "--innodb-flush-log-at-trx-commit=2",
+                    "--sync-binlog=0",
+                    "--performance-schema=0",
+                    "--userstat=1",
+                    "--skip-name-resolve",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            if root {
+                cmd.arg("--user=mysql");
+            }
+            if i > 0 {
+                cmd.arg("--read-only=1");
+            }
+            let child = cmd.spawn().unwrap_or_else(|e| {
+                panic!("cannot start mariadbd ({e}): install the MariaDB server (Debian: mariadb-server)")
+            });
+            nodes.push(NodeProcess {
+                dir: node_dir,
+                port,
+                child,
+            });
+        }
+        let cluster = MariaCluster { dir, nodes };
+        for i in 0..=replicas {
+            let node = if i == 0 {
+                Node::Primary
+            } else {
+                Node::Replica(i - 1)
+            };
+            wait_until(&format!("{node:?} to accept connections"), || {
+                cluster.try_sql(node, "SELECT 1").is_ok()
+            });
+        }
+        cluster.sql(
+            Node::Primary,
+            "CREATE USER 'repl'@'%' IDENTIFIED BY 'repl';
+             GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
+             CREATE USER 'app'@'%' IDENTIFIED BY 'app';
+             CREATE DATABASE test;
+             GRANT ALL PRIVILEGES ON test.* TO 'app'@'%';",
+        );
+        let primary_port = cluster.port(Node::Primary);
+        for r in 0..replicas {
+            cluster.sql(
+                Node::Replica(r),
+                &format!(
+                    "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary_port}, \
+                     MASTER_USER='repl', MASTER_PASSWORD='repl', MASTER_USE_GTID=slave_pos, \
+                     MASTER_CONNECT_RETRY=1;
+                     START SLAVE;"
+                ),
+            );
+        }
+        cluster.wait_all_caught_up();
+        cluster
+    }
+
+    pub(crate) fn port(&self, node: Node) -> u16 {
+        self.nodes[self.index(node)].port
+    }
+
+    fn index(&self, node: Node) -> usize {
+        match node {
+            Node::Primary => 0,
+            Node::Replica(i) => i + 1,
+        }
+    }
+
+    /// The URL the code under test connects with (user `app`, database `test`).
+    pub(crate) fn url(&self, node: Node) -> String {
+        format!("mysql://app:app@127.0.0.1:{}/test", self.port(node))
+    }
+
+    /// The node's error log (its last `lines` lines), for failure messages.
+    pub(crate) fn log_tail(&self, node: Node, lines: usize) -> String {
+        let text = fs::read_to_string(self.nodes[self.index(node)].dir.join("error.log"))
+            .unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Runs `sql` on a node as `user` (`root`, or `app` with its password) through the
+    /// `mariadb` client; the output rows, tab-separated, or the client's error.
+    pub(crate) fn try_sql_as(&self, node: Node, user: &str, sql: &str) -> Result<String, String> {
+        let mut cmd = Command::new("mariadb");
+        cmd.args([
+            "--no-defaults",
+            "--protocol=TCP",
+            "-h",
+            "127.0.0.1",
+            "--batch",
+        ])
+        .args(["--skip-column-names", "--connect-timeout=5"])
+        .arg(format!("--port={}", self.port(node)))
+        .arg(format!("--user={user}"));
+        if user == "app" {
+            cmd.args(["--password=app", "test"]);
+        }
+        let out = cmd.arg("-e").arg(sql).output().map_err(|e| {
+            format!("cannot run the mariadb client ({e}): install it (Debian: mariadb-client)")
+        })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    pub(crate) fn try_sql(&self, node: Node, sql: &str) -> Result<String, String> {
+        self.try_sql_as(node, "root", sql)
+    }
+
+    /// Runs `sql` as `root`; panics with the node's log on failure.
+    pub(crate) fn sql(&self, node: Node, sql: &str) -> String {
+        self.try_sql(node, sql).unwrap_or_else(|e| {
+            panic!("{node:?}: `{sql}` failed: {e}\n{}", self.log_tail(node, 20))
+        })
+    }
+
+    /// The primary's binlog position: every transaction written so far.
+    pub(crate) fn primary_position(&self) -> String {
+        self.sql(Node::Primary, "SELECT @@gtid_binlog_pos")
+    }
+
+    /// What replica `i` has applied (`@@gtid_slave_pos`).
+    pub(crate) fn applied(&self, i: usize) -> String {
+        self.sql(Node::Replica(i), "SELECT @@gtid_slave_pos")
+    }
+
+    /// Waits until replica `i` has applied `gtid` (a GTID list).
+    pub(crate) fn wait_applied(&self, i: usize, gtid: &str) {
+        let got = self.sql(
+            Node::Replica(i),
+            &format!("SELECT MASTER_GTID_WAIT('{gtid}', {})", DEADLINE.as_secs()),
+        );
+        assert_eq!(
+            got,
+            "0",
+            "replica {i} did not apply {gtid}\n{}",
+            self.log_tail(Node::Replica(i), 20)
+        );
+    }
+
+    /// Waits until every replica has applied everything the primary has written.
+    pub(crate) fn wait_all_caught_up(&self) {
+        let pos = self.primary_position();
+        for i in 0..self.nodes.len() - 1 {
+            self.wait_applied(i, &pos);
+        }
+    }
+
+    /// Stops replica `i` applying (it keeps receiving): stale for certain until resumed.
+    pub(crate) fn pause(&self, i: usize) {
+        self.sql(Node::Replica(i), "STOP SLAVE SQL_THREAD");
+    }
+
+    /// Lets replica `i` apply again.
+    pub(crate) fn resume(&self, i: usize) {
+        self.sql(Node::Replica(i), "START SLAVE SQL_THREAD");
+    }
+}
+
+impl Drop for MariaCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.child.kill();
+        }
+        for node in &mut self.nodes {
+            let _ = node.child.wait();
+        }
+    }
+}
