@@ -279,7 +279,7 @@ impl Classifier {
         let more = rest.scan(lx)?;
         let info = match head {
             None => StatementInfo::of_kind(StatementKind::Write),
-            Some(word) => head_info(word, &rest),
+            Some(word) => head_info(word, &rest, self.mysql),
         };
         Ok((Some(info), more))
     }
@@ -298,6 +298,8 @@ impl Classifier {
         let mut call_context = true;
         // ... and was the current name started in such a place?
         let mut name_is_callable = false;
+        // MySQL: the punctuation before (`@x :=` assigns a user variable)
+        let mut previous_punct = None;
         loop {
             let token = lx.next_token()?;
             let ended =
@@ -312,6 +314,28 @@ impl Classifier {
                 break Ok((read_info(found, session, writes_data), false));
             };
             let was_after_into = std::mem::take(&mut after_into);
+            let before = std::mem::replace(
+                &mut previous_punct,
+                match token {
+                    Token::Punct(p) => Some(p),
+                    _ => None,
+                },
+            );
+            if self.mysql {
+                match (before, token) {
+                    // `SELECT .. INTO @x`: sets a user variable of the session
+                    (_, Token::Punct(b'@')) if was_after_into => {
+                        found = found.stronger(StatementKind::WriteFunction);
+                        session = session.stronger(SessionChange::Other);
+                    }
+                    // `@x := ..`: the same, inside any expression
+                    (Some(b':'), Token::Punct(b'=')) => {
+                        found = found.stronger(StatementKind::WriteFunction);
+                        session = session.stronger(SessionChange::Other);
+                    }
+                    _ => {}
+                }
+            }
             let context = std::mem::replace(
                 &mut call_context,
                 match token {

@@ -690,3 +690,157 @@ fn odd_inputs_never_panic() {
     );
     assert_eq!(kind("SELECT ünï FROM t"), StatementKind::Read);
 }
+
+/// What MySQL's reading of `sql` gives, statement by statement: (kind, writes, tx, session).
+fn mysql(sql: &str) -> Vec<(StatementKind, bool, Option<TxControl>, SessionChange)> {
+    let mut out = Vec::new();
+    Classifier::new()
+        .mysql_dialect(true)
+        .analyze(sql, |i| out.push((i.kind, i.writes, i.tx, i.session)));
+    out
+}
+
+#[test]
+fn mysql_comments_strings_and_executable_comments_are_read_as_mysql_does() {
+    use SessionChange as S;
+    use StatementKind as K;
+    let read = (K::Read, false, None, S::None);
+    let write = (K::Write, true, None, S::None);
+    for (sql, expected) in [
+        (
+            r#"SELECT `id` FROM `users` WHERE `users`.`id` = ?"#,
+            vec![read],
+        ),
+        ("# a comment\nDELETE FROM t", vec![write]),
+        ("SELECT 1 # DELETE FROM t", vec![read]),
+        ("SELECT 1 -- DELETE FROM t", vec![read]),
+        // `--1` is not a comment in MySQL: `1 - -1`, then a second statement
+        ("SELECT 1 --1; DELETE FROM t", vec![read, write]),
+        // backslash escapes: the DELETE is code, not inside a string
+        (
+            r#"SELECT 'a\''; DELETE FROM t; SELECT ''''"#,
+            vec![read, write, read],
+        ),
+        (r#"SELECT "a\""; DELETE FROM t"#, vec![read, write]),
+        (r#"SELECT 'a\\'; DELETE FROM t"#, vec![read, write]),
+        // executable comments run: their content is classified
+        (
+            "/*!40101 SET NAMES utf8 */",
+            vec![(K::Write, false, None, S::Settings)],
+        ),
+        ("SELECT 1 /*!50000 ; DELETE FROM t */", vec![read, write]),
+        ("SELECT 1 /*M!100100 ; DELETE FROM t */", vec![read, write]),
+        ("SELECT 1 /* ; DELETE FROM t */", vec![read]),
+    ] {
+        assert_eq!(mysql(sql), expected, "{sql}");
+    }
+}
+
+#[test]
+fn mysql_statements_that_write_lock_or_keep_session_state() {
+    use SessionChange as S;
+    use StatementKind as K;
+    let write = (K::Write, true, None, S::None);
+    for (sql, expected) in [
+        (
+            "SELECT * FROM t LOCK IN SHARE MODE",
+            (K::Locking, false, None, S::None),
+        ),
+        (
+            "SELECT * FROM t FOR SHARE",
+            (K::Locking, false, None, S::None),
+        ),
+        ("SELECT id INTO @x FROM t", (K::Write, true, None, S::Other)),
+        ("SELECT id FROM t INTO @x", (K::Write, true, None, S::Other)),
+        ("SELECT @x := 5", (K::WriteFunction, false, None, S::Other)),
+        ("SELECT id FROM t INTO OUTFILE '/tmp/x'", write),
+        ("SELECT id FROM t INTO DUMPFILE '/tmp/x'", write),
+        (
+            "SELECT GET_LOCK('a', 1)",
+            (K::WriteFunction, false, None, S::Held),
+        ),
+        (
+            "SELECT RELEASE_LOCK('a')",
+            (K::WriteFunction, false, None, S::None),
+        ),
+        (
+            "SELECT IS_FREE_LOCK('a')",
+            (K::WriteFunction, false, None, S::None),
+        ),
+        (
+            "SELECT LAST_INSERT_ID()",
+            (K::WriteFunction, false, None, S::None),
+        ),
+        ("REPLACE INTO t VALUES (1)", write),
+        (
+            "INSERT INTO t VALUES (1) ON DUPLICATE KEY UPDATE v = 2",
+            write,
+        ),
+        ("CALL p()", write),
+        ("LOAD DATA INFILE '/tmp/x' INTO TABLE t", write),
+        ("LOAD XML INFILE '/tmp/x' INTO TABLE t", write),
+        ("HANDLER t OPEN", (K::Write, false, None, S::Held)),
+        ("SET NAMES utf8mb4", (K::Write, false, None, S::Settings)),
+        ("SET @x = 1", (K::Write, false, None, S::Settings)),
+        ("SET autocommit = 0", (K::Write, false, None, S::Other)),
+        (
+            "SET @@session.autocommit = OFF",
+            (K::Write, false, None, S::Other),
+        ),
+        (
+            "CREATE TEMPORARY TABLE tt (id INT)",
+            (K::Write, false, None, S::Other),
+        ),
+        ("LOCK TABLES t WRITE", (K::Write, true, None, S::Other)),
+        ("UNLOCK TABLES", (K::Write, false, None, S::None)),
+        (
+            "START TRANSACTION READ ONLY",
+            (K::Write, false, Some(TxControl::BeginReadOnly), S::None),
+        ),
+        (
+            "BEGIN WORK",
+            (K::Write, false, Some(TxControl::Begin), S::None),
+        ),
+        (
+            "COMMIT WORK",
+            (K::Write, false, Some(TxControl::Commit), S::None),
+        ),
+        (
+            "XA START 'x'",
+            (K::Write, false, Some(TxControl::Begin), S::None),
+        ),
+        (
+            "XA END 'x'",
+            (K::Write, false, Some(TxControl::Savepoint), S::None),
+        ),
+        (
+            "XA PREPARE 'x'",
+            (K::Write, false, Some(TxControl::Savepoint), S::None),
+        ),
+        (
+            "XA COMMIT 'x'",
+            (K::Write, false, Some(TxControl::Commit), S::None),
+        ),
+        (
+            "XA ROLLBACK 'x'",
+            (K::Write, false, Some(TxControl::Rollback), S::None),
+        ),
+        ("DO RELEASE_LOCK('a')", write),
+    ] {
+        assert_eq!(mysql(sql), vec![expected], "{sql}");
+    }
+}
+
+#[test]
+fn postgres_and_sqlite_keep_their_own_reading_of_the_same_text() {
+    // `#` is not a comment, `--` always is, backslashes do not escape
+    assert_eq!(kind("SELECT 1 # DELETE FROM t"), StatementKind::Write);
+    assert_eq!(kind("SELECT 1 --1; DELETE FROM t"), StatementKind::Read);
+    let mut sessions = Vec::new();
+    Classifier::new().analyze("LOAD 'auto_explain'", |i| sessions.push(i.session));
+    assert_eq!(
+        sessions,
+        vec![SessionChange::Other],
+        "PostgreSQL's LOAD loads a library"
+    );
+}

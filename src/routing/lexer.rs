@@ -26,14 +26,23 @@ pub(super) enum Token<'a> {
 pub(super) struct Lexer<'a> {
     pub(super) src: &'a str,
     pub(super) pos: usize,
-    /// MySQL runs the content of `/*! ... */` comments; everywhere else they are comments.
+    /// MySQL's dialect: `#` comments, `--` comments only before a space, backslash escapes
+    /// in strings, `"..."` strings, and the content of `/*! ... */` (and MariaDB's
+    /// `/*M! ... */`) comments run as code.
     pub(super) mysql: bool,
+    /// Inside a MySQL executable comment: its `*/` is trivia.
+    exec_comment: bool,
 }
 
 impl<'a> Lexer<'a> {
     /// A lexer at the start of `src`; `mysql` turns on MySQL's executable comments.
     pub(super) fn new(src: &'a str, mysql: bool) -> Self {
-        Lexer { src, pos: 0, mysql }
+        Lexer {
+            src,
+            pos: 0,
+            mysql,
+            exec_comment: false,
+        }
     }
 }
 
@@ -60,7 +69,13 @@ impl<'a> Lexer<'a> {
         let token = match b {
             b'\'' => {
                 self.pos += 1;
-                self.quoted(b'\'', false)?;
+                self.quoted(b'\'', self.mysql)?;
+                Token::Other
+            }
+            // MySQL: a string, with backslash escapes (unless the server runs ANSI_QUOTES)
+            b'"' if self.mysql => {
+                self.pos += 1;
+                self.quoted(b'"', true)?;
                 Token::Other
             }
             b'e' | b'E' if self.byte(1) == Some(b'\'') => {
@@ -79,11 +94,6 @@ impl<'a> Lexer<'a> {
                 Token::Quoted(&self.src[start + 1..self.pos - 1])
             }
             b'$' => self.dollar()?,
-            // MySQL executes `/*! ... */`: lex its content; `*/` then lexes as punctuation.
-            b'/' if self.mysql && self.byte(1) == Some(b'*') => {
-                self.pos += 3;
-                Token::Other
-            }
             _ if is_ident_start(b) => {
                 self.eat_while(is_ident_char);
                 Token::Word(&self.src[start..self.pos])
@@ -106,18 +116,47 @@ impl<'a> Lexer<'a> {
         Ok(Some(token))
     }
 
-    /// Skips whitespace, `--` line comments and (nested) `/* */` block comments.
+    /// Skips whitespace, `--` line comments and (nested) `/* */` block comments; in MySQL's
+    /// dialect also `#` comments and the markers of executable comments, whose content is
+    /// lexed as code (MySQL runs it).
     fn skip_trivia(&mut self) -> Result<(), Unterminated> {
         loop {
             match (self.byte(0), self.byte(1)) {
                 (Some(b), _) if b.is_ascii_whitespace() => self.pos += 1,
-                (Some(b'-'), Some(b'-')) => self.eat_while(|c| c != b'\n'),
-                (Some(b'/'), Some(b'*')) if !self.mysql || self.byte(2) != Some(b'!') => {
-                    self.block_comment()?
+                // MySQL: `--` starts a comment only before whitespace or a control byte
+                // (`1--1` is `1 - -1`)
+                (Some(b'-'), Some(b'-'))
+                    if !self.mysql
+                        || self
+                            .byte(2)
+                            .is_none_or(|c| c.is_ascii_whitespace() || c.is_ascii_control()) =>
+                {
+                    self.eat_while(|c| c != b'\n')
                 }
+                (Some(b'#'), _) if self.mysql => self.eat_while(|c| c != b'\n'),
+                (Some(b'/'), Some(b'*')) if self.mysql && self.executable_comment() => {}
+                (Some(b'*'), Some(b'/')) if self.exec_comment => {
+                    self.pos += 2;
+                    self.exec_comment = false;
+                }
+                (Some(b'/'), Some(b'*')) => self.block_comment()?,
                 _ => return Ok(()),
             }
         }
+    }
+
+    /// At `/*`: if it opens a MySQL `/*!NNNNN` or MariaDB `/*M!NNNNN` executable comment,
+    /// steps over the marker (its content is code) and says so.
+    fn executable_comment(&mut self) -> bool {
+        let marker = match (self.byte(2), self.byte(3)) {
+            (Some(b'!'), _) => 3,
+            (Some(b'M'), Some(b'!')) => 4,
+            _ => return false,
+        };
+        self.pos += marker;
+        self.eat_while(|c| c.is_ascii_digit());
+        self.exec_comment = true;
+        true
     }
 
     /// Skips a block comment starting at `/*`; nested comments must close too.

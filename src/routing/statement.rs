@@ -129,6 +129,8 @@ pub(super) struct Rest<'a> {
     serializable: bool,
     /// The word before, to read `READ ONLY` / `READ WRITE`.
     previous: Option<&'a str>,
+    /// `AUTOCOMMIT` appeared anywhere (MySQL's `SET [@@session.]autocommit = ..`).
+    autocommit: bool,
 }
 
 impl<'a> Rest<'a> {
@@ -168,6 +170,9 @@ impl<'a> Rest<'a> {
                     if w.eq_ignore_ascii_case("SERIALIZABLE") {
                         self.serializable = true;
                     }
+                    if w.eq_ignore_ascii_case("AUTOCOMMIT") {
+                        self.autocommit = true;
+                    }
                     self.previous = Some(w);
                     continue;
                 }
@@ -200,13 +205,19 @@ impl<'a> Rest<'a> {
     }
 }
 
-/// What a statement that is not a read candidate does, from its first word and the rest.
-pub(super) fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
+/// What a statement that is not a read candidate does, from its head word and the words
+/// after; `mysql`: read as MySQL/MariaDB do.
+pub(super) fn head_info(head: &str, rest: &Rest<'_>, mysql: bool) -> StatementInfo {
     use SessionChange as S;
     let h = |w: &str| head.eq_ignore_ascii_case(w);
     let tx = |t| StatementInfo::control(Some(t), S::None);
     let session = |s| StatementInfo::control(None, s);
     let chain = rest.has("CHAIN") && !rest.has("NO");
+    if mysql {
+        if let Some(info) = mysql_head_info(head, rest) {
+            return info;
+        }
+    }
     if h("BEGIN") || (h("START") && rest.is(0, "TRANSACTION")) {
         // a hot standby runs read-only transactions, but not serializable ones
         if rest.read_only && !rest.serializable {
@@ -281,4 +292,49 @@ pub(super) fn head_info(head: &str, rest: &Rest<'_>) -> StatementInfo {
     } else {
         StatementInfo::of_kind(StatementKind::Write)
     }
+}
+
+/// Statements MySQL and MariaDB read differently from PostgreSQL and SQLite, or only they
+/// have; `None`: as the other dialects.
+fn mysql_head_info(head: &str, rest: &Rest<'_>) -> Option<StatementInfo> {
+    use SessionChange as S;
+    let h = |w: &str| head.eq_ignore_ascii_case(w);
+    let tx = |t| Some(StatementInfo::control(Some(t), S::None));
+    let session = |s| Some(StatementInfo::control(None, s));
+    if h("XA") {
+        // XA START/BEGIN opens a transaction on the session; XA END and XA PREPARE leave it
+        // bound to it until XA COMMIT or XA ROLLBACK
+        return if rest.is(0, "START") || rest.is(0, "BEGIN") {
+            tx(TxControl::Begin)
+        } else if rest.is(0, "COMMIT") {
+            tx(TxControl::Commit)
+        } else if rest.is(0, "ROLLBACK") {
+            tx(TxControl::Rollback)
+        } else {
+            tx(TxControl::Savepoint)
+        };
+    }
+    if h("LOAD") {
+        // LOAD DATA / LOAD XML write rows (PostgreSQL's LOAD loads a library)
+        return Some(StatementInfo::WRITE);
+    }
+    if h("HANDLER") {
+        // an open handler is a cursor of the session
+        return session(S::Held);
+    }
+    if h("LOCK") && (rest.is(0, "TABLES") || rest.is(0, "TABLE")) {
+        // the session holds table locks: its reads must stay on it
+        return Some(StatementInfo {
+            session: S::Other,
+            ..StatementInfo::WRITE
+        });
+    }
+    if h("UNLOCK") {
+        return session(S::None);
+    }
+    if h("SET") && rest.autocommit {
+        // with autocommit off every statement opens a transaction the router does not see
+        return session(S::Other);
+    }
+    None
 }
