@@ -53,6 +53,10 @@ pub(crate) mod private {
         /// Does the backend report replication positions?
         const HAS_POSITIONS: bool;
 
+        /// Does the server read SQL as MySQL does (`#` comments, backslash escapes,
+        /// executable comments)?
+        const MYSQL_DIALECT: bool = false;
+
         /// Is `position` of the kind this backend's servers report (an LSN on PostgreSQL)?
         /// Without positions, anything fits: it is not used.
         fn fits(position: &Position) -> bool {
@@ -568,5 +572,142 @@ mod tests {
         assert!(PgConnection::check_url("host=h dbname=db").is_ok());
         assert!(PgConnection::check_url("mysql://a@h/db").is_err());
         assert!(PgConnection::check_url("/tmp/a.db").is_err());
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel::mysql::{Mysql, MysqlConnection, MysqlQueryBuilder};
+    use diesel::sql_types::{BigInt, Nullable, Text};
+    use diesel::RunQueryDsl;
+
+    impl RoutedBackend for MysqlConnection {
+        const NAME: &'static str = "MySQL";
+    }
+
+    impl private::Backend for MysqlConnection {
+        const BEGIN_READ_ONLY: &'static str = "START TRANSACTION READ ONLY";
+        // InnoDB rolls a transaction back when its COMMIT fails
+        const FAILED_COMMIT_ENDS_TRANSACTION: bool = true;
+        const MYSQL_DIALECT: bool = true;
+
+        fn reset_session(_conn: &mut Self, _replica: bool) -> QueryResult<()> {
+            // SQL cannot clear user variables, temporary tables and locks all at once
+            // (`mysql_reset_connection` is not reachable through Diesel): close it instead
+            Err(diesel::result::Error::QueryBuilderError(
+                "a MySQL session with state is closed, not reset".into(),
+            ))
+        }
+
+        fn check_url(url: &str) -> Result<(), &'static str> {
+            match crate::settings::scheme(url).as_deref() {
+                Some("mysql") => Ok(()),
+                _ => Err("expected mysql://user:password@host:port/database"),
+            }
+        }
+
+        fn replica_url(url: &str) -> String {
+            url.to_owned()
+        }
+
+        fn prepare_replica(conn: &mut Self) -> QueryResult<()> {
+            conn.batch_execute("SET SESSION TRANSACTION READ ONLY")
+        }
+
+        fn render_sql<T: QueryFragment<Mysql> + ?Sized>(query: &T) -> QueryResult<String> {
+            render_with(query, MysqlQueryBuilder::default(), &Mysql)
+        }
+
+        const HAS_POSITIONS: bool = true;
+
+        fn fits(position: &Position) -> bool {
+            matches!(position, Position::Gtid(_))
+        }
+
+        fn with_connect_timeout(url: &str, _timeout: std::time::Duration) -> String {
+            // Diesel's MySQL URL takes no connect timeout: the client library's default
+            url.to_owned()
+        }
+
+        fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            // everything binlogged (MariaDB), or executed (MySQL 8): past every commit that
+            // has returned, of any session. (`@@last_gtid` is this session's own last
+            // transaction only: it would not cover the other sessions' writes that a shared
+            // refresh or a token must cover.)
+            Self::flush_position(conn)
+        }
+
+        fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>> {
+            Self::flush_position(conn)
+        }
+
+        fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            gtid(conn, "@@gtid_binlog_pos").or_else(|_| gtid(conn, "@@gtid_executed"))
+        }
+
+        fn socket_ports(conn: &mut Self) -> Option<(u16, u16)> {
+            // the client's address as the server sees it (`127.0.0.1:54321`), and its port
+            let (host, port): (Option<String>, i64) = diesel::select((
+                diesel::dsl::sql::<Nullable<Text>>(
+                    "(SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID())",
+                ),
+                diesel::dsl::sql::<BigInt>("@@port"),
+            ))
+            .get_result(conn)
+            .ok()?;
+            let local = host?.rsplit_once(':')?.1.parse().ok()?;
+            Some((local, u16::try_from(port).ok()?))
+        }
+
+        fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
+            // what it has applied, and when the server started (a restart or another
+            // server behind the address starts positions over)
+            let (applied, started): (Option<String>, i64) = diesel::select((
+                diesel::dsl::sql::<Nullable<Text>>("@@gtid_slave_pos"),
+                diesel::dsl::sql::<BigInt>(
+                    "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
+                     information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED)",
+                ),
+            ))
+            .get_result(conn)?;
+            let Some(replay) = applied.and_then(|text| text.parse::<Position>().ok()) else {
+                return Ok(None);
+            };
+            Ok(Some(ReplicaProbe {
+                replay,
+                // not measured yet: lag limits by time do not apply to MySQL replicas
+                lag: std::time::Duration::ZERO,
+                identity: started.max(1) as u64,
+            }))
+        }
+    }
+
+    /// A GTID system variable as a position (`None`: empty, or not a GTID set).
+    fn gtid(conn: &mut MysqlConnection, variable: &str) -> QueryResult<Option<Position>> {
+        let text: Option<String> =
+            diesel::select(diesel::dsl::sql::<Nullable<Text>>(variable)).get_result(conn)?;
+        Ok(text
+            .filter(|t| !t.trim().is_empty())
+            .and_then(|t| t.parse::<Position>().ok()))
+    }
+
+    impl private::Load<DefaultLoadingMode> for MysqlConnection {
+        fn load_on_replica<'conn, 'query, T>(
+            conn: &'conn mut Self,
+            source: T,
+        ) -> ReplicaLoad<<Self as LoadConnection>::Cursor<'conn, 'query>, T>
+        where
+            T: Query + QueryFragment<Mysql> + QueryId + 'query,
+            Mysql: QueryMetadata<T::SqlType>,
+        {
+            // the cursor borrows the connection, not the query: lend it, and keep it for
+            // the primary if the replica's connection is dead
+            match <MysqlConnection as LoadConnection>::load(conn, &source) {
+                Err(e) if is_connection_error(&e) => ReplicaLoad::Retry(e, source),
+                result => ReplicaLoad::Done(result),
+            }
+        }
     }
 }

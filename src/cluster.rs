@@ -99,7 +99,8 @@ impl<C: RoutedBackend> Cluster<C> {
                 .unknown_functions_to_primary(
                     topology.unknown_functions == crate::UnknownFunctions::Primary,
                 )
-                .with_read_functions(&topology.read_functions),
+                .with_read_functions(&topology.read_functions)
+                .mysql_dialect(C::MYSQL_DIALECT),
             pin_window: topology.pin_window,
             replica_retry: topology.replica_retry,
             connect_timeout: topology.connect_timeout,

@@ -51,7 +51,7 @@
 
 extern crate self as diesel_sharding;
 
-#[cfg(not(any(feature = "postgres", feature = "sqlite")))]
+#[cfg(not(any(feature = "postgres", feature = "sqlite", feature = "mysql")))]
 compile_error!(
     "diesel-sharding routes no backend: enable the `postgres` or the `sqlite` feature \
      (`default-features = false` turned both off)"
@@ -84,6 +84,10 @@ pub type RoutedPgConnection = RoutedConnection<diesel::pg::PgConnection>;
 /// The routed SQLite connection, for signatures that named `SqliteConnection`.
 #[cfg(feature = "sqlite")]
 pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnection>;
+
+/// The routed MySQL/MariaDB connection (feature `mysql`, work in progress).
+#[cfg(feature = "mysql")]
+pub type RoutedMysqlConnection = RoutedConnection<diesel::mysql::MysqlConnection>;
 pub use crate::consistency::{
     Consistency, ConsistencyToken, Granularity, GtidSet, Position, PositionError, TokenError,
 };

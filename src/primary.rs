@@ -148,7 +148,8 @@ impl PrimaryState {
     }
 
     /// A primary without replicas, for `RoutedConnection::establish`.
-    pub(crate) fn standalone(url: &str, has_positions: bool) -> Self {
+    /// `mysql_dialect`: the server reads SQL as MySQL does.
+    pub(crate) fn standalone(url: &str, has_positions: bool, mysql_dialect: bool) -> Self {
         let spec = PrimarySpec {
             name: "default".to_owned(),
             url: SecretUrl::new(url),
@@ -160,7 +161,7 @@ impl PrimaryState {
         PrimaryState::new(
             &spec,
             &Options {
-                classifier: Classifier::new(),
+                classifier: Classifier::new().mysql_dialect(mysql_dialect),
                 pin_window: Duration::from_secs(crate::settings::DEFAULT_PINNING_SECONDS),
                 replica_retry: crate::settings::DEFAULT_REPLICA_RETRY,
                 connect_timeout: crate::settings::DEFAULT_CONNECT_TIMEOUT,

@@ -36,7 +36,7 @@ impl<C: RoutedBackend> Connection for RoutedConnection<C> {
     /// A routed connection to one primary without replicas. Use a
     /// [`Cluster`](crate::Cluster) for replicas.
     fn establish(database_url: &str) -> ConnectionResult<Self> {
-        let db = PrimaryState::standalone(database_url, C::HAS_POSITIONS);
+        let db = PrimaryState::standalone(database_url, C::HAS_POSITIONS, C::MYSQL_DIALECT);
         let mut conn = RoutedConnection::new(Arc::new(db));
         open_primary(&mut conn.primary, &conn.db, &conn.instrumentation, None)?;
         Ok(conn)

@@ -206,7 +206,6 @@ impl Classifier {
     /// Reads SQL as MySQL does, which executes the content of `/*! ... */` comments.
     /// PostgreSQL and SQLite treat them as comments. Defaults to off.
     #[must_use]
-    #[cfg_attr(not(test), allow(dead_code))] // for the MySQL/MariaDB backend
     pub(crate) fn mysql_dialect(mut self, on: bool) -> Self {
         self.mysql = on;
         self

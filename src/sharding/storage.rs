@@ -115,3 +115,50 @@ fn next_ticket_sqlite(conn: &mut diesel::sqlite::SqliteConnection) -> QueryResul
         Ok(t.id)
     })
 }
+
+#[cfg(feature = "mysql")]
+impl ShardStorage for diesel::mysql::MysqlConnection {
+    fn ensure_storage(&mut self) -> QueryResult<()> {
+        // MySQL indexes no TEXT without a length: VARCHAR keys
+        self.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {TABLE} (\
+             shard_group VARCHAR(255) NOT NULL, shard_key VARCHAR(255) NOT NULL, \
+             shard_id INTEGER NOT NULL, PRIMARY KEY (shard_group, shard_key))"
+        ))
+    }
+
+    fn stored(&mut self, group: &str, key: &str) -> QueryResult<Option<i32>> {
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT shard_id FROM {TABLE} WHERE shard_group = ? AND shard_key = ?"
+        ))
+        .bind::<Text, _>(group)
+        .bind::<Text, _>(key)
+        .load(self)?;
+        Ok(rows.first().map(|r| r.shard_id))
+    }
+
+    fn store_first(&mut self, group: &str, key: &str, shard_id: i32) -> QueryResult<i32> {
+        diesel::sql_query(format!(
+            "INSERT IGNORE INTO {TABLE} (shard_group, shard_key, shard_id) VALUES (?, ?, ?)"
+        ))
+        .bind::<Text, _>(group)
+        .bind::<Text, _>(key)
+        .bind::<Integer, _>(shard_id)
+        .execute(self)?;
+        self.stored(group, key)?
+            .ok_or(diesel::result::Error::NotFound)
+    }
+
+    fn next_ticket(&mut self) -> QueryResult<i64> {
+        // Flickr's ticket server: REPLACE keeps one row, AUTO_INCREMENT never repeats, and
+        // LAST_INSERT_ID() is this session's
+        self.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {TICKETS} (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT \
+             PRIMARY KEY, stub CHAR(1) NOT NULL UNIQUE)"
+        ))?;
+        self.batch_execute(&format!("REPLACE INTO {TICKETS} (stub) VALUES ('a')"))?;
+        let t: Ticket =
+            diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id").get_result(self)?;
+        Ok(t.id)
+    }
+}

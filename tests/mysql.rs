@@ -1,0 +1,125 @@
+//! The MySQL/MariaDB backend (feature `mysql`) against a real MariaDB primary and GTID
+//! replica: reads go to the replica, writes to the primary, and a reader sees its own write
+//! while the replica has not applied it (GTID positions), checked in the servers' own
+//! statistics (`userstat`).
+#![cfg(feature = "mysql")]
+
+mod support;
+
+use diesel::mysql::MysqlConnection;
+use diesel::prelude::*;
+use diesel_sharding::{Cluster, ConsistencyToken, RouteReason, Settings};
+use support::mariadb_cluster::{MariaCluster, Node};
+
+mod schema {
+    diesel::table! {
+        users (id) {
+            id -> Integer,
+            name -> Text,
+        }
+    }
+}
+use schema::users;
+
+fn setup() -> (MariaCluster, Cluster<MysqlConnection>) {
+    let m = MariaCluster::start(1);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL)",
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    let settings = Settings::from_toml_str(&format!(
+        "[consistency]\nmonitor_interval = \"50ms\"\n\
+         [databases.default]\nurl = \"{}\"\n\
+         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
+        m.url(Node::Primary),
+        m.url(Node::Replica(0)),
+    ))
+    .unwrap();
+    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
+    (m, cluster)
+}
+
+/// Rows of `users` read on a node, from the server's table statistics (the replication
+/// applier does not count there).
+fn rows_read(m: &MariaCluster, node: Node) -> i64 {
+    let text = m.sql(
+        node,
+        "SELECT COALESCE(SUM(ROWS_READ), 0) FROM information_schema.TABLE_STATISTICS \
+         WHERE TABLE_SCHEMA = 'test' AND TABLE_NAME = 'users'",
+    );
+    text.parse().unwrap()
+}
+
+fn count(cluster: &Cluster<MysqlConnection>, name: &str) -> (i64, RouteReason) {
+    let mut conn = cluster.get("default").unwrap();
+    let n = users::table
+        .filter(users::name.eq(name))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    (n, conn.last_route().unwrap().reason)
+}
+
+#[test]
+fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
+    let (m, cluster) = setup();
+    m.pause(0);
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq("ada"))
+        .execute(&mut conn)
+        .unwrap();
+    assert_eq!(conn.last_route().unwrap().reason, RouteReason::Write);
+    drop(conn);
+
+    // the replica has not applied the write: the writer reads it on the primary
+    let (primary_before, replica_before) = (
+        rows_read(&m, Node::Primary),
+        rows_read(&m, Node::Replica(0)),
+    );
+    assert_eq!(
+        count(&cluster, "ada"),
+        (1, RouteReason::Behind),
+        "not stale"
+    );
+    assert!(
+        rows_read(&m, Node::Primary) > primary_before,
+        "read on the primary"
+    );
+    assert_eq!(rows_read(&m, Node::Replica(0)), replica_before);
+
+    // a token carries the write's GTID to another thread
+    let token = cluster.token();
+    let text = token.to_string();
+    assert!(text.starts_with("v2.default-m"), "{text}");
+    let cluster2 = cluster.clone();
+    let other = std::thread::spawn(move || {
+        let token: ConsistencyToken = text.parse().unwrap();
+        cluster2.with_token(&token, || count(&cluster2, "ada"))
+    })
+    .join()
+    .unwrap();
+    assert_eq!(other, (1, RouteReason::Behind));
+
+    // once the replica has applied it, reads go there
+    m.resume(0);
+    m.wait_all_caught_up();
+    let replica_before = rows_read(&m, Node::Replica(0));
+    let mut seen = None;
+    for _ in 0..200 {
+        let got = count(&cluster, "ada");
+        if got.1 == RouteReason::Replica {
+            seen = Some(got);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(seen, Some((1, RouteReason::Replica)));
+    assert!(
+        rows_read(&m, Node::Replica(0)) > replica_before,
+        "read on the replica"
+    );
+}
