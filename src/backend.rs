@@ -158,13 +158,22 @@ impl<C, B> RoutedLoad<B> for C where C: RoutedBackend + private::Load<B> {}
 /// Is this error a broken connection (the server went away), as opposed to a query error?
 pub(crate) fn is_connection_error(e: &diesel::result::Error) -> bool {
     use diesel::result::{DatabaseErrorKind, Error};
-    matches!(
-        e,
+    match e {
         Error::DatabaseError(
             DatabaseErrorKind::ClosedConnection | DatabaseErrorKind::UnableToSendCommand,
-            _
-        )
-    )
+            _,
+        ) => true,
+        // Diesel's MySQL backend reports a lost server (client errors 2006, 2013, 2002) with
+        // no kind: known by the client library's messages
+        Error::DatabaseError(DatabaseErrorKind::Unknown, info) => {
+            let message = info.message();
+            message.starts_with("Lost connection to")
+                || message.contains("server has gone away")
+                || message.contains("Server has gone away")
+                || message.starts_with("Can't connect to")
+        }
+        _ => false,
+    }
 }
 
 fn render_with<DB, T>(query: &T, mut qb: DB::QueryBuilder, backend: &DB) -> QueryResult<String>

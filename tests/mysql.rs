@@ -8,6 +8,7 @@ mod support;
 
 use diesel::mysql::MysqlConnection;
 use diesel::prelude::*;
+use diesel::result::QueryResult;
 use diesel_sharding::{Cluster, ConsistencyToken, RouteReason, Settings};
 use support::mariadb_cluster::{MariaCluster, Node};
 
@@ -121,5 +122,82 @@ fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     assert!(
         rows_read(&m, Node::Replica(0)) > replica_before,
         "read on the replica"
+    );
+}
+
+#[test]
+fn a_frozen_replica_costs_its_readers_a_bounded_wait() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    let m = MariaCluster::start(1);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL);
+         INSERT INTO users (name) VALUES ('ada');",
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    let settings = Settings::from_toml_str(&format!(
+        "[pinning]\nseconds = 0\n[routing]\nreplica_timeout = \"300ms\"\nreplica_retry = \"200ms\"\n\
+         [consistency]\nmode = \"eventual\"\nmonitor_interval = \"100ms\"\n\
+         [databases.default]\nurl = \"{}\"\n\
+         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
+        m.url(Node::Primary),
+        m.url(Node::Replica(0)),
+    ))
+    .unwrap();
+    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
+    // the documented bound: the monitor's next probe, its timeout, a watchdog tick; and a
+    // margin for a loaded machine
+    let bound = Duration::from_millis(300 + 125 + 50 + 1500);
+    let stop = Arc::new(AtomicBool::new(false));
+    let worst_ms = Arc::new(AtomicU64::new(0));
+    let failures = Arc::new(AtomicU64::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            let (cluster, stop, worst_ms, failures) = (
+                cluster.clone(),
+                stop.clone(),
+                worst_ms.clone(),
+                failures.clone(),
+            );
+            std::thread::spawn(move || {
+                let mut conn = cluster.get("default").unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    let started = Instant::now();
+                    let rows: QueryResult<Vec<String>> =
+                        users::table.select(users::name).load(&mut conn);
+                    worst_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::Relaxed);
+                    match rows {
+                        Ok(r) if r.len() == 1 => {}
+                        other => {
+                            eprintln!("failed read: {other:?}");
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500)); // every worker reads from the replica
+    let on_replica = rows_read(&m, Node::Replica(0));
+    assert!(on_replica > 0, "the workers read the replica");
+    worst_ms.store(0, Ordering::Relaxed);
+    m.freeze(Node::Replica(0));
+    std::thread::sleep(Duration::from_secs(2));
+    let worst_frozen = Duration::from_millis(worst_ms.load(Ordering::Relaxed));
+    m.thaw(Node::Replica(0));
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no read failed");
+    assert!(
+        worst_frozen <= bound,
+        "worst read during the freeze took {worst_frozen:?}; bound {bound:?}"
     );
 }

@@ -330,6 +330,26 @@ impl MariaCluster {
     pub(crate) fn resume(&self, i: usize) {
         self.sql(Node::Replica(i), "START SLAVE SQL_THREAD");
     }
+
+    /// Freezes a node (SIGSTOP): it keeps its connections and answers nothing.
+    pub(crate) fn freeze(&self, node: Node) {
+        self.signal(node, "STOP");
+    }
+
+    /// Thaws a frozen node (SIGCONT).
+    pub(crate) fn thaw(&self, node: Node) {
+        self.signal(node, "CONT");
+    }
+
+    fn signal(&self, node: Node, signal: &str) {
+        let pid = self.nodes[self.index(node)].child.id();
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot send SIG{signal} to {node:?} ({pid})");
+    }
 }
 
 impl Drop for MariaCluster {
