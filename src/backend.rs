@@ -686,11 +686,57 @@ mod mysql {
             };
             Ok(Some(ReplicaProbe {
                 replay,
-                // not measured yet: lag limits by time do not apply to MySQL replicas
-                lag: std::time::Duration::ZERO,
+                lag: replication_lag(conn)?,
                 identity: started.max(1) as u64,
             }))
         }
+    }
+
+    /// `SHOW SLAVE STATUS`, as far as the router reads it.
+    #[derive(diesel::QueryableByName)]
+    struct SlaveStatus {
+        /// How far the applier is behind the events it received, by their timestamps
+        /// (`NULL` while replication is stopped).
+        #[diesel(sql_type = Nullable<BigInt>, column_name = Seconds_Behind_Master)]
+        seconds_behind_master: Option<i64>,
+    }
+
+    /// The lag of a replica whose replication is stopped: not known, so past any limit.
+    const STOPPED: std::time::Duration = std::time::Duration::from_secs(u32::MAX as u64);
+
+    /// The replica's lag in time: `Seconds_Behind_Master` (whole seconds; 0 when it has
+    /// applied all it received). Stopped replication (`NULL`) is past any limit: `max_lag`
+    /// keeps reads off it.
+    ///
+    /// It needs the `SLAVE MONITOR` privilege (MariaDB; `REPLICATION CLIENT` on MySQL).
+    /// Without it the lag is not known: reported as 0, with one warning, so that `max_lag`
+    /// does not apply (positions still decide what a replica may serve).
+    fn replication_lag(conn: &mut MysqlConnection) -> QueryResult<std::time::Duration> {
+        static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        let rows: Vec<SlaveStatus> = match diesel::sql_query("SHOW SLAVE STATUS").load(conn) {
+            Ok(rows) => rows,
+            Err(diesel::result::Error::DatabaseError(_, info))
+                if info.message().starts_with("Access denied") =>
+            {
+                if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    tracing::warn!(
+                        target: "diesel_sharding::monitor",
+                        "cannot read a MySQL replica's lag (SHOW SLAVE STATUS needs the SLAVE \
+                         MONITOR or REPLICATION CLIENT privilege): max_lag does not apply"
+                    );
+                }
+                return Ok(std::time::Duration::ZERO);
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(match rows.first() {
+            Some(SlaveStatus {
+                seconds_behind_master: Some(s),
+            }) => std::time::Duration::from_secs((*s).max(0).unsigned_abs()),
+            Some(_) => STOPPED,
+            // not a replica: nothing to lag behind
+            None => std::time::Duration::ZERO,
+        })
     }
 
     /// A GTID system variable as a position (`None`: empty, or not a GTID set).

@@ -67,7 +67,8 @@ fn count(cluster: &Cluster<MysqlConnection>, name: &str) -> (i64, RouteReason) {
 #[test]
 fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     let (m, cluster) = setup();
-    m.pause(0);
+    // the replica applies each transaction 2 s after it committed: stale for certain
+    m.set_delay(0, 2);
     let mut conn = cluster.get("default").unwrap();
     diesel::insert_into(users::table)
         .values(users::name.eq("ada"))
@@ -106,23 +107,50 @@ fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     assert_eq!(other, (1, RouteReason::Behind));
 
     // once the replica has applied it, reads go there
-    m.resume(0);
     m.wait_all_caught_up();
     let replica_before = rows_read(&m, Node::Replica(0));
-    let mut seen = None;
-    for _ in 0..200 {
-        let got = count(&cluster, "ada");
-        if got.1 == RouteReason::Replica {
-            seen = Some(got);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    assert_eq!(seen, Some((1, RouteReason::Replica)));
+    assert_eq!(
+        poll(
+            || count(&cluster, "ada"),
+            |got| got.1 == RouteReason::Replica
+        ),
+        (1, RouteReason::Replica)
+    );
     assert!(
         rows_read(&m, Node::Replica(0)) > replica_before,
         "read on the replica"
     );
+
+    // stopped replication has no lag to report (`Seconds_Behind_Master` is NULL): past
+    // `max_lag`, so no reads until it runs again
+    m.pause(0);
+    assert_eq!(
+        poll(
+            || count(&cluster, "ada"),
+            |got| got.1 == RouteReason::Lagging
+        ),
+        (1, RouteReason::Lagging)
+    );
+    m.resume(0);
+    assert_eq!(
+        poll(
+            || count(&cluster, "ada"),
+            |got| got.1 == RouteReason::Replica
+        ),
+        (1, RouteReason::Replica)
+    );
+}
+
+/// Calls `f` until `done` holds for its result (every 10 ms, at most 5 s); the last result.
+fn poll<T>(mut f: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got = f();
+        if done(&got) || std::time::Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 #[test]

@@ -209,7 +209,8 @@ impl MariaCluster {
              GRANT REPLICATION SLAVE ON *.* TO 'repl'@'%';
              CREATE USER 'app'@'%' IDENTIFIED BY 'app';
              CREATE DATABASE test;
-             GRANT ALL PRIVILEGES ON test.* TO 'app'@'%';",
+             GRANT ALL PRIVILEGES ON test.* TO 'app'@'%';
+             GRANT SLAVE MONITOR ON *.* TO 'app'@'%';",
         );
         let primary_port = cluster.port(Node::Primary);
         for r in 0..replicas {
@@ -329,6 +330,16 @@ impl MariaCluster {
     /// Lets replica `i` apply again.
     pub(crate) fn resume(&self, i: usize) {
         self.sql(Node::Replica(i), "START SLAVE SQL_THREAD");
+    }
+
+    /// Makes replica `i` apply each transaction `seconds` after its commit on the primary
+    /// (`MASTER_DELAY`, whole seconds against the binlog's 1-second timestamps: use 2 or
+    /// more for a replica that is stale for certain); its threads keep running.
+    pub(crate) fn set_delay(&self, i: usize, seconds: u32) {
+        self.sql(
+            Node::Replica(i),
+            &format!("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = {seconds}; START SLAVE;"),
+        );
     }
 
     /// Freezes a node (SIGSTOP): it keeps its connections and answers nothing.
