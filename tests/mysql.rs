@@ -229,3 +229,126 @@ fn a_frozen_replica_costs_its_readers_a_bounded_wait() {
         "worst read during the freeze took {worst_frozen:?}; bound {bound:?}"
     );
 }
+
+/// Rows the user `app` (the code under test) inserted, updated or deleted on a node, from the
+/// server's user statistics: the replication applier is not `app`.
+fn rows_changed(m: &MariaCluster, node: Node) -> i64 {
+    let text = m.sql(
+        node,
+        "SELECT COALESCE(SUM(ROWS_INSERTED + ROWS_UPDATED + ROWS_DELETED), 0) \
+         FROM information_schema.USER_STATISTICS WHERE USER = 'app'",
+    );
+    text.parse().unwrap()
+}
+
+#[test]
+fn no_write_and_no_read_that_must_see_the_primary_reaches_the_replica_by_any_entry_point() {
+    use diesel::connection::SimpleConnection;
+    let (m, cluster) = setup();
+    m.set_delay(0, 2);
+    let mut conn = cluster.get("default").unwrap();
+    let replica_read_before = rows_read(&m, Node::Replica(0));
+    let writes: &[(
+        &str,
+        &dyn Fn(&mut diesel_sharding::PooledConnection<MysqlConnection>),
+    )] = &[
+        ("insert_into().execute", &|c| {
+            diesel::insert_into(users::table)
+                .values(users::name.eq("w1"))
+                .execute(c)
+                .unwrap();
+        }),
+        ("sql_query().execute", &|c| {
+            diesel::sql_query("INSERT INTO users (name) VALUES ('w2')")
+                .execute(c)
+                .unwrap();
+        }),
+        ("batch_execute", &|c| {
+            c.batch_execute("INSERT INTO users (name) VALUES ('w3')")
+                .unwrap();
+        }),
+        ("batch_execute after a `--1` that is not a comment", &|c| {
+            c.batch_execute("SELECT 1 --1; INSERT INTO users (name) VALUES ('w4')")
+                .unwrap();
+        }),
+        ("an executable comment", &|c| {
+            c.batch_execute("/*!50000 INSERT INTO users (name) VALUES ('w5') */")
+                .unwrap();
+        }),
+        ("a transaction", &|c| {
+            c.transaction::<_, diesel::result::Error, _>(|c| {
+                diesel::insert_into(users::table)
+                    .values(users::name.eq("w6"))
+                    .execute(c)?;
+                let n: i64 = users::table.count().get_result(c)?;
+                assert!(n >= 1, "the transaction sees its own row: {n}");
+                Ok(())
+            })
+            .unwrap();
+        }),
+        ("a hand-written transaction", &|c| {
+            c.batch_execute("START TRANSACTION").unwrap();
+            diesel::insert_into(users::table)
+                .values(users::name.eq("w7"))
+                .execute(c)
+                .unwrap();
+            let n: i64 = users::table
+                .filter(users::name.eq("w7"))
+                .count()
+                .get_result(c)
+                .unwrap();
+            assert_eq!(n, 1, "inside its transaction, on the primary");
+            c.batch_execute("COMMIT").unwrap();
+        }),
+        ("a locking read", &|c| {
+            let _: Vec<String> = users::table
+                .select(users::name)
+                .for_update()
+                .load(c)
+                .unwrap();
+        }),
+    ];
+    for (name, write) in writes {
+        write(&mut conn);
+        assert_ne!(
+            conn.last_route().unwrap().reason,
+            RouteReason::Replica,
+            "{name}"
+        );
+    }
+    drop(conn);
+    assert_eq!(
+        rows_changed(&m, Node::Replica(0)),
+        0,
+        "no write ran on the replica"
+    );
+    assert!(rows_changed(&m, Node::Primary) >= 7);
+    assert_eq!(
+        rows_read(&m, Node::Replica(0)),
+        replica_read_before,
+        "no read inside a transaction, locking or after a write ran on the replica"
+    );
+
+    // the escape hatch to the replica is read-only: a write through it fails loudly
+    let mut conn = cluster.get("default").unwrap();
+    m.wait_all_caught_up();
+    let replica = poll(
+        || {
+            conn.replica().map(|_| ()).is_ok()
+                && conn.last_route().unwrap().reason == RouteReason::Replica
+        },
+        |ok| *ok,
+    );
+    assert!(
+        replica,
+        "the escape hatch reaches the replica once it caught up"
+    );
+    let refused = diesel::sql_query("INSERT INTO users (name) VALUES ('never')")
+        .execute(conn.replica().unwrap())
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("READ ONLY") || refused.to_string().contains("read-only"),
+        "{refused}"
+    );
+    assert_eq!(rows_changed(&m, Node::Replica(0)), 0);
+}
