@@ -241,6 +241,9 @@ fn rows_changed(m: &MariaCluster, node: Node) -> i64 {
     text.parse().unwrap()
 }
 
+/// One way of writing (or reading what must see the primary) on a pooled connection.
+type Step = dyn Fn(&mut diesel_sharding::PooledConnection<MysqlConnection>);
+
 #[test]
 fn no_write_and_no_read_that_must_see_the_primary_reaches_the_replica_by_any_entry_point() {
     use diesel::connection::SimpleConnection;
@@ -248,10 +251,7 @@ fn no_write_and_no_read_that_must_see_the_primary_reaches_the_replica_by_any_ent
     m.set_delay(0, 2);
     let mut conn = cluster.get("default").unwrap();
     let replica_read_before = rows_read(&m, Node::Replica(0));
-    let writes: &[(
-        &str,
-        &dyn Fn(&mut diesel_sharding::PooledConnection<MysqlConnection>),
-    )] = &[
+    let writes: &[(&str, &Step)] = &[
         ("insert_into().execute", &|c| {
             diesel::insert_into(users::table)
                 .values(users::name.eq("w1"))
