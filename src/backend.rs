@@ -67,6 +67,16 @@ pub(crate) mod private {
         /// The URL with a connect timeout, where the backend takes one.
         fn with_connect_timeout(url: &str, timeout: std::time::Duration) -> String;
 
+        /// Opens a connection to `url` (already [`with_connect_timeout`]), returning within
+        /// about `timeout` also when the server accepts the TCP connection and then never
+        /// answers (a frozen server).
+        ///
+        /// [`with_connect_timeout`]: Backend::with_connect_timeout
+        fn connect(url: &str, timeout: std::time::Duration) -> diesel::ConnectionResult<Self> {
+            let _ = timeout; // the URL carries it
+            Self::establish(url)
+        }
+
         /// On the primary, after a commit: a position at or past that commit.
         fn write_position(conn: &mut Self) -> QueryResult<Option<Position>>;
 
@@ -636,8 +646,34 @@ mod mysql {
         }
 
         fn with_connect_timeout(url: &str, _timeout: std::time::Duration) -> String {
-            // Diesel's MySQL URL takes no connect timeout: the client library's default
+            // Diesel's MySQL URL takes no connect timeout: see `connect`
             url.to_owned()
+        }
+
+        fn connect(url: &str, timeout: std::time::Duration) -> diesel::ConnectionResult<Self> {
+            // The client library waits for a server's greeting without end, and Diesel sets
+            // no timeout on it: connect on a thread of its own and stop waiting after
+            // `timeout`. A thread whose server never answers is left to end when the server
+            // (or the kernel) closes the socket; the replica is skipped meanwhile.
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            let url_owned = url.to_owned();
+            let spawned = std::thread::Builder::new()
+                .name("diesel-sharding-connect".into())
+                .spawn(move || {
+                    let _ = tx.send(MysqlConnection::establish(&url_owned));
+                });
+            if let Err(e) = spawned {
+                return Err(diesel::ConnectionError::BadConnection(format!(
+                    "cannot start a connect thread: {e}"
+                )));
+            }
+            match rx.recv_timeout(timeout) {
+                Ok(result) => result,
+                Err(_) => Err(diesel::ConnectionError::BadConnection(format!(
+                    "the server did not answer within the connect timeout ({})",
+                    humantime::format_duration(timeout)
+                ))),
+            }
         }
 
         fn write_position(conn: &mut Self) -> QueryResult<Option<Position>> {

@@ -352,3 +352,38 @@ fn no_write_and_no_read_that_must_see_the_primary_reaches_the_replica_by_any_ent
     );
     assert_eq!(rows_changed(&m, Node::Replica(0)), 0);
 }
+
+#[test]
+fn a_replica_frozen_before_anyone_connected_costs_a_read_at_most_the_connect_timeout() {
+    use std::time::{Duration, Instant};
+    let m = MariaCluster::start(1);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL);
+         INSERT INTO users (name) VALUES ('ada');",
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    // the server takes the TCP connection (the kernel does) and never greets
+    m.freeze(Node::Replica(0));
+    let settings = Settings::from_toml_str(&format!(
+        "[routing]\nconnect_timeout = \"500ms\"\n\
+         [consistency]\nmode = \"eventual\"\n\
+         [databases.default]\nurl = \"{}\"\n\
+         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
+        m.url(Node::Primary),
+        m.url(Node::Replica(0)),
+    ))
+    .unwrap();
+    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
+    let started = Instant::now();
+    let got = count(&cluster, "ada");
+    let took = started.elapsed();
+    m.thaw(Node::Replica(0));
+    assert_eq!(got, (1, RouteReason::Fallback), "read on the primary");
+    assert!(
+        took < Duration::from_millis(500 + 1500),
+        "the first read took {took:?} (connect timeout 500 ms)"
+    );
+}

@@ -757,7 +757,7 @@ fn open_primary<'a, C: RoutedBackend>(
     cache_size: Option<CacheSize>,
 ) -> ConnectionResult<&'a mut Physical<C>> {
     if slot.is_none() {
-        let mut conn = C::establish(db.open_url.expose())
+        let mut conn = C::connect(db.open_url.expose(), db.connect_timeout)
             .map_err(|e| scrub_connection_error(e, &db.open_url))?;
         instrumentation.install(&mut conn);
         if let Some(size) = cache_size {
@@ -874,8 +874,8 @@ fn open_replica<C: RoutedBackend>(
         .get(index)
         .ok_or_else(|| ConnectionError::BadConnection("no such replica".into()))?;
     let generation = db.replicas.generation(index);
-    let mut conn =
-        C::establish(replica.url.expose()).map_err(|e| scrub_connection_error(e, &replica.url))?;
+    let mut conn = C::connect(replica.url.expose(), db.connect_timeout)
+        .map_err(|e| scrub_connection_error(e, &replica.url))?;
     let watch = watch_of(&mut conn, Some(db.replicas.hung_flag(index)));
     {
         let _call = watch.call(Some(db.replica_timeout));

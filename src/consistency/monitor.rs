@@ -68,12 +68,15 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             },
         };
         if self.conn.is_none() {
-            self.conn = C::establish(&C::with_connect_timeout(&url, database.connect_timeout))
-                .ok()
-                .map(|mut c| {
-                    let watch = crate::connection::watch_of(&mut c, None);
-                    (c, watch)
-                });
+            self.conn = C::connect(
+                &C::with_connect_timeout(&url, database.connect_timeout),
+                database.connect_timeout,
+            )
+            .ok()
+            .map(|mut c| {
+                let watch = crate::connection::watch_of(&mut c, None);
+                (c, watch)
+            });
             if self.conn.is_none() {
                 if let Target::Replica(i) = self.target {
                     // a server that takes no connection within connect_timeout answers nothing

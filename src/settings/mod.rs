@@ -13,7 +13,7 @@
 //! [routing]
 //! write_functions = ["touch_user"]  # more functions whose calls must run on the primary
 //! replica_retry = "5s"              # how long an unreachable replica is skipped
-//! connect_timeout = "2s"            # connect timeout of replica connections (PostgreSQL)
+//! connect_timeout = "2s"            # connect timeout of replica connections (PostgreSQL, MySQL)
 //!
 //! [consistency]
 //! mode = "read_your_writes"         # pin | read_your_writes | causal | strong | eventual
