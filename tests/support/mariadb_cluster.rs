@@ -20,7 +20,9 @@ use std::fs;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Once, OnceLock};
+
+use super::pg_cluster::{owner_alive, owner_stamp};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +65,46 @@ fn running_as_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// Prefix of cluster directories (the install cache's name starts `dsmaria-install`).
+const CLUSTER_PREFIX: &str = "dsmaria";
+/// The file in a cluster directory that names the test process that owns it.
+const OWNER_FILE: &str = "owner";
+
+/// Kills and removes clusters left behind by test processes that died without running their
+/// destructors (Ctrl-C, SIGKILL, a timeout): only this harness's directories whose owner is
+/// gone. Never panics.
+fn reap_orphans() {
+    static REAP: Once = Once::new();
+    REAP.call_once(|| {
+        for entry in fs::read_dir(base_dir()).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(CLUSTER_PREFIX) || name.starts_with("dsmaria-install") {
+                continue;
+            }
+            let dir = entry.path();
+            let Ok(stamp) = fs::read_to_string(dir.join(OWNER_FILE)) else {
+                continue;
+            };
+            if owner_alive(&stamp) {
+                continue;
+            }
+            for node in fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(pid) = fs::read_to_string(node.path().join("pid")) else {
+                    continue;
+                };
+                let pid = pid.trim();
+                for signal in ["-CONT", "-KILL"] {
+                    let _ = Command::new("kill")
+                        .args([signal, pid])
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+            let _ = fs::remove_dir_all(&dir);
+        }
+    });
 }
 
 /// Server options every node gets, and the install run too (so its files fit them).
@@ -129,11 +171,13 @@ impl MariaCluster {
     /// A primary and `replicas` replicas, replicating, with the database `test` and the
     /// users `repl` and `app` (all privileges on `test`).
     pub(crate) fn start(replicas: usize) -> MariaCluster {
+        reap_orphans();
         let cache = install_cache();
         let dir = tempfile::Builder::new()
-            .prefix("dsmaria")
+            .prefix(CLUSTER_PREFIX)
             .tempdir_in(base_dir())
             .unwrap();
+        fs::write(dir.path().join(OWNER_FILE), owner_stamp()).unwrap();
         let root = running_as_root();
         // the servers run as `mysql` when the tests run as root: let them in
         {

@@ -425,14 +425,14 @@ fn signal(sig: &str, pids: &[u32]) -> Result<(), String> {
 }
 
 /// `pid starttime` of this process, written to each cluster's owner file.
-fn owner_stamp() -> String {
+pub(crate) fn owner_stamp() -> String {
     let pid = std::process::id();
     let start = proc_stat(pid).map(|s| s.2).unwrap_or(0);
     format!("{pid} {start}\n")
 }
 
 /// Whether the process recorded in an owner file still runs.
-fn owner_alive(stamp: &str) -> bool {
+pub(crate) fn owner_alive(stamp: &str) -> bool {
     let mut parts = stamp.split_whitespace();
     let (Some(pid), Some(start)) = (
         parts.next().and_then(|p| p.parse::<u32>().ok()),
