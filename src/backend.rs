@@ -709,14 +709,17 @@ mod mysql {
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
             // what it has applied, and when the server started (a restart or another
             // server behind the address starts positions over)
-            let (applied, started): (Option<String>, i64) = diesel::select((
-                diesel::dsl::sql::<Nullable<Text>>("@@gtid_slave_pos"),
-                diesel::dsl::sql::<BigInt>(
-                    "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
-                     information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED)",
-                ),
-            ))
-            .get_result(conn)?;
+            // MariaDB: `@@gtid_slave_pos`; MySQL 8 has none (an error), its applied set is
+            // `@@gtid_executed`
+            let (applied, started) = match applied_and_start(conn, "@@gtid_slave_pos") {
+                Ok(row) => row,
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message().contains("Unknown system variable") =>
+                {
+                    applied_and_start(conn, "@@gtid_executed")?
+                }
+                Err(e) => return Err(e),
+            };
             let Some(replay) = applied.and_then(|text| text.parse::<Position>().ok()) else {
                 return Ok(None);
             };
@@ -773,6 +776,21 @@ mod mysql {
             // not a replica: nothing to lag behind
             None => std::time::Duration::ZERO,
         })
+    }
+
+    /// A replica's applied GTIDs (from `variable`) and when the server started.
+    fn applied_and_start(
+        conn: &mut MysqlConnection,
+        variable: &str,
+    ) -> QueryResult<(Option<String>, i64)> {
+        diesel::select((
+            diesel::dsl::sql::<Nullable<Text>>(variable),
+            diesel::dsl::sql::<BigInt>(
+                "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
+                 information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED)",
+            ),
+        ))
+        .get_result(conn)
     }
 
     /// A GTID system variable as a position (`None`: empty, or not a GTID set).

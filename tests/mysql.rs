@@ -387,3 +387,46 @@ fn a_replica_frozen_before_anyone_connected_costs_a_read_at_most_the_connect_tim
         "the first read took {took:?} (connect timeout 500 ms)"
     );
 }
+
+#[test]
+fn causal_reads_of_another_thread_see_a_write_that_read_your_writes_does_not_promise() {
+    use diesel_sharding::Consistency;
+    let (m, cluster) = setup();
+    m.set_delay(0, 2);
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq("ada"))
+        .execute(&mut conn)
+        .unwrap();
+    drop(conn);
+    // another thread, read_your_writes: the write is not its own, the replica may serve it
+    let c = cluster.clone();
+    let ryw = std::thread::spawn(move || count(&c, "ada")).join().unwrap();
+    assert_eq!(
+        ryw,
+        (0, RouteReason::Replica),
+        "not promised, and not seen yet"
+    );
+    // causal: every write of the process that committed before the read
+    let c = cluster.clone();
+    let causal =
+        std::thread::spawn(move || c.with_consistency(Consistency::Causal, || count(&c, "ada")))
+            .join()
+            .unwrap();
+    assert_eq!(causal, (1, RouteReason::Behind));
+    m.wait_all_caught_up();
+    let c = cluster.clone();
+    let later = std::thread::spawn(move || {
+        poll(
+            || c.with_consistency(Consistency::Causal, || count(&c, "ada")),
+            |got| got.1 == RouteReason::Replica,
+        )
+    })
+    .join()
+    .unwrap();
+    assert_eq!(
+        later,
+        (1, RouteReason::Replica),
+        "once applied, from the replica"
+    );
+}
