@@ -430,3 +430,61 @@ fn causal_reads_of_another_thread_see_a_write_that_read_your_writes_does_not_pro
         "once applied, from the replica"
     );
 }
+
+#[test]
+fn with_autocommit_off_a_write_counts_from_its_commit_and_the_session_is_not_reused() {
+    use diesel::connection::SimpleConnection;
+    use diesel_sharding::Consistency;
+    let (m, cluster) = setup();
+    m.set_delay(0, 2);
+    let causal_count = |name: &'static str| {
+        let c = cluster.clone();
+        std::thread::spawn(move || c.with_consistency(Consistency::Causal, || count(&c, name)))
+            .join()
+            .unwrap()
+    };
+    let mut conn = cluster.get("default").unwrap();
+    conn.batch_execute("SET autocommit = 0").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq("zed"))
+        .execute(&mut conn)
+        .unwrap();
+    let own: i64 = users::table
+        .filter(users::name.eq("zed"))
+        .count()
+        .get_result(&mut conn)
+        .unwrap();
+    assert_eq!(own, 1, "the session sees its own uncommitted row");
+    assert_eq!(conn.last_route().unwrap().reason, RouteReason::Transaction);
+    assert_eq!(
+        causal_count("zed").0,
+        0,
+        "not committed: nobody else sees it"
+    );
+    conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(
+        causal_count("zed"),
+        (1, RouteReason::Behind),
+        "committed before the read: causal sees it, on the primary while the replica waits"
+    );
+    // the next statement runs in the next transaction: still on the primary, still its own
+    diesel::insert_into(users::table)
+        .values(users::name.eq("zoe"))
+        .execute(&mut conn)
+        .unwrap();
+    conn.batch_execute("COMMIT").unwrap();
+    assert_eq!(causal_count("zoe"), (1, RouteReason::Behind));
+    drop(conn);
+    // a session with autocommit off is not handed to the next user: statements commit again
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq("yan"))
+        .execute(&mut conn)
+        .unwrap();
+    drop(conn);
+    assert_eq!(
+        causal_count("yan"),
+        (1, RouteReason::Behind),
+        "autocommitted"
+    );
+}

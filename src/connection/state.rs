@@ -60,6 +60,9 @@ pub(super) struct SessionState {
     /// The state cannot be known (a batch with transaction control failed halfway): the
     /// connection is discarded at check-in.
     pub(super) unknown: bool,
+    /// MySQL's autocommit is off: a transaction is always open, and each `COMMIT` or
+    /// `ROLLBACK` opens the next one.
+    chained: bool,
     /// The open read-only transaction runs on this replica (a `BEGIN .. READ ONLY` that the
     /// route decision sent there); kept until the replica's transaction manager is done.
     pub(super) tx_replica: Option<usize>,
@@ -148,6 +151,9 @@ impl SessionState {
                     && failed_commit_ends
                 {
                     self.end_transaction();
+                    if self.chained || one.tx == Some(TxControl::CommitAndChain) {
+                        self.tx_open = true;
+                    }
                 }
                 return outcome;
             }
@@ -182,7 +188,13 @@ impl SessionState {
         };
         let single = statements.len() == 1;
         for s in statements {
-            match s.tx {
+            // with autocommit off, each COMMIT and ROLLBACK opens the next transaction
+            let tx = match s.tx {
+                Some(TxControl::Commit) if self.chained => Some(TxControl::CommitAndChain),
+                Some(TxControl::Rollback) if self.chained => Some(TxControl::RollbackAndChain),
+                other => other,
+            };
+            match tx {
                 Some(TxControl::Begin | TxControl::BeginReadOnly) => {
                     if !self.tx_open {
                         self.end_transaction();
@@ -204,6 +216,21 @@ impl SessionState {
                 Some(TxControl::RollbackAndChain) => {
                     self.end_transaction();
                     self.tx_open = true;
+                }
+                Some(TxControl::AutocommitOff) => {
+                    if !self.tx_open {
+                        self.end_transaction();
+                        self.tx_open = true;
+                    }
+                    self.chained = true;
+                }
+                Some(TxControl::AutocommitOn) => {
+                    // MySQL commits the open transaction when autocommit goes back on
+                    if self.tx_open {
+                        let tables = self.end_transaction();
+                        commit(tables);
+                    }
+                    self.chained = false;
                 }
                 Some(TxControl::Savepoint) | None => {}
             }
@@ -248,6 +275,55 @@ mod tests {
         let mut statements = Vec::new();
         Classifier::new().analyze(sql, |s| statements.push(s));
         state.apply(&statements, &[], ok, true)
+    }
+
+    fn run_mysql(state: &mut SessionState, sql: &str) -> Outcome {
+        let mut statements = Vec::new();
+        Classifier::new()
+            .mysql_dialect(true)
+            .analyze(sql, |s| statements.push(s));
+        state.apply(&statements, &[], true, true)
+    }
+
+    #[test]
+    fn with_mysql_autocommit_off_writes_commit_at_commit_and_a_transaction_is_always_open() {
+        let mut s = SessionState::default();
+        assert_eq!(run_mysql(&mut s, "SET autocommit = 0").committed, None);
+        assert!(
+            s.tx_open() && s.sticky.other,
+            "a transaction is open, on the primary"
+        );
+        assert_eq!(
+            run_mysql(&mut s, "INSERT INTO t VALUES (1)").committed,
+            None,
+            "not committed yet: no position may be taken for it"
+        );
+        assert_eq!(run_mysql(&mut s, "COMMIT").committed, Some(Vec::new()));
+        assert!(s.tx_open(), "the next transaction opens at once");
+        assert_eq!(
+            run_mysql(&mut s, "COMMIT").committed,
+            None,
+            "nothing written"
+        );
+        run_mysql(&mut s, "UPDATE t SET v = 2");
+        assert_eq!(run_mysql(&mut s, "ROLLBACK").committed, None);
+        assert!(s.tx_open());
+        run_mysql(&mut s, "DELETE FROM t");
+        assert_eq!(
+            run_mysql(&mut s, "SET autocommit = 1").committed,
+            Some(Vec::new()),
+            "turning autocommit on commits the open transaction"
+        );
+        assert!(!s.tx_open());
+        assert_eq!(
+            run_mysql(&mut s, "INSERT INTO t VALUES (2)").committed,
+            Some(Vec::new()),
+            "statements commit as they run again"
+        );
+        // a value the router cannot read counts as off
+        let mut s = SessionState::default();
+        run_mysql(&mut s, "SET @@session.autocommit = @x");
+        assert!(s.tx_open());
     }
 
     #[test]

@@ -782,10 +782,25 @@ fn mysql_statements_that_write_lock_or_keep_session_state() {
         ("HANDLER t OPEN", (K::Write, false, None, S::Held)),
         ("SET NAMES utf8mb4", (K::Write, false, None, S::Settings)),
         ("SET @x = 1", (K::Write, false, None, S::Settings)),
-        ("SET autocommit = 0", (K::Write, false, None, S::Other)),
+        (
+            "SET autocommit = 0",
+            (K::Write, false, Some(TxControl::AutocommitOff), S::Other),
+        ),
         (
             "SET @@session.autocommit = OFF",
-            (K::Write, false, None, S::Other),
+            (K::Write, false, Some(TxControl::AutocommitOff), S::Other),
+        ),
+        (
+            "SET autocommit = @x",
+            (K::Write, false, Some(TxControl::AutocommitOff), S::Other),
+        ),
+        (
+            "SET autocommit = 1",
+            (K::Write, false, Some(TxControl::AutocommitOn), S::Other),
+        ),
+        (
+            "SET SESSION autocommit = ON",
+            (K::Write, false, Some(TxControl::AutocommitOn), S::Other),
         ),
         (
             "CREATE TEMPORARY TABLE tt (id INT)",

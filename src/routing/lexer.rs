@@ -32,6 +32,8 @@ pub(super) struct Lexer<'a> {
     pub(super) mysql: bool,
     /// Inside a MySQL executable comment: its `*/` is trivia.
     exec_comment: bool,
+    /// Where the last token began.
+    token_start: usize,
 }
 
 impl<'a> Lexer<'a> {
@@ -42,11 +44,17 @@ impl<'a> Lexer<'a> {
             pos: 0,
             mysql,
             exec_comment: false,
+            token_start: 0,
         }
     }
 }
 
 impl<'a> Lexer<'a> {
+    /// The text of the last token returned.
+    pub(super) fn last_token(&self) -> &'a str {
+        self.src.get(self.token_start..self.pos).unwrap_or("")
+    }
+
     /// The byte `offset` bytes ahead of the position, if any.
     fn byte(&self, offset: usize) -> Option<u8> {
         self.src.as_bytes().get(self.pos + offset).copied()
@@ -66,6 +74,7 @@ impl<'a> Lexer<'a> {
             return Ok(None);
         };
         let start = self.pos;
+        self.token_start = start;
         let token = match b {
             b'\'' => {
                 self.pos += 1;

@@ -21,6 +21,12 @@ pub(crate) enum TxControl {
     RollbackAndChain,
     /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: the transaction stays open.
     Savepoint,
+    /// MySQL's `SET autocommit = 0` (or a value the router cannot read): a transaction is
+    /// open from here on, and every `COMMIT` or `ROLLBACK` opens the next one.
+    AutocommitOff,
+    /// MySQL's `SET autocommit = 1`: commits the open transaction; statements commit as they
+    /// run again.
+    AutocommitOn,
 }
 
 /// What a statement leaves behind in its session, beyond its transaction.
@@ -131,6 +137,10 @@ pub(super) struct Rest<'a> {
     previous: Option<&'a str>,
     /// `AUTOCOMMIT` appeared anywhere (MySQL's `SET [@@session.]autocommit = ..`).
     autocommit: bool,
+    /// ... and the value after its `=`, when it reads as one: on (`1`, `ON`, `TRUE`) or off.
+    autocommit_on: Option<bool>,
+    /// Where the reading of `AUTOCOMMIT = value` is: 1 after the word, 2 after the `=`.
+    autocommit_step: u8,
 }
 
 impl<'a> Rest<'a> {
@@ -141,6 +151,18 @@ impl<'a> Rest<'a> {
             if !matches!(token, Some(Token::Word(_) | Token::Punct(b','))) {
                 self.previous = None;
             }
+            self.autocommit_step = match (self.autocommit_step, token) {
+                (1, Some(Token::Punct(b'='))) => 2,
+                (2, Some(Token::Word(_) | Token::Other)) => {
+                    self.autocommit_on = match lx.last_token().to_ascii_uppercase().as_str() {
+                        "1" | "ON" | "TRUE" => Some(true),
+                        "0" | "OFF" | "FALSE" => Some(false),
+                        _ => None,
+                    };
+                    0
+                }
+                _ => 0,
+            };
             match token {
                 None => return Ok(false),
                 Some(Token::Punct(b';')) => return Ok(true),
@@ -172,6 +194,7 @@ impl<'a> Rest<'a> {
                     }
                     if w.eq_ignore_ascii_case("AUTOCOMMIT") {
                         self.autocommit = true;
+                        self.autocommit_step = 1;
                     }
                     self.previous = Some(w);
                     continue;
@@ -333,8 +356,15 @@ fn mysql_head_info(head: &str, rest: &Rest<'_>) -> Option<StatementInfo> {
         return session(S::None);
     }
     if h("SET") && rest.autocommit {
-        // with autocommit off every statement opens a transaction the router does not see
-        return session(S::Other);
+        // with autocommit off a transaction is always open, and COMMIT opens the next one;
+        // a value that does not read as on counts as off (the session stays on the primary
+        // either way)
+        let tx = if rest.autocommit_on == Some(true) {
+            TxControl::AutocommitOn
+        } else {
+            TxControl::AutocommitOff
+        };
+        return Some(StatementInfo::control(Some(tx), S::Other));
     }
     None
 }
