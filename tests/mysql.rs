@@ -23,24 +23,37 @@ mod schema {
 use schema::users;
 
 fn setup() -> (MariaCluster, Cluster<MysqlConnection>) {
+    let m = start("");
+    let cluster = cluster_on(&m, "[consistency]\nmonitor_interval = \"50ms\"\n");
+    (m, cluster)
+}
+
+/// A primary and a replica with the `users` table, and `seed` run on the primary.
+fn start(seed: &str) -> MariaCluster {
     let m = MariaCluster::start(1);
     m.try_sql_as(
         Node::Primary,
         "app",
-        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL)",
+        &format!(
+            "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL); \
+             {seed}"
+        ),
     )
     .unwrap();
     m.wait_all_caught_up();
+    m
+}
+
+/// A cluster on `m` (its primary and replica) with `settings` before the databases.
+fn cluster_on(m: &MariaCluster, settings: &str) -> Cluster<MysqlConnection> {
     let settings = Settings::from_toml_str(&format!(
-        "[consistency]\nmonitor_interval = \"50ms\"\n\
-         [databases.default]\nurl = \"{}\"\n\
+        "{settings}\n[databases.default]\nurl = \"{}\"\n\
          [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
         m.url(Node::Primary),
         m.url(Node::Replica(0)),
     ))
     .unwrap();
-    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
-    (m, cluster)
+    Cluster::<MysqlConnection>::new(settings).unwrap()
 }
 
 /// Rows of `users` read on a node, from the server's table statistics (the replication
@@ -64,18 +77,22 @@ fn count(cluster: &Cluster<MysqlConnection>, name: &str) -> (i64, RouteReason) {
     (n, conn.last_route().unwrap().reason)
 }
 
+/// Inserts a user through the cluster; where the insert ran.
+fn add_user(cluster: &Cluster<MysqlConnection>, name: &str) -> RouteReason {
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq(name))
+        .execute(&mut conn)
+        .unwrap();
+    conn.last_route().unwrap().reason
+}
+
 #[test]
 fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     let (m, cluster) = setup();
     // the replica applies each transaction 2 s after it committed: stale for certain
     m.set_delay(0, 2);
-    let mut conn = cluster.get("default").unwrap();
-    diesel::insert_into(users::table)
-        .values(users::name.eq("ada"))
-        .execute(&mut conn)
-        .unwrap();
-    assert_eq!(conn.last_route().unwrap().reason, RouteReason::Write);
-    drop(conn);
+    assert_eq!(add_user(&cluster, "ada"), RouteReason::Write);
 
     // the replica has not applied the write: the writer reads it on the primary
     let (primary_before, replica_before) = (
@@ -159,25 +176,12 @@ fn a_frozen_replica_costs_its_readers_a_bounded_wait() {
     use std::sync::Arc;
     use std::time::{Duration, Instant};
 
-    let m = MariaCluster::start(1);
-    m.try_sql_as(
-        Node::Primary,
-        "app",
-        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL);
-         INSERT INTO users (name) VALUES ('ada');",
-    )
-    .unwrap();
-    m.wait_all_caught_up();
-    let settings = Settings::from_toml_str(&format!(
+    let m = start("INSERT INTO users (name) VALUES ('ada');");
+    let cluster = cluster_on(
+        &m,
         "[pinning]\nseconds = 0\n[routing]\nreplica_timeout = \"300ms\"\nreplica_retry = \"200ms\"\n\
-         [consistency]\nmode = \"eventual\"\nmonitor_interval = \"100ms\"\n\
-         [databases.default]\nurl = \"{}\"\n\
-         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
-        m.url(Node::Primary),
-        m.url(Node::Replica(0)),
-    ))
-    .unwrap();
-    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
+         [consistency]\nmode = \"eventual\"\nmonitor_interval = \"100ms\"",
+    );
     // the documented bound: the monitor's next probe, its timeout, a watchdog tick; and a
     // margin for a loaded machine
     let bound = Duration::from_millis(300 + 125 + 50 + 1500);
@@ -356,27 +360,13 @@ fn no_write_and_no_read_that_must_see_the_primary_reaches_the_replica_by_any_ent
 #[test]
 fn a_replica_frozen_before_anyone_connected_costs_a_read_at_most_the_connect_timeout() {
     use std::time::{Duration, Instant};
-    let m = MariaCluster::start(1);
-    m.try_sql_as(
-        Node::Primary,
-        "app",
-        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL);
-         INSERT INTO users (name) VALUES ('ada');",
-    )
-    .unwrap();
-    m.wait_all_caught_up();
+    let m = start("INSERT INTO users (name) VALUES ('ada');");
     // the server takes the TCP connection (the kernel does) and never greets
     m.freeze(Node::Replica(0));
-    let settings = Settings::from_toml_str(&format!(
-        "[routing]\nconnect_timeout = \"500ms\"\n\
-         [consistency]\nmode = \"eventual\"\n\
-         [databases.default]\nurl = \"{}\"\n\
-         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
-        m.url(Node::Primary),
-        m.url(Node::Replica(0)),
-    ))
-    .unwrap();
-    let cluster = Cluster::<MysqlConnection>::new(settings).unwrap();
+    let cluster = cluster_on(
+        &m,
+        "[routing]\nconnect_timeout = \"500ms\"\n[consistency]\nmode = \"eventual\"",
+    );
     let started = Instant::now();
     let got = count(&cluster, "ada");
     let took = started.elapsed();
@@ -393,12 +383,7 @@ fn causal_reads_of_another_thread_see_a_write_that_read_your_writes_does_not_pro
     use diesel_sharding::Consistency;
     let (m, cluster) = setup();
     m.set_delay(0, 2);
-    let mut conn = cluster.get("default").unwrap();
-    diesel::insert_into(users::table)
-        .values(users::name.eq("ada"))
-        .execute(&mut conn)
-        .unwrap();
-    drop(conn);
+    add_user(&cluster, "ada");
     // another thread, read_your_writes: the write is not its own, the replica may serve it
     let c = cluster.clone();
     let ryw = std::thread::spawn(move || count(&c, "ada")).join().unwrap();
@@ -476,12 +461,7 @@ fn with_autocommit_off_a_write_counts_from_its_commit_and_the_session_is_not_reu
     assert_eq!(causal_count("zoe"), (1, RouteReason::Behind));
     drop(conn);
     // a session with autocommit off is not handed to the next user: statements commit again
-    let mut conn = cluster.get("default").unwrap();
-    diesel::insert_into(users::table)
-        .values(users::name.eq("yan"))
-        .execute(&mut conn)
-        .unwrap();
-    drop(conn);
+    add_user(&cluster, "yan");
     assert_eq!(
         causal_count("yan"),
         (1, RouteReason::Behind),
