@@ -468,3 +468,81 @@ fn with_autocommit_off_a_write_counts_from_its_commit_and_the_session_is_not_reu
         "autocommitted"
     );
 }
+
+#[derive(diesel_sharding::ShardedModel, Debug)]
+#[sharding(group = "users", key = user_id)]
+#[allow(dead_code)]
+struct Post {
+    user_id: i64,
+}
+
+#[test]
+fn stored_shard_picks_live_on_the_storage_database_and_every_shard_is_reached() {
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::BigInt;
+    let m = MariaCluster::start(1);
+    m.create_database("directory");
+    let mut toml = "[pinning]\nseconds = 0\n[shard_groups.users]\n\
+                    bucketing = \"round_robin\"\nstorage = \"directory\"\n"
+        .to_owned();
+    toml += &format!(
+        "[databases.directory]\nurl = \"{}\"\n",
+        m.url_of(Node::Primary, "directory")
+    );
+    for id in 0..2 {
+        let db = format!("users_{id}");
+        m.create_database(&db);
+        toml += &format!(
+            "[databases.{db}]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = {id}\n\
+             [databases.{db}_replica]\nurl = \"{}\"\nprimary = \"{db}\"\n",
+            m.url_of(Node::Primary, &db),
+            m.url_of(Node::Replica(0), &db),
+        );
+    }
+    let cluster = Cluster::<MysqlConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
+    let shards: Vec<i32> = (0..4i64)
+        .map(|k| cluster.shard_for::<Post>(&k).unwrap().shard_id)
+        .collect();
+    let mut sorted = shards.clone();
+    sorted.sort();
+    assert_eq!(sorted, vec![0, 0, 1, 1], "round robin over two shards");
+    assert_eq!(
+        m.sql(
+            Node::Primary,
+            "SELECT count(*) FROM directory.diesel_sharding_shard_storage"
+        ),
+        "4",
+        "the picks are stored on the storage database"
+    );
+    let again: Vec<i32> = (0..4i64)
+        .map(|k| cluster.shard_for::<Post>(&k).unwrap().shard_id)
+        .collect();
+    assert_eq!(shards, again, "a stored pick never changes");
+
+    let created = cluster
+        .on_all_shards("users", |conn| {
+            conn.batch_execute(
+                "CREATE TABLE IF NOT EXISTS probe_sharded (x INT); \
+                 INSERT INTO probe_sharded VALUES (1)",
+            )
+        })
+        .unwrap();
+    assert!(created.iter().all(|r| r.result.is_ok()), "{created:?}");
+    m.wait_all_caught_up();
+    let counts = cluster
+        .on_all_shards("users", |conn| {
+            diesel::select(diesel::dsl::sql::<BigInt>(
+                "(SELECT count(*) FROM probe_sharded)",
+            ))
+            .get_result::<i64>(conn)
+        })
+        .unwrap();
+    assert_eq!(
+        counts
+            .iter()
+            .map(|r| *r.result.as_ref().unwrap())
+            .sum::<i64>(),
+        2,
+        "one row on each shard"
+    );
+}

@@ -288,6 +288,20 @@ impl MariaCluster {
         format!("mysql://app:app@127.0.0.1:{}/test", self.port(node))
     }
 
+    /// The URL of database `db` on a node, as `app`.
+    pub(crate) fn url_of(&self, node: Node, db: &str) -> String {
+        format!("mysql://app:app@127.0.0.1:{}/{db}", self.port(node))
+    }
+
+    /// Creates database `db` on the primary, for `app`, and waits for the replicas.
+    pub(crate) fn create_database(&self, db: &str) {
+        self.sql(
+            Node::Primary,
+            &format!("CREATE DATABASE `{db}`; GRANT ALL PRIVILEGES ON `{db}`.* TO 'app'@'%';"),
+        );
+        self.wait_all_caught_up();
+    }
+
     /// The node's error log (its last `lines` lines), for failure messages.
     pub(crate) fn log_tail(&self, node: Node, lines: usize) -> String {
         let text = fs::read_to_string(self.nodes[self.index(node)].dir.join("error.log"))
