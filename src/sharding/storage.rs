@@ -41,14 +41,25 @@ struct Ticket {
     id: i64,
 }
 
+/// Shard storage for a backend: its bind placeholders, the type of the key columns, how an
+/// insert skips a row already stored (`INSERT .. ON CONFLICT DO NOTHING`, MySQL's `INSERT
+/// IGNORE`), and its ticket function.
 macro_rules! shard_storage {
-    ($conn:ty, $p1:literal, $p2:literal, $p3:literal, $ticket:ident) => {
+    (
+        $conn:ty,
+        binds: ($p1:literal, $p2:literal, $p3:literal),
+        key_type: $key:literal,
+        insert: $insert:literal,
+        skip_stored: $skip:literal,
+        ticket: $ticket:ident
+    ) => {
         impl ShardStorage for $conn {
             fn ensure_storage(&mut self) -> QueryResult<()> {
                 self.batch_execute(&format!(
                     "CREATE TABLE IF NOT EXISTS {TABLE} (\
-                     shard_group TEXT NOT NULL, shard_key TEXT NOT NULL, \
-                     shard_id INTEGER NOT NULL, PRIMARY KEY (shard_group, shard_key))"
+                     shard_group {key} NOT NULL, shard_key {key} NOT NULL, \
+                     shard_id INTEGER NOT NULL, PRIMARY KEY (shard_group, shard_key))",
+                    key = $key
                 ))
             }
 
@@ -65,9 +76,8 @@ macro_rules! shard_storage {
 
             fn store_first(&mut self, group: &str, key: &str, shard_id: i32) -> QueryResult<i32> {
                 diesel::sql_query(format!(
-                    "INSERT INTO {TABLE} (shard_group, shard_key, shard_id) VALUES ({}, {}, {}) \
-                     ON CONFLICT (shard_group, shard_key) DO NOTHING",
-                    $p1, $p2, $p3
+                    "{} {TABLE} (shard_group, shard_key, shard_id) VALUES ({}, {}, {}){}",
+                    $insert, $p1, $p2, $p3, $skip
                 ))
                 .bind::<Text, _>(group)
                 .bind::<Text, _>(key)
@@ -85,14 +95,32 @@ macro_rules! shard_storage {
 }
 
 #[cfg(feature = "postgres")]
-shard_storage!(diesel::pg::PgConnection, "$1", "$2", "$3", next_ticket_pg);
+shard_storage!(
+    diesel::pg::PgConnection,
+    binds: ("$1", "$2", "$3"),
+    key_type: "TEXT",
+    insert: "INSERT INTO",
+    skip_stored: " ON CONFLICT (shard_group, shard_key) DO NOTHING",
+    ticket: next_ticket_pg
+);
 #[cfg(feature = "sqlite")]
 shard_storage!(
     diesel::sqlite::SqliteConnection,
-    "?",
-    "?",
-    "?",
-    next_ticket_sqlite
+    binds: ("?", "?", "?"),
+    key_type: "TEXT",
+    insert: "INSERT INTO",
+    skip_stored: " ON CONFLICT (shard_group, shard_key) DO NOTHING",
+    ticket: next_ticket_sqlite
+);
+// MySQL indexes no TEXT without a length: VARCHAR keys
+#[cfg(feature = "mysql")]
+shard_storage!(
+    diesel::mysql::MysqlConnection,
+    binds: ("?", "?", "?"),
+    key_type: "VARCHAR(255)",
+    insert: "INSERT IGNORE INTO",
+    skip_stored: "",
+    ticket: next_ticket_mysql
 );
 
 #[cfg(feature = "postgres")]
@@ -117,48 +145,15 @@ fn next_ticket_sqlite(conn: &mut diesel::sqlite::SqliteConnection) -> QueryResul
 }
 
 #[cfg(feature = "mysql")]
-impl ShardStorage for diesel::mysql::MysqlConnection {
-    fn ensure_storage(&mut self) -> QueryResult<()> {
-        // MySQL indexes no TEXT without a length: VARCHAR keys
-        self.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {TABLE} (\
-             shard_group VARCHAR(255) NOT NULL, shard_key VARCHAR(255) NOT NULL, \
-             shard_id INTEGER NOT NULL, PRIMARY KEY (shard_group, shard_key))"
-        ))
-    }
-
-    fn stored(&mut self, group: &str, key: &str) -> QueryResult<Option<i32>> {
-        let rows: Vec<Row> = diesel::sql_query(format!(
-            "SELECT shard_id FROM {TABLE} WHERE shard_group = ? AND shard_key = ?"
-        ))
-        .bind::<Text, _>(group)
-        .bind::<Text, _>(key)
-        .load(self)?;
-        Ok(rows.first().map(|r| r.shard_id))
-    }
-
-    fn store_first(&mut self, group: &str, key: &str, shard_id: i32) -> QueryResult<i32> {
-        diesel::sql_query(format!(
-            "INSERT IGNORE INTO {TABLE} (shard_group, shard_key, shard_id) VALUES (?, ?, ?)"
-        ))
-        .bind::<Text, _>(group)
-        .bind::<Text, _>(key)
-        .bind::<Integer, _>(shard_id)
-        .execute(self)?;
-        self.stored(group, key)?
-            .ok_or(diesel::result::Error::NotFound)
-    }
-
-    fn next_ticket(&mut self) -> QueryResult<i64> {
-        // Flickr's ticket server: REPLACE keeps one row, AUTO_INCREMENT never repeats, and
-        // LAST_INSERT_ID() is this session's
-        self.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {TICKETS} (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT \
-             PRIMARY KEY, stub CHAR(1) NOT NULL UNIQUE)"
-        ))?;
-        self.batch_execute(&format!("REPLACE INTO {TICKETS} (stub) VALUES ('a')"))?;
-        let t: Ticket =
-            diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id").get_result(self)?;
-        Ok(t.id)
-    }
+fn next_ticket_mysql(conn: &mut diesel::mysql::MysqlConnection) -> QueryResult<i64> {
+    // Flickr's ticket server: REPLACE keeps one row, AUTO_INCREMENT never repeats, and
+    // LAST_INSERT_ID() is this session's
+    conn.batch_execute(&format!(
+        "CREATE TABLE IF NOT EXISTS {TICKETS} (id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT \
+         PRIMARY KEY, stub CHAR(1) NOT NULL UNIQUE)"
+    ))?;
+    conn.batch_execute(&format!("REPLACE INTO {TICKETS} (stub) VALUES ('a')"))?;
+    let t: Ticket =
+        diesel::sql_query("SELECT CAST(LAST_INSERT_ID() AS SIGNED) AS id").get_result(conn)?;
+    Ok(t.id)
 }

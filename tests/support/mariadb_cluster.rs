@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Once, OnceLock};
 
-use super::pg_cluster::{owner_alive, owner_stamp};
+use super::pg_cluster::{orphaned_dirs, owner_stamp};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -78,18 +78,8 @@ const OWNER_FILE: &str = "owner";
 fn reap_orphans() {
     static REAP: Once = Once::new();
     REAP.call_once(|| {
-        for entry in fs::read_dir(base_dir()).into_iter().flatten().flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if !name.starts_with(CLUSTER_PREFIX) || name.starts_with("dsmaria-install") {
-                continue;
-            }
-            let dir = entry.path();
-            let Ok(stamp) = fs::read_to_string(dir.join(OWNER_FILE)) else {
-                continue;
-            };
-            if owner_alive(&stamp) {
-                continue;
-            }
+        // the install cache has no owner file: never an orphan
+        for dir in orphaned_dirs(&base_dir(), CLUSTER_PREFIX, OWNER_FILE) {
             for node in fs::read_dir(&dir).into_iter().flatten().flatten() {
                 let Ok(pid) = fs::read_to_string(node.path().join("pid")) else {
                     continue;

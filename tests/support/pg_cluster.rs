@@ -425,6 +425,21 @@ fn signal(sig: &str, pids: &[u32]) -> Result<(), String> {
 }
 
 /// `pid starttime` of this process, written to each cluster's owner file.
+/// The directories under `base` named `prefix..` whose owner file (`owner_file`, written
+/// with [`owner_stamp`]) names a process that is gone: clusters a killed test left behind.
+pub(crate) fn orphaned_dirs(base: &Path, prefix: &str, owner_file: &str) -> Vec<PathBuf> {
+    fs::read_dir(base)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+        .map(|e| e.path())
+        .filter(|dir| {
+            fs::read_to_string(dir.join(owner_file)).is_ok_and(|stamp| !owner_alive(&stamp))
+        })
+        .collect()
+}
+
 pub(crate) fn owner_stamp() -> String {
     let pid = std::process::id();
     let start = proc_stat(pid).map(|s| s.2).unwrap_or(0);
@@ -432,7 +447,7 @@ pub(crate) fn owner_stamp() -> String {
 }
 
 /// Whether the process recorded in an owner file still runs.
-pub(crate) fn owner_alive(stamp: &str) -> bool {
+fn owner_alive(stamp: &str) -> bool {
     let mut parts = stamp.split_whitespace();
     let (Some(pid), Some(start)) = (
         parts.next().and_then(|p| p.parse::<u32>().ok()),
@@ -449,19 +464,7 @@ static REAP: Once = Once::new();
 /// their destructors (Ctrl-C, SIGKILL). Only directories with this harness's prefix and an
 /// owner file naming a dead process are touched.
 fn reap_orphans(pg: &PgInstall) {
-    let base = base_dir();
-    for entry in fs::read_dir(&base).into_iter().flatten().flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !name.starts_with(CLUSTER_PREFIX) {
-            continue;
-        }
-        let dir = entry.path();
-        let Ok(stamp) = fs::read_to_string(dir.join(OWNER_FILE)) else {
-            continue;
-        };
-        if owner_alive(&stamp) {
-            continue;
-        }
+    for dir in orphaned_dirs(&base_dir(), CLUSTER_PREFIX, OWNER_FILE) {
         let datas: Vec<PathBuf> = fs::read_dir(&dir)
             .into_iter()
             .flatten()
