@@ -94,6 +94,18 @@ pub(crate) mod private {
 
         /// On a replica: replay position and time lag, for the monitor.
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
+
+        /// On a replica: waits on the server until it has applied `position`, at most
+        /// `timeout`. `Some(true)`: applied; `Some(false)`: not within `timeout`; `None`: the
+        /// server offers no such wait (the router polls the replay position instead).
+        fn wait_for_replay(
+            conn: &mut Self,
+            position: &Position,
+            timeout: std::time::Duration,
+        ) -> QueryResult<Option<bool>> {
+            let _ = (conn, position, timeout);
+            Ok(None)
+        }
     }
 
     /// A loading mode (`B`) the router can send to a replica.
@@ -707,11 +719,13 @@ mod mysql {
         }
 
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
-            // what it has applied, and when the server started (a restart or another
-            // server behind the address starts positions over)
+            // what it has applied, and which server incarnation answers: its start second
+            // and server id (a restart or another server behind the address starts
+            // positions over; a restart within the same second is caught by its position
+            // going back, see `ReplicaSet::learn`)
             // MariaDB: `@@gtid_slave_pos`; MySQL 8 has none (an error), its applied set is
             // `@@gtid_executed`
-            let (applied, started) = match applied_and_start(conn, "@@gtid_slave_pos") {
+            let (applied, started, server_id) = match applied_and_start(conn, "@@gtid_slave_pos") {
                 Ok(row) => row,
                 Err(diesel::result::Error::DatabaseError(_, info))
                     if info.message().contains("Unknown system variable") =>
@@ -726,9 +740,43 @@ mod mysql {
             Ok(Some(ReplicaProbe {
                 replay,
                 lag: replication_lag(conn)?,
-                identity: started.max(1) as u64,
+                identity: ((server_id as u64) << 32 | (started as u64 & 0xFFFF_FFFF)).max(1),
             }))
         }
+
+        fn wait_for_replay(
+            conn: &mut Self,
+            position: &Position,
+            timeout: std::time::Duration,
+        ) -> QueryResult<Option<bool>> {
+            wait_for_gtid(conn, position, timeout)
+        }
+    }
+
+    /// Waits for a GTID set on a replica: `MASTER_GTID_WAIT` (MariaDB sets) or
+    /// `WAIT_FOR_EXECUTED_GTID_SET` (MySQL sets); both return 0 once the set is applied.
+    fn wait_for_gtid(
+        conn: &mut MysqlConnection,
+        position: &Position,
+        timeout: std::time::Duration,
+    ) -> QueryResult<Option<bool>> {
+        let Position::Gtid(set) = position else {
+            return Ok(None);
+        };
+        let function = if set.is_mariadb() {
+            "MASTER_GTID_WAIT("
+        } else {
+            "WAIT_FOR_EXECUTED_GTID_SET("
+        };
+        let outcome: Option<i64> = diesel::select(
+            diesel::dsl::sql::<Nullable<BigInt>>(function)
+                .bind::<Text, _>(set.to_string())
+                .sql(", ")
+                .bind::<diesel::sql_types::Double, _>(timeout.as_secs_f64())
+                .sql(")"),
+        )
+        .get_result(conn)?;
+        Ok(Some(outcome == Some(0)))
     }
 
     /// `SHOW SLAVE STATUS`, as far as the router reads it.
@@ -778,17 +826,19 @@ mod mysql {
         })
     }
 
-    /// A replica's applied GTIDs (from `variable`) and when the server started.
+    /// A replica's applied GTIDs (from `variable`), when the server started (Unix seconds)
+    /// and its server id.
     fn applied_and_start(
         conn: &mut MysqlConnection,
         variable: &str,
-    ) -> QueryResult<(Option<String>, i64)> {
+    ) -> QueryResult<(Option<String>, i64, i64)> {
         diesel::select((
             diesel::dsl::sql::<Nullable<Text>>(variable),
             diesel::dsl::sql::<BigInt>(
                 "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
                  information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED)",
             ),
+            diesel::dsl::sql::<BigInt>("CAST(@@server_id AS SIGNED)"),
         ))
         .get_result(conn)
     }

@@ -11,81 +11,7 @@ use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel_sharding::{Cluster, ConsistencyToken, RouteReason, Settings};
 use support::mariadb_cluster::{MariaCluster, Node};
-
-mod schema {
-    diesel::table! {
-        users (id) {
-            id -> Integer,
-            name -> Text,
-        }
-    }
-}
-use schema::users;
-
-fn setup() -> (MariaCluster, Cluster<MysqlConnection>) {
-    let m = start("");
-    let cluster = cluster_on(&m, "[consistency]\nmonitor_interval = \"50ms\"\n");
-    (m, cluster)
-}
-
-/// A primary and a replica with the `users` table, and `seed` run on the primary.
-fn start(seed: &str) -> MariaCluster {
-    let m = MariaCluster::start(1);
-    m.try_sql_as(
-        Node::Primary,
-        "app",
-        &format!(
-            "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL); \
-             {seed}"
-        ),
-    )
-    .unwrap();
-    m.wait_all_caught_up();
-    m
-}
-
-/// A cluster on `m` (its primary and replica) with `settings` before the databases.
-fn cluster_on(m: &MariaCluster, settings: &str) -> Cluster<MysqlConnection> {
-    let settings = Settings::from_toml_str(&format!(
-        "{settings}\n[databases.default]\nurl = \"{}\"\n\
-         [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
-        m.url(Node::Primary),
-        m.url(Node::Replica(0)),
-    ))
-    .unwrap();
-    Cluster::<MysqlConnection>::new(settings).unwrap()
-}
-
-/// Rows of `users` read on a node, from the server's table statistics (the replication
-/// applier does not count there).
-fn rows_read(m: &MariaCluster, node: Node) -> i64 {
-    let text = m.sql(
-        node,
-        "SELECT COALESCE(SUM(ROWS_READ), 0) FROM information_schema.TABLE_STATISTICS \
-         WHERE TABLE_SCHEMA = 'test' AND TABLE_NAME = 'users'",
-    );
-    text.parse().unwrap()
-}
-
-fn count(cluster: &Cluster<MysqlConnection>, name: &str) -> (i64, RouteReason) {
-    let mut conn = cluster.get("default").unwrap();
-    let n = users::table
-        .filter(users::name.eq(name))
-        .count()
-        .get_result(&mut conn)
-        .unwrap();
-    (n, conn.last_route().unwrap().reason)
-}
-
-/// Inserts a user through the cluster; where the insert ran.
-fn add_user(cluster: &Cluster<MysqlConnection>, name: &str) -> RouteReason {
-    let mut conn = cluster.get("default").unwrap();
-    diesel::insert_into(users::table)
-        .values(users::name.eq(name))
-        .execute(&mut conn)
-        .unwrap();
-    conn.last_route().unwrap().reason
-}
+use support::mysql_users::*;
 
 #[test]
 fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
@@ -158,18 +84,6 @@ fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     );
 }
 
-/// Calls `f` until `done` holds for its result (every 10 ms, at most 5 s); the last result.
-fn poll<T>(mut f: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        let got = f();
-        if done(&got) || std::time::Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
 #[test]
 fn a_frozen_replica_costs_its_readers_a_bounded_wait() {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -232,17 +146,6 @@ fn a_frozen_replica_costs_its_readers_a_bounded_wait() {
         worst_frozen <= bound,
         "worst read during the freeze took {worst_frozen:?}; bound {bound:?}"
     );
-}
-
-/// Rows the user `app` (the code under test) inserted, updated or deleted on a node, from the
-/// server's user statistics: the replication applier is not `app`.
-fn rows_changed(m: &MariaCluster, node: Node) -> i64 {
-    let text = m.sql(
-        node,
-        "SELECT COALESCE(SUM(ROWS_INSERTED + ROWS_UPDATED + ROWS_DELETED), 0) \
-         FROM information_schema.USER_STATISTICS WHERE USER = 'app'",
-    );
-    text.parse().unwrap()
 }
 
 /// One way of writing (or reading what must see the primary) on a pooled connection.

@@ -105,14 +105,76 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         loop {
             match self.find_replica_for(required.clone(), true, gap) {
                 Ok(i) => return Ok(i),
-                Err(NoReplica::Behind) => match deadline {
-                    Some(d) if Instant::now() < d => {
+                Err(NoReplica::Behind) => match (deadline, &required) {
+                    (Some(d), Some(need)) if Instant::now() < d => {
                         let left = d.saturating_duration_since(Instant::now());
-                        std::thread::sleep(left.min(Duration::from_millis(2)));
+                        // where the server can wait for a position, a replica waits
+                        // (MariaDB's MASTER_GTID_WAIT); else the positions are polled
+                        if !self.wait_on_replica(need, left) {
+                            std::thread::sleep(left.min(Duration::from_millis(2)));
+                        }
                     }
                     _ => return Err(RouteReason::Behind),
                 },
                 Err(other) => return Err(other.reason()),
+            }
+        }
+    }
+
+    /// Waits up to `left` on a usable replica's server for it to apply `need`; `false` when
+    /// the backend cannot wait on the server (or no replica can be asked), so that the
+    /// caller polls.
+    fn wait_on_replica(&mut self, need: &Position, left: Duration) -> bool {
+        let primary_position = self.db.known_primary_position();
+        let usable = |i: usize| {
+            self.db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable
+        };
+        let i = match self.current_replica {
+            Some(i) if usable(i) => i,
+            _ => match self.db.replicas.pick_among(usable, &mut rand::thread_rng()) {
+                Some(i) => i,
+                None => return false,
+            },
+        };
+        if !self.ensure_replica_open(i) {
+            return false;
+        }
+        let Some(replica) = self.replicas[i].as_mut() else {
+            return false;
+        };
+        let waited = {
+            // the server answers by `left`; past that and `replica_timeout`, it is hung
+            let _call = replica
+                .watch
+                .call(Some(left.saturating_add(self.db.replica_timeout)));
+            C::wait_for_replay(&mut replica.conn, need, left)
+        };
+        match waited {
+            Ok(None) => false,
+            Ok(Some(true)) => {
+                self.db.replicas.reached(i, need);
+                true
+            }
+            Ok(Some(false)) => true,
+            Err(e) => {
+                self.replica_call_failed(i, &e);
+                true
+            }
+        }
+    }
+
+    /// A call on replica `i` failed: unanswered within its bound, it counts as hung (for
+    /// every connection to it); a lost connection is dropped and the replica skipped.
+    fn replica_call_failed(&mut self, i: usize, e: &diesel::result::Error) {
+        if self.replicas[i].as_ref().is_some_and(|r| r.watch.was_cut()) {
+            self.db.replicas.set_hung(i, true);
+        }
+        if is_connection_error(e) {
+            self.replicas[i] = None;
+            self.db.replicas.mark_down(i);
+            self.db.counters.replica_failed();
+            if self.current_replica == Some(i) {
+                self.current_replica = None;
             }
         }
     }
@@ -365,31 +427,22 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Asks replica `i` how far it has replayed, and remembers the answer.
     fn live_replay(&mut self, i: usize) -> Option<Position> {
         let replica = self.replicas[i].as_mut()?;
+        let asked_ms = self.db.replicas.clock_ms();
         let probed = {
             let _call = replica.watch.call(Some(self.db.replica_timeout));
             C::probe_replica(&mut replica.conn)
         };
-        if probed.is_err() && replica.watch.was_cut() {
-            // no answer within replica_timeout: hung, for every connection to it
-            self.db.replicas.set_hung(i, true);
-        }
         match probed {
             Ok(Some(probe)) => {
                 self.db
                     .replicas
-                    .saw_replay(i, &probe.replay, probe.identity);
+                    .saw_replay(i, asked_ms, &probe.replay, probe.identity);
                 Some(probe.replay)
             }
             Ok(None) => None,
             Err(e) => {
-                if is_connection_error(&e) {
-                    self.replicas[i] = None;
-                    self.db.replicas.mark_down(i);
-                    self.db.counters.replica_failed();
-                    if self.current_replica == Some(i) {
-                        self.current_replica = None;
-                    }
-                }
+                // no answer within replica_timeout: hung, for every connection to it
+                self.replica_call_failed(i, &e);
                 None
             }
         }

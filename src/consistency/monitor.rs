@@ -100,9 +100,13 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 },
                 Target::Replica(i) => match C::probe_replica(c) {
                     Ok(Some(probe)) => {
-                        database
-                            .replicas
-                            .probed(i, &probe.replay, probe.lag, probe.identity);
+                        database.replicas.probed(
+                            i,
+                            started_ms,
+                            &probe.replay,
+                            probe.lag,
+                            probe.identity,
+                        );
                         true
                     }
                     Ok(None) => true,

@@ -272,6 +272,11 @@ impl GtidSet {
         }
     }
 
+    /// Is it a MariaDB set (per domain), not a MySQL one (per source server)?
+    pub(crate) fn is_mariadb(&self) -> bool {
+        matches!(self.0, Repr::Domains(_))
+    }
+
     /// Does it hold every transaction `other` holds?
     pub fn covers(&self, other: &GtidSet) -> bool {
         if other.is_empty() {

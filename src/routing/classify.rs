@@ -270,6 +270,13 @@ impl Classifier {
                 Some(Token::Word(w)) if is_one_of(w, READ_HEADS) => {
                     return self.scan_read(lx).map(|(info, more)| (Some(info), more));
                 }
+                // MySQL's `DO expr, ..` evaluates like a SELECT that returns nothing: its
+                // calls (`DO GET_LOCK(..)`) decide, as they would in a SELECT
+                Some(Token::Word(w))
+                    if self.mysql && !explaining && w.eq_ignore_ascii_case("DO") =>
+                {
+                    return self.scan_read(lx).map(|(info, more)| (Some(info), more));
+                }
                 Some(Token::Word(w)) if !explaining => break Some(w),
                 Some(_) => break None,
             }

@@ -840,7 +840,16 @@ fn mysql_statements_that_write_lock_or_keep_session_state() {
             "XA ROLLBACK 'x'",
             (K::Write, false, Some(TxControl::Rollback), S::None),
         ),
-        ("DO RELEASE_LOCK('a')", write),
+        (
+            "DO RELEASE_LOCK('a')",
+            (K::WriteFunction, false, None, S::None),
+        ),
+        (
+            "DO GET_LOCK('a', 0)",
+            (K::WriteFunction, false, None, S::Held),
+        ),
+        ("DO @x := 5", (K::WriteFunction, false, None, S::Other)),
+        ("DO SLEEP(0)", (K::Read, false, None, S::None)),
     ] {
         assert_eq!(mysql(sql), vec![expected], "{sql}");
     }

@@ -93,6 +93,10 @@ pub(crate) struct Replica {
     /// When a new incarnation was last seen (restarted, rebuilt, replaced), in milliseconds
     /// after the epoch (0: never): positions seen before it say nothing about it.
     renewed_ms: AtomicU64,
+    /// When the latest answer held in `replay` arrived, in milliseconds after the epoch: an
+    /// answer to a check started later that does not cover `replay` means the replica went
+    /// back (rebuilt, or restored from an older copy), even if its identity looks the same.
+    answered_ms: AtomicU64,
 }
 
 /// When a replica may take reads at all, whatever the read must see.
@@ -161,6 +165,7 @@ impl ReplicaSet {
                 hung: Default::default(),
                 generation: AtomicU64::new(0),
                 renewed_ms: AtomicU64::new(0),
+                answered_ms: AtomicU64::new(0),
             })
             .collect::<Vec<_>>();
         // Round-robin starts at a random replica, so that every process does not hit the
@@ -186,10 +191,18 @@ impl ReplicaSet {
         self
     }
 
-    /// A monitor probe of replica `index` succeeded.
-    pub(crate) fn probed(&self, index: usize, replay: &Position, lag: Duration, identity: u64) {
+    /// A monitor probe of replica `index`, started at `asked_ms` ([`clock_ms`](Self::clock_ms)),
+    /// succeeded.
+    pub(crate) fn probed(
+        &self,
+        index: usize,
+        asked_ms: u64,
+        replay: &Position,
+        lag: Duration,
+        identity: u64,
+    ) {
         if let Some(r) = self.replicas.get(index) {
-            self.learn(r, replay, identity);
+            self.learn(r, asked_ms, replay, identity);
             r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
             r.probed_ms.store(self.now_ms(), Ordering::Relaxed);
         }
@@ -255,19 +268,33 @@ impl ReplicaSet {
         self.replicas.get(index)?.check.begin(self.now_ms(), gap_ms)
     }
 
-    /// A live check saw replica `index` at `replay`.
-    pub(crate) fn saw_replay(&self, index: usize, replay: &Position, identity: u64) {
+    /// A live check of replica `index`, started at `asked_ms`, saw it at `replay`.
+    pub(crate) fn saw_replay(&self, index: usize, asked_ms: u64, replay: &Position, identity: u64) {
         if let Some(r) = self.replicas.get(index) {
-            self.learn(r, replay, identity);
+            self.learn(r, asked_ms, replay, identity);
+        }
+    }
+
+    /// A wait on replica `index` saw it apply `replay`.
+    pub(crate) fn reached(&self, index: usize, replay: &Position) {
+        if let Some(r) = self.replicas.get(index) {
+            r.answered_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
+            r.replay.raise(replay);
         }
     }
 
     /// Positions only go up, except when another server incarnation answers (a restart
-    /// from an older restart point, a rebuild, a replacement): then what it has replayed is
-    /// learned anew.
-    fn learn(&self, r: &Replica, replay: &Position, identity: u64) {
+    /// from an older restart point, a rebuild, a replacement), or when a check started after
+    /// the answer held arrived finds the replica behind it (rebuilt or restored from an older
+    /// copy under the same identity: a MariaDB server restarted within the second it
+    /// started): then what it has replayed is learned anew. Checks that overlap in time may
+    /// answer out of order; only one that started after the held answer arrived counts.
+    fn learn(&self, r: &Replica, asked_ms: u64, replay: &Position, identity: u64) {
         let before = r.identity.swap(identity, Ordering::Relaxed);
-        if identity != 0 && before != 0 && before != identity {
+        let answered = r.answered_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
+        let went_back =
+            asked_ms > answered && r.replay.get().is_some_and(|held| !replay.covers(&held));
+        if (identity != 0 && before != 0 && before != identity) || went_back {
             r.generation.fetch_add(1, Ordering::Relaxed);
             r.replay.set(replay);
             r.renewed_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -466,6 +493,52 @@ mod tests {
             }
         }
         c
+    }
+
+    fn lsn(n: u64) -> Position {
+        Position::Lsn(n)
+    }
+
+    #[test]
+    fn a_check_started_after_the_held_answer_that_finds_the_replica_behind_learns_it_anew() {
+        let s = set(ReadStrategy::RoundRobin, &[1]);
+        let asked = s.clock_ms();
+        s.saw_replay(0, asked, &lsn(100), 7);
+        assert!(s.has_replayed(0, &lsn(100)));
+        let generation = s.generation(0);
+        std::thread::sleep(Duration::from_millis(3));
+        // same identity (a server restarted within the second it started), older position
+        let asked = s.clock_ms();
+        s.saw_replay(0, asked, &lsn(40), 7);
+        assert!(
+            !s.has_replayed(0, &lsn(100)),
+            "kept a position the replica no longer has"
+        );
+        assert!(s.has_replayed(0, &lsn(40)));
+        assert_eq!(
+            s.generation(0),
+            generation + 1,
+            "connections to it are not reopened"
+        );
+        assert!(s.renewed_since(0, asked - 1));
+    }
+
+    #[test]
+    fn overlapping_checks_that_answer_out_of_order_never_lower_the_position() {
+        let s = set(ReadStrategy::RoundRobin, &[1]);
+        // two checks started together; the later answer is the older position
+        let asked = s.clock_ms();
+        std::thread::sleep(Duration::from_millis(2));
+        s.saw_replay(0, asked, &lsn(100), 7);
+        s.saw_replay(0, asked, &lsn(90), 7);
+        s.probed(0, asked, &lsn(80), Duration::ZERO, 7);
+        assert!(s.has_replayed(0, &lsn(100)));
+        assert_eq!(s.generation(0), 0);
+        // a position that only goes up never renews
+        std::thread::sleep(Duration::from_millis(2));
+        s.saw_replay(0, s.clock_ms(), &lsn(150), 7);
+        assert!(s.has_replayed(0, &lsn(150)));
+        assert_eq!(s.generation(0), 0);
     }
 
     #[test]

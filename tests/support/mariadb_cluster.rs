@@ -157,6 +157,44 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
+/// Starts `mariadbd` for node `i` (0: the primary) on `dir` and `port`, with `extra`
+/// arguments.
+fn spawn_server(dir: &Path, port: u16, i: usize, extra: &[&str]) -> Child {
+    let mut cmd = Command::new("mariadbd");
+    cmd.arg("--no-defaults")
+        .arg(format!("--datadir={}", dir.display()))
+        .arg(format!("--port={port}"))
+        .arg("--bind-address=127.0.0.1")
+        .arg(format!("--socket={}", dir.join("sock").display()))
+        .arg(format!("--pid-file={}", dir.join("pid").display()))
+        .arg(format!("--log-error={}", dir.join("error.log").display()))
+        .arg(format!("--server-id={}", i + 1))
+        .arg(format!("--log-bin={}", dir.join("bin").display()))
+        .args(SMALL)
+        .args([
+            "--binlog-format=ROW",
+            "--gtid-strict-mode=1",
+            "--log-slave-updates",
+            "--innodb-flush-log-at-trx-commit=2",
+            "--sync-binlog=0",
+            "--performance-schema=0",
+            "--userstat=1",
+            "--skip-name-resolve",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if running_as_root() {
+        cmd.arg("--user=mysql");
+    }
+    if i > 0 {
+        cmd.arg("--read-only=1");
+    }
+    cmd.spawn().unwrap_or_else(|e| {
+        panic!("cannot start mariadbd ({e}): install the MariaDB server (Debian: mariadb-server)")
+    })
+}
+
 impl MariaCluster {
     /// A primary and `replicas` replicas, replicating, with the database `test` and the
     /// users `repl` and `app` (all privileges on `test`).
@@ -168,7 +206,6 @@ impl MariaCluster {
             .tempdir_in(base_dir())
             .unwrap();
         fs::write(dir.path().join(OWNER_FILE), owner_stamp()).unwrap();
-        let root = running_as_root();
         // the servers run as `mysql` when the tests run as root: let them in
         {
             use std::os::unix::fs::PermissionsExt;
@@ -185,41 +222,7 @@ impl MariaCluster {
                 .unwrap();
             assert!(status.success(), "cannot copy the install cache");
             let port = free_port();
-            let mut cmd = Command::new("mariadbd");
-            cmd.arg("--no-defaults")
-                .arg(format!("--datadir={}", node_dir.display()))
-                .arg(format!("--port={port}"))
-                .arg("--bind-address=127.0.0.1")
-                .arg(format!("--socket={}", node_dir.join("sock").display()))
-                .arg(format!("--pid-file={}", node_dir.join("pid").display()))
-                .arg(format!(
-                    "--log-error={}",
-                    node_dir.join("error.log").display()
-                ))
-                .arg(format!("--server-id={}", i + 1))
-                .arg(format!("--log-bin={}", node_dir.join("bin").display()))
-                .args(SMALL)
-                .args([
-                    "--binlog-format=ROW",
-                    "--gtid-strict-mode=1",
-                    "--log-slave-updates",
-                    "--innodb-flush-log-at-trx-commit=2",
-                    "--sync-binlog=0",
-                    "--performance-schema=0",
-                    "--userstat=1",
-                    "--skip-name-resolve",
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            if root {
-                cmd.arg("--user=mysql");
-            }
-            if i > 0 {
-                cmd.arg("--read-only=1");
-            }
-            let child = cmd.spawn().unwrap_or_else(|e| {
-                panic!("cannot start mariadbd ({e}): install the MariaDB server (Debian: mariadb-server)")
-            });
+            let child = spawn_server(&node_dir, port, i, &[]);
             nodes.push(NodeProcess {
                 dir: node_dir,
                 port,
@@ -398,6 +401,50 @@ impl MariaCluster {
     /// Thaws a frozen node (SIGCONT).
     pub(crate) fn thaw(&self, node: Node) {
         self.signal(node, "CONT");
+    }
+
+    /// Kills a node (SIGKILL) and waits until it is gone.
+    pub(crate) fn kill(&mut self, node: Node) {
+        let i = self.index(node);
+        let _ = self.nodes[i].child.kill();
+        let _ = self.nodes[i].child.wait();
+    }
+
+    /// Starts a killed node again on its port and data; `extra` server arguments (such as
+    /// `--skip-slave-start`).
+    pub(crate) fn restart(&mut self, node: Node, extra: &[&str]) {
+        let i = self.index(node);
+        let (dir, port) = (self.nodes[i].dir.clone(), self.nodes[i].port);
+        self.nodes[i].child = spawn_server(&dir, port, i, extra);
+        wait_until(&format!("{node:?} to accept connections again"), || {
+            self.try_sql(node, "SELECT 1").is_ok()
+        });
+    }
+
+    /// Copies a killed node's data directory aside, as `name` (a backup to restore later).
+    pub(crate) fn copy_data(&self, node: Node, name: &str) {
+        let from = &self.nodes[self.index(node)].dir;
+        let to = self.dir.path().join(name);
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(&to)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot copy {} to {}", from.display(), to.display());
+    }
+
+    /// Replaces a killed node's data directory with the copy `name` (see `copy_data`).
+    pub(crate) fn restore_data(&self, node: Node, name: &str) {
+        let dir = &self.nodes[self.index(node)].dir;
+        fs::remove_dir_all(dir).unwrap();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(self.dir.path().join(name))
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot restore {name} to {}", dir.display());
     }
 
     fn signal(&self, node: Node, signal: &str) {

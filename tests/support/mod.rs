@@ -1,4 +1,6 @@
 //! Support code shared by the integration tests.
 
 pub(crate) mod mariadb_cluster;
+#[cfg(feature = "mysql")]
+pub(crate) mod mysql_users;
 pub(crate) mod pg_cluster;
