@@ -697,11 +697,13 @@ mod mysql {
         }
 
         fn probe_primary(conn: &mut Self) -> QueryResult<Option<Position>> {
-            Self::flush_position(conn)
+            // the same, spelled apart so that the servers' logs tell the monitor's probes
+            // from the positions reads and writes ask for
+            gtid(conn, GlobalBinlogPos).or_else(|_| gtid(conn, GlobalExecuted))
         }
 
         fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
-            gtid(conn, "@@gtid_binlog_pos").or_else(|_| gtid(conn, "@@gtid_executed"))
+            gtid(conn, BinlogPos).or_else(|_| gtid(conn, Executed))
         }
 
         fn socket_ports(conn: &mut Self) -> Option<(u16, u16)> {
@@ -725,12 +727,12 @@ mod mysql {
             // going back, see `ReplicaSet::learn`)
             // MariaDB: `@@gtid_slave_pos`; MySQL 8 has none (an error), its applied set is
             // `@@gtid_executed`
-            let (applied, started, server_id) = match applied_and_start(conn, "@@gtid_slave_pos") {
+            let (applied, started, server_id) = match applied_and_start(conn, SlavePosAndStart) {
                 Ok(row) => row,
                 Err(diesel::result::Error::DatabaseError(_, info))
                     if info.message().contains("Unknown system variable") =>
                 {
-                    applied_and_start(conn, "@@gtid_executed")?
+                    applied_and_start(conn, ExecutedAndStart)?
                 }
                 Err(e) => return Err(e),
             };
@@ -800,7 +802,7 @@ mod mysql {
     /// does not apply (positions still decide what a replica may serve).
     fn replication_lag(conn: &mut MysqlConnection) -> QueryResult<std::time::Duration> {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-        let rows: Vec<SlaveStatus> = match diesel::sql_query("SHOW SLAVE STATUS").load(conn) {
+        let rows: Vec<SlaveStatus> = match ShowSlaveStatus.load(conn) {
             Ok(rows) => rows,
             Err(diesel::result::Error::DatabaseError(_, info))
                 if info.message().starts_with("Access denied") =>
@@ -826,27 +828,78 @@ mod mysql {
         })
     }
 
-    /// A replica's applied GTIDs (from `variable`), when the server started (Unix seconds)
-    /// and its server id.
-    fn applied_and_start(
+    /// Constant statements of the router with a static query id: Diesel's statement cache
+    /// keeps them prepared, so each call is one round trip (an execute) instead of three
+    /// (prepare, execute, close), as a `sql()` literal would cost.
+    macro_rules! constant_query {
+        ($($(#[$doc:meta])* $name:ident: $ty:ty = $sql:expr;)*) => {$(
+            $(#[$doc])*
+            #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
+            struct $name;
+
+            impl diesel::query_builder::Query for $name {
+                type SqlType = $ty;
+            }
+
+            impl QueryFragment<Mysql> for $name {
+                fn walk_ast<'b>(
+                    &'b self,
+                    mut out: diesel::query_builder::AstPass<'_, 'b, Mysql>,
+                ) -> QueryResult<()> {
+                    out.push_sql($sql);
+                    Ok(())
+                }
+            }
+
+            impl RunQueryDsl<MysqlConnection> for $name {}
+        )*};
+    }
+
+    /// `UNIX_TIMESTAMP() - UPTIME`: when the server started, in Unix seconds.
+    macro_rules! started_at {
+        () => {
+            "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
+             information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED), \
+             CAST(@@server_id AS SIGNED)"
+        };
+    }
+
+    constant_query! {
+        /// MariaDB: every transaction binlogged.
+        BinlogPos: Nullable<Text> = "SELECT @@gtid_binlog_pos";
+        /// MySQL 8: every transaction executed.
+        Executed: Nullable<Text> = "SELECT @@gtid_executed";
+        /// The monitor's probe of a primary (the same, spelled apart for the servers' logs).
+        GlobalBinlogPos: Nullable<Text> = "SELECT @@global.gtid_binlog_pos";
+        /// ... on MySQL 8.
+        GlobalExecuted: Nullable<Text> = "SELECT @@global.gtid_executed";
+        /// MariaDB replica: what it applied, when it started and its server id.
+        SlavePosAndStart: (Nullable<Text>, BigInt, BigInt) =
+            concat!("SELECT @@gtid_slave_pos, ", started_at!());
+        /// MySQL 8 replica: the same.
+        ExecutedAndStart: (Nullable<Text>, BigInt, BigInt) =
+            concat!("SELECT @@gtid_executed, ", started_at!());
+        /// The replica's replication status, read by column name.
+        ShowSlaveStatus: diesel::sql_types::Untyped = "SHOW SLAVE STATUS";
+    }
+
+    /// A replica's applied GTIDs, when the server started (Unix seconds) and its server id.
+    fn applied_and_start<Q>(
         conn: &mut MysqlConnection,
-        variable: &str,
-    ) -> QueryResult<(Option<String>, i64, i64)> {
-        diesel::select((
-            diesel::dsl::sql::<Nullable<Text>>(variable),
-            diesel::dsl::sql::<BigInt>(
-                "CAST(UNIX_TIMESTAMP() - (SELECT VARIABLE_VALUE FROM \
-                 information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'UPTIME') AS SIGNED)",
-            ),
-            diesel::dsl::sql::<BigInt>("CAST(@@server_id AS SIGNED)"),
-        ))
-        .get_result(conn)
+        query: Q,
+    ) -> QueryResult<(Option<String>, i64, i64)>
+    where
+        Q: diesel::query_dsl::LoadQuery<'static, MysqlConnection, (Option<String>, i64, i64)>,
+    {
+        query.get_result(conn)
     }
 
     /// A GTID system variable as a position (`None`: empty, or not a GTID set).
-    fn gtid(conn: &mut MysqlConnection, variable: &str) -> QueryResult<Option<Position>> {
-        let text: Option<String> =
-            diesel::select(diesel::dsl::sql::<Nullable<Text>>(variable)).get_result(conn)?;
+    fn gtid<Q>(conn: &mut MysqlConnection, query: Q) -> QueryResult<Option<Position>>
+    where
+        Q: diesel::query_dsl::LoadQuery<'static, MysqlConnection, Option<String>>,
+    {
+        let text: Option<String> = query.get_result(conn)?;
         Ok(text
             .filter(|t| !t.trim().is_empty())
             .and_then(|t| t.parse::<Position>().ok()))

@@ -532,3 +532,71 @@ fn a_token_taken_right_after_a_write_through_the_escape_hatch_carries_it() {
     assert_eq!(seen.0, 1, "the token carried the write");
     m.resume(0);
 }
+
+/// The position queries (`SELECT @@gtid_binlog_pos`, not the monitor's probes) the primary
+/// received after: a write transaction of three inserts, an autocommit insert, a read-only
+/// transaction, a rolled-back write transaction; counted in the primary's general log.
+fn position_queries_of_writes(mode: &str) -> Vec<i64> {
+    let m = start("");
+    m.log_statements(Node::Primary);
+    let cluster = cluster_on(&m, &format!("[consistency]\nmode = \"{mode}\""));
+    let calls = || m.logged(Node::Primary, "app", "SELECT @@gtid_binlog_pos");
+    let mut conn = cluster.get("default").unwrap();
+    let mut seen = Vec::new();
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        for name in ["a", "b", "c"] {
+            diesel::insert_into(users::table)
+                .values(users::name.eq(name))
+                .execute(c)?;
+        }
+        Ok(())
+    })
+    .unwrap();
+    seen.push(calls());
+    diesel::insert_into(users::table)
+        .values(users::name.eq("d"))
+        .execute(&mut conn)
+        .unwrap();
+    seen.push(calls());
+    conn.transaction::<_, diesel::result::Error, _>(|c| {
+        users::table.count().get_result::<i64>(c).map(drop)
+    })
+    .unwrap();
+    seen.push(calls());
+    let rolled_back = conn.transaction::<(), _, _>(|c| {
+        diesel::insert_into(users::table)
+            .values(users::name.eq("e"))
+            .execute(c)?;
+        Err(diesel::result::Error::RollbackTransaction)
+    });
+    assert!(rolled_back.is_err());
+    seen.push(calls());
+    assert!(
+        m.logged(Node::Primary, "app", "INSERT") >= 5,
+        "the log sees the writes"
+    );
+    // each position query is one round trip: prepared once per connection, then executed
+    assert!(
+        m.logged_commands(
+            Node::Primary,
+            "app",
+            &["Prepare"],
+            "SELECT @@gtid_binlog_pos"
+        ) <= 1,
+        "prepared again for each position query"
+    );
+    seen
+}
+
+#[test]
+fn read_your_writes_and_causal_learn_write_positions_without_a_query_per_write() {
+    // the monitor's next probe of the primary covers them (`@@global.gtid_binlog_pos`)
+    assert_eq!(position_queries_of_writes("read_your_writes"), [0, 0, 0, 0]);
+    assert_eq!(position_queries_of_writes("causal"), [0, 0, 0, 0]);
+}
+
+#[test]
+fn strong_reads_one_position_per_committed_write_transaction() {
+    // one per commit, one per autocommit write, none for a read-only transaction or a rollback
+    assert_eq!(position_queries_of_writes("strong"), [1, 2, 2, 2]);
+}

@@ -403,6 +403,45 @@ impl MariaCluster {
         self.signal(node, "CONT");
     }
 
+    /// Logs every statement a node receives from now on (`mysql.general_log`).
+    pub(crate) fn log_statements(&self, node: Node) {
+        self.sql(
+            node,
+            "SET GLOBAL log_output = 'TABLE'; SET GLOBAL general_log = 1;",
+        );
+    }
+
+    /// How many statements `user` ran on `node` whose text starts with `prefix` (queries
+    /// and executions of prepared statements), since [`log_statements`](Self::log_statements).
+    pub(crate) fn logged(&self, node: Node, user: &str, prefix: &str) -> i64 {
+        self.logged_commands(node, user, &["Query", "Execute"], prefix)
+    }
+
+    /// How many commands of the `kinds` (`Query`, `Prepare`, `Execute`, ...) `user` sent
+    /// `node` with a text that starts with `prefix`.
+    pub(crate) fn logged_commands(
+        &self,
+        node: Node,
+        user: &str,
+        kinds: &[&str],
+        prefix: &str,
+    ) -> i64 {
+        let kinds = kinds
+            .iter()
+            .map(|k| format!("'{k}'"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.sql(
+            node,
+            &format!(
+                "SELECT COUNT(*) FROM mysql.general_log WHERE command_type IN ({kinds}) \
+                 AND user_host LIKE '{user}[%' AND argument LIKE '{prefix}%'"
+            ),
+        )
+        .parse()
+        .unwrap()
+    }
+
     /// Kills a node (SIGKILL) and waits until it is gone.
     pub(crate) fn kill(&mut self, node: Node) {
         let i = self.index(node);
