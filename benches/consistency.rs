@@ -22,6 +22,12 @@
 //! Run: `cargo bench --bench consistency` (about a minute). Environment: `BENCH_SECONDS`
 //! (per policy, default 5), `BENCH_THREADS` (default 4), `BENCH_USERS` (default 5000),
 //! `BENCH_DELAY_MS` (default 200), `BENCH_POLICY` (one policy by name, such as `eventual`).
+//!
+//! MariaDB: `BENCH_BACKEND=mariadb cargo bench --features mysql --bench consistency`: a
+//! primary and two GTID replicas with `MASTER_DELAY` (whole seconds, default 1 s; the binlog
+//! stamps events in whole seconds, so a transaction is applied between `delay - 1 s` and
+//! `delay` after its commit: the best possible share is then a floor, not a ceiling), reads
+//! counted in the servers' general logs.
 
 #![allow(missing_docs)]
 
@@ -31,13 +37,20 @@ use std::time::{Duration, Instant};
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
-use diesel_sharding::{pin, Cluster, ConsistencyToken, RouteReason, Settings};
+use diesel_sharding::{
+    pin, Cluster, ConsistencyToken, PooledConnection, RouteReason, RoutedBackend, Settings,
+};
 use rand::Rng;
 
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
-use pg_cluster::{Node, PgCluster};
+use pg_cluster::PgCluster;
+
+#[cfg(feature = "mysql")]
+#[allow(unreachable_pub, dead_code)]
+#[path = "../tests/support/mariadb_cluster.rs"]
+mod mariadb_cluster;
 
 mod schema {
     diesel::table! {
@@ -58,7 +71,122 @@ mod schema {
 use schema::{catalog, kv};
 
 const OLD_ROWS: i64 = 10_000;
-const READ_QUERY: &str = "SELECT %\"val\" FROM %WHERE%\"id\" = $1)%";
+
+/// The servers under test: a primary and two replicas, with their own statement counts.
+trait Servers {
+    /// The primary's and the two replicas' URLs.
+    fn urls(&self) -> [String; 3];
+    fn wait_all_caught_up(&self);
+    /// Starts the servers' read counts over.
+    fn reset_counts(&self);
+    /// Point reads the servers ran since the reset: (primary, replicas).
+    fn reads(&self) -> (u64, u64);
+}
+
+/// The bench's statements on a backend's routed connection.
+trait Rows: RoutedBackend {
+    fn insert_kv(conn: &mut PooledConnection<Self>, id: i64, owner: i64, val: i64);
+    fn read_kv(conn: &mut PooledConnection<Self>, id: i64) -> Option<i64>;
+    fn read_catalog(conn: &mut PooledConnection<Self>, id: i64) -> Option<i64>;
+}
+
+macro_rules! rows {
+    ($conn:ty) => {
+        impl Rows for $conn {
+            fn insert_kv(conn: &mut PooledConnection<Self>, id: i64, owner: i64, val: i64) {
+                diesel::insert_into(kv::table)
+                    .values((kv::id.eq(id), kv::owner.eq(owner), kv::val.eq(val)))
+                    .execute(conn)
+                    .unwrap();
+            }
+
+            fn read_kv(conn: &mut PooledConnection<Self>, id: i64) -> Option<i64> {
+                kv::table
+                    .find(id)
+                    .select(kv::val)
+                    .first(conn)
+                    .optional()
+                    .unwrap()
+            }
+
+            fn read_catalog(conn: &mut PooledConnection<Self>, id: i64) -> Option<i64> {
+                catalog::table
+                    .find(id)
+                    .select(catalog::val)
+                    .first(conn)
+                    .optional()
+                    .unwrap()
+            }
+        }
+    };
+}
+rows!(PgConnection);
+#[cfg(feature = "mysql")]
+rows!(diesel::mysql::MysqlConnection);
+
+impl Servers for PgCluster {
+    fn urls(&self) -> [String; 3] {
+        [
+            self.primary_url("bench"),
+            self.replica_url(0, "bench"),
+            self.replica_url(1, "bench"),
+        ]
+    }
+
+    fn wait_all_caught_up(&self) {
+        PgCluster::wait_all_caught_up(self)
+    }
+
+    fn reset_counts(&self) {
+        self.reset_all_statement_stats()
+    }
+
+    fn reads(&self) -> (u64, u64) {
+        use pg_cluster::Node;
+        const READ_QUERY: &str = "SELECT %\"val\" FROM %WHERE%\"id\" = $1)%";
+        (
+            self.statement_calls(Node::Primary, READ_QUERY) as u64,
+            (self.statement_calls(Node::Replica(0), READ_QUERY)
+                + self.statement_calls(Node::Replica(1), READ_QUERY)) as u64,
+        )
+    }
+}
+
+#[cfg(feature = "mysql")]
+impl Servers for mariadb_cluster::MariaCluster {
+    fn urls(&self) -> [String; 3] {
+        use mariadb_cluster::Node;
+        [
+            self.url(Node::Primary),
+            self.url(Node::Replica(0)),
+            self.url(Node::Replica(1)),
+        ]
+    }
+
+    fn wait_all_caught_up(&self) {
+        mariadb_cluster::MariaCluster::wait_all_caught_up(self)
+    }
+
+    fn reset_counts(&self) {
+        use mariadb_cluster::Node;
+        for node in [Node::Primary, Node::Replica(0), Node::Replica(1)] {
+            self.clear_statement_log(node);
+        }
+    }
+
+    fn reads(&self) -> (u64, u64) {
+        use mariadb_cluster::Node;
+        // executions of the point reads (`SELECT `kv`.`val` ...`, `SELECT `catalog`.`val` ...`)
+        let reads = |node| {
+            (self.logged(node, "app", "SELECT `kv`.`val`")
+                + self.logged(node, "app", "SELECT `catalog`.`val`")) as u64
+        };
+        (
+            reads(Node::Primary),
+            reads(Node::Replica(0)) + reads(Node::Replica(1)),
+        )
+    }
+}
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -148,8 +276,8 @@ enum Target {
 }
 
 /// One read; `expect` is (the row's value, when it was committed, promised by the policy?).
-fn read_row(
-    conn: &mut diesel_sharding::PooledConnection<PgConnection>,
+fn read_row<C: Rows>(
+    conn: &mut PooledConnection<C>,
     counts: &Counts,
     target: Target,
     expect: Option<(i64, Instant, bool)>,
@@ -157,18 +285,8 @@ fn read_row(
 ) {
     let read_started = Instant::now();
     let got: Option<i64> = match target {
-        Target::Kv(id) => kv::table
-            .find(id)
-            .select(kv::val)
-            .first(conn)
-            .optional()
-            .unwrap(),
-        Target::Catalog(id) => catalog::table
-            .find(id)
-            .select(catalog::val)
-            .first(conn)
-            .optional()
-            .unwrap(),
+        Target::Kv(id) => C::read_kv(conn, id),
+        Target::Catalog(id) => C::read_catalog(conn, id),
     };
     counts.reads.fetch_add(1, Ordering::Relaxed);
     if conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica) {
@@ -195,8 +313,8 @@ fn read_row(
     }
 }
 
-fn run(
-    pg: &PgCluster,
+fn run<C: Rows>(
+    servers: &dyn Servers,
     policy: Policy,
     seconds: u64,
     warm_up: u64,
@@ -212,12 +330,12 @@ fn run(
         policy.pin_seconds,
         policy.mode,
         policy.granularity,
-        pg.primary_url("bench"),
-        pg.replica_url(0, "bench"),
-        pg.replica_url(1, "bench"),
+        servers.urls()[0],
+        servers.urls()[1],
+        servers.urls()[2],
     ))
     .unwrap();
-    let cluster = Cluster::<PgConnection>::new(settings).unwrap();
+    let cluster = Cluster::<C>::new(settings).unwrap();
     let cookies: Arc<Vec<Mutex<Cookie>>> =
         Arc::new((0..users).map(|_| Mutex::new(Cookie::default())).collect());
     let latest = Arc::new(Mutex::new(None::<(i64, i64, Instant)>)); // (id, val, committed)
@@ -225,7 +343,7 @@ fn run(
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now() - Duration::from_secs(3600); // when the old rows were written
-    pg.wait_all_caught_up();
+    servers.wait_all_caught_up();
     let started = Instant::now();
     let workers: Vec<_> = (0..threads)
         .map(|_| {
@@ -249,7 +367,7 @@ fn run(
                     let request = || {
                         let mut conn = cluster.get("default").unwrap();
                         let read =
-                            |conn: &mut diesel_sharding::PooledConnection<PgConnection>,
+                            |conn: &mut PooledConnection<C>,
                              target: Target,
                              expect: Option<(i64, Instant, bool)>| {
                                 read_row(conn, &counts, target, expect, delay)
@@ -259,10 +377,7 @@ fn run(
                             // a write, and a read of the row just written
                             let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                             let val = id * 7;
-                            diesel::insert_into(kv::table)
-                                .values((kv::id.eq(id), kv::owner.eq(user as i64), kv::val.eq(val)))
-                                .execute(&mut conn)
-                                .unwrap();
+                            C::insert_kv(&mut conn, id, user as i64, val);
                             let committed = Instant::now();
                             *latest.lock().unwrap() = Some((id, val, committed));
                             read(
@@ -303,7 +418,7 @@ fn run(
         .collect();
     // warm up (cookies fill, pins and tokens reach a steady state), then measure
     std::thread::sleep(Duration::from_secs(warm_up));
-    pg.reset_all_statement_stats();
+    servers.reset_counts();
     let measured = Instant::now();
     let counts = {
         let c = &counts;
@@ -326,9 +441,7 @@ fn run(
     }
     let elapsed = measured.elapsed().as_secs_f64();
     let _ = started;
-    let on_primary = pg.statement_calls(Node::Primary, READ_QUERY);
-    let on_replicas = pg.statement_calls(Node::Replica(0), READ_QUERY)
-        + pg.statement_calls(Node::Replica(1), READ_QUERY);
+    let (on_primary, on_replicas) = servers.reads();
     let reads = counts.reads.load(Ordering::Relaxed);
     let pct = |n: u64| 100.0 * n as f64 / reads.max(1) as f64;
     vec![
@@ -352,15 +465,12 @@ fn run(
     ]
 }
 
-fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for a list
-    }
-    let seconds = env("BENCH_SECONDS", 5);
-    let threads = env("BENCH_THREADS", 4);
-    let users = env("BENCH_USERS", 2000);
-    let warm_up = env("BENCH_WARM_UP", 3);
-    let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
+/// `run` for one backend's connection type.
+type Runner = fn(&dyn Servers, Policy, u64, u64, u64, u64, Duration) -> Vec<String>;
+
+/// A PostgreSQL primary and two replicas applying `delay` late, with the bench's tables.
+fn postgres(delay: Duration) -> PgCluster {
+    use pg_cluster::Node;
     let pg = PgCluster::start(2);
     pg.create_database("bench");
     pg.execute(
@@ -375,18 +485,74 @@ fn main() {
     pg.wait_all_caught_up();
     pg.set_apply_delay(0, delay);
     pg.set_apply_delay(1, delay);
+    pg
+}
+
+/// The same on MariaDB (`delay` in whole seconds), with statement logs on.
+#[cfg(feature = "mysql")]
+fn mariadb(delay: Duration) -> mariadb_cluster::MariaCluster {
+    use mariadb_cluster::{MariaCluster, Node};
+    let m = MariaCluster::start(2);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        &format!(
+            "CREATE TABLE kv (id BIGINT PRIMARY KEY, owner BIGINT NOT NULL, val BIGINT NOT NULL);
+             CREATE TABLE catalog (id BIGINT PRIMARY KEY, val BIGINT NOT NULL);
+             SET SESSION max_recursive_iterations = {OLD_ROWS};
+             INSERT INTO catalog WITH RECURSIVE n(i) AS \
+             (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {OLD_ROWS}) SELECT i, i * 7 FROM n;"
+        ),
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    for node in [Node::Primary, Node::Replica(0), Node::Replica(1)] {
+        m.log_statements(node);
+    }
+    m.set_delay(0, delay.as_secs() as u32);
+    m.set_delay(1, delay.as_secs() as u32);
+    m
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo test --benches` asks for a list
+    }
+    let seconds = env("BENCH_SECONDS", 5);
+    let threads = env("BENCH_THREADS", 4);
+    let users = env("BENCH_USERS", 2000);
+    let warm_up = env("BENCH_WARM_UP", 3);
+    let backend = std::env::var("BENCH_BACKEND").unwrap_or_else(|_| "postgres".into());
+    let (servers, run_policy, delay): (Box<dyn Servers>, Runner, Duration) = match backend.as_str()
+    {
+        "postgres" => {
+            let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
+            (Box::new(postgres(delay)), run::<PgConnection>, delay)
+        }
+        #[cfg(feature = "mysql")]
+        "mariadb" => {
+            let delay = Duration::from_millis(env("BENCH_DELAY_MS", 1000));
+            let delay = Duration::from_secs(delay.as_millis().div_ceil(1000) as u64);
+            (
+                Box::new(mariadb(delay)),
+                run::<diesel::mysql::MysqlConnection>,
+                delay,
+            )
+        }
+        other => panic!("BENCH_BACKEND: {other}? postgres, or mariadb (with --features mysql)"),
+    };
     let mut rows = Vec::new();
     let only = std::env::var("BENCH_POLICY").ok();
     for policy in POLICIES {
         if only.as_deref().is_some_and(|o| o != policy.name) {
             continue;
         }
-        let row = run(&pg, *policy, seconds, warm_up, threads, users, delay);
+        let row = run_policy(&*servers, *policy, seconds, warm_up, threads, users, delay);
         eprintln!("{}", row.join(" | "));
         rows.push(row);
     }
     println!(
-        "\n{threads} threads, {users} users, {warm_up} s warm-up + {seconds} s measured per policy, apply delay {} ms on both replicas\n",
+        "\n{backend}: {threads} threads, {users} users, {warm_up} s warm-up + {seconds} s measured per policy, apply delay {} ms on both replicas\n",
         delay.as_millis()
     );
     println!("| policy | stale reads (promised) | misses it does not promise to avoid | replica share (servers) | replica share (router) | best possible share for its promise | requests/s | reads |");

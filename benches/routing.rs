@@ -7,7 +7,11 @@
 //!   same database. For PostgreSQL the bench starts its own server (as the tests do); the
 //!   routed pool's replica is that same server, so the difference is the router alone.
 //!
-//! Run: `cargo bench --features bench-internals --bench routing`. The README's table comes from this.
+//! * `mariadb/*` (with feature `mysql`): the same against a MariaDB server the bench starts,
+//!   routed `MysqlConnection` against plain `MysqlConnection` through `diesel::r2d2`.
+//!
+//! Run: `cargo bench --features bench-internals --bench routing` (add `mysql` for MariaDB).
+//! The README's table comes from this.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented public functions
 
@@ -22,9 +26,14 @@ use diesel::sqlite::SqliteConnection;
 use diesel_sharding::__bench::CachedClassifier;
 use diesel_sharding::{pin, Cluster, Settings};
 
-#[allow(unreachable_pub)]
+#[allow(unreachable_pub, dead_code)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
+
+#[cfg(feature = "mysql")]
+#[allow(unreachable_pub, dead_code)]
+#[path = "../tests/support/mariadb_cluster.rs"]
+mod mariadb_cluster;
 
 mod schema {
     diesel::table! {
@@ -268,6 +277,58 @@ fn postgres(c: &mut Criterion) {
     pin::unpin_this_thread();
 }
 
+#[cfg(feature = "mysql")]
+fn mariadb(c: &mut Criterion) {
+    use diesel::mysql::MysqlConnection;
+    use mariadb_cluster::{MariaCluster, Node};
+    let m = MariaCluster::start(0);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        &format!(
+            "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, name TEXT NOT NULL, qty INT NOT NULL);
+             SET SESSION max_recursive_iterations = {ROWS};
+             INSERT INTO items (name, qty) WITH RECURSIVE n(i) AS \
+             (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) SELECT CONCAT('item', i), i FROM n;"
+        ),
+    )
+    .unwrap();
+    let url = m.url(Node::Primary);
+    let plain = Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<MysqlConnection>::new(&url))
+        .unwrap();
+    let routed_cluster = |mode: &str| {
+        Cluster::<MysqlConnection>::new(
+            Settings::from_toml_str(&format!(
+                "[consistency]\nmode = \"{mode}\"\n\
+                 [databases.default]\nurl = \"{url}\"\npool_size = 1\n\
+                 [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
+            ))
+            .unwrap(),
+        )
+        .unwrap()
+    };
+    // the router alone (no positions), then read_your_writes (positions learned lazily)
+    let pinned = routed_cluster("pin");
+    let mut plain_conn = plain.get().unwrap();
+    let mut routed_conn = pinned.get("default").unwrap();
+    pin::unpin_this_thread();
+    pairs!(c, "mariadb", plain_conn, routed_conn);
+    drop(routed_conn);
+
+    let ryw = routed_cluster("read_your_writes");
+    let mut ryw_conn = ryw.get("default").unwrap();
+    pin::unpin_this_thread();
+    pairs!(c, "mariadb_read_your_writes", plain_conn, ryw_conn);
+    drop(ryw_conn);
+    drop(plain_conn);
+    pin::unpin_this_thread();
+}
+
+#[cfg(not(feature = "mysql"))]
+fn mariadb(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     // (criterion's generated function carries no docs)
@@ -275,6 +336,6 @@ criterion_group! {
         .sample_size(40)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = classify, sqlite, postgres
+    targets = classify, sqlite, postgres, mariadb
 }
 criterion_main!(benches);

@@ -95,6 +95,12 @@ pub(crate) mod private {
         /// On a replica: replay position and time lag, for the monitor.
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
 
+        /// On a replica: its replay position alone, for checks on a connection whose server
+        /// incarnation is known (see [`probe_replica`](Backend::probe_replica)).
+        fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            Ok(Self::probe_replica(conn)?.map(|p| p.replay))
+        }
+
         /// On a replica: waits on the server until it has applied `position`, at most
         /// `timeout`. `Some(true)`: applied; `Some(false)`: not within `timeout`; `None`: the
         /// server offers no such wait (the router polls the replay position instead).
@@ -746,6 +752,19 @@ mod mysql {
             }))
         }
 
+        fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
+            // one cheap statement: the incarnation (a status table scan, ~4x the cost) is
+            // read once per connection by `probe_replica`
+            match gtid(conn, SlavePos) {
+                Err(diesel::result::Error::DatabaseError(_, info))
+                    if info.message().contains("Unknown system variable") =>
+                {
+                    gtid(conn, Executed)
+                }
+                other => other,
+            }
+        }
+
         fn wait_for_replay(
             conn: &mut Self,
             position: &Position,
@@ -869,6 +888,8 @@ mod mysql {
         BinlogPos: Nullable<Text> = "SELECT @@gtid_binlog_pos";
         /// MySQL 8: every transaction executed.
         Executed: Nullable<Text> = "SELECT @@gtid_executed";
+        /// MariaDB replica: what it applied.
+        SlavePos: Nullable<Text> = "SELECT @@gtid_slave_pos";
         /// The monitor's probe of a primary (the same, spelled apart for the servers' logs).
         GlobalBinlogPos: Nullable<Text> = "SELECT @@global.gtid_binlog_pos";
         /// ... on MySQL 8.

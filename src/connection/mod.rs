@@ -768,6 +768,7 @@ fn open_primary<'a, C: RoutedBackend>(
             conn,
             watch,
             generation: 0,
+            identity: 0,
         });
     }
     match slot.as_mut() {
@@ -889,6 +890,7 @@ fn open_replica<C: RoutedBackend>(
         conn,
         watch,
         generation,
+        identity: 0,
     })
 }
 

@@ -13,6 +13,10 @@ pub(crate) struct Physical<C> {
     /// For a replica: its generation when this connection opened. The replica set bumps
     /// it when the server goes down, hangs or is replaced; an older connection is reopened.
     pub(crate) generation: u64,
+    /// For a replica: the server incarnation this connection talks to, once a probe told
+    /// (0: not yet). It cannot change while the connection lives, so later checks of the
+    /// replay position need not ask again.
+    pub(crate) identity: u64,
 }
 
 impl<C> Deref for Physical<C> {

@@ -430,14 +430,23 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         let asked_ms = self.db.replicas.clock_ms();
         let probed = {
             let _call = replica.watch.call(Some(self.db.replica_timeout));
-            C::probe_replica(&mut replica.conn)
+            if replica.identity == 0 {
+                // the connection's first check: which server incarnation it talks to, too
+                C::probe_replica(&mut replica.conn).map(|p| {
+                    p.map(|p| {
+                        replica.identity = p.identity;
+                        p.replay
+                    })
+                })
+            } else {
+                C::replay_position(&mut replica.conn)
+            }
         };
+        let identity = replica.identity;
         match probed {
-            Ok(Some(probe)) => {
-                self.db
-                    .replicas
-                    .saw_replay(i, asked_ms, &probe.replay, probe.identity);
-                Some(probe.replay)
+            Ok(Some(replay)) => {
+                self.db.replicas.saw_replay(i, asked_ms, &replay, identity);
+                Some(replay)
             }
             Ok(None) => None,
             Err(e) => {

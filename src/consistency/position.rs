@@ -273,6 +273,7 @@ impl GtidSet {
     }
 
     /// Is it a MariaDB set (per domain), not a MySQL one (per source server)?
+    #[cfg_attr(not(feature = "mysql"), allow(dead_code))]
     pub(crate) fn is_mariadb(&self) -> bool {
         matches!(self.0, Repr::Domains(_))
     }

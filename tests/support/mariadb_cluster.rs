@@ -411,6 +411,15 @@ impl MariaCluster {
         );
     }
 
+    /// Empties a node's statement log (not binlogged: on a replica that would be an errant
+    /// transaction that stops replication).
+    pub(crate) fn clear_statement_log(&self, node: Node) {
+        self.sql(
+            node,
+            "SET SESSION sql_log_bin = 0; TRUNCATE mysql.general_log;",
+        );
+    }
+
     /// How many statements `user` ran on `node` whose text starts with `prefix` (queries
     /// and executions of prepared statements), since [`log_statements`](Self::log_statements).
     pub(crate) fn logged(&self, node: Node, user: &str, prefix: &str) -> i64 {
