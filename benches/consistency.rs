@@ -42,13 +42,13 @@ use diesel_sharding::{
 };
 use rand::Rng;
 
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 use pg_cluster::PgCluster;
 
 #[cfg(feature = "mysql")]
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/mariadb_cluster.rs"]
 mod mariadb_cluster;
 

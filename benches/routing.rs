@@ -26,12 +26,12 @@ use diesel::sqlite::SqliteConnection;
 use diesel_sharding::__bench::CachedClassifier;
 use diesel_sharding::{pin, Cluster, Settings};
 
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 
 #[cfg(feature = "mysql")]
-#[allow(unreachable_pub, dead_code)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/mariadb_cluster.rs"]
 mod mariadb_cluster;
 
