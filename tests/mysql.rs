@@ -449,3 +449,79 @@ fn stored_shard_picks_live_on_the_storage_database_and_every_shard_is_reached() 
         "one row on each shard"
     );
 }
+
+#[test]
+fn migrations_run_on_every_shard_primary_only_and_tickets_come_from_the_storage_primary() {
+    use diesel_migrations::{embed_migrations, EmbeddedMigrations};
+    const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
+    let m = MariaCluster::start(1);
+    m.create_database("directory");
+    m.log_statements(Node::Replica(0));
+    let mut toml = "[shard_groups.users]\nbucketing = \"jump\"\n".to_owned();
+    toml += &format!(
+        "[databases.directory]\nurl = \"{}\"\n",
+        m.url_of(Node::Primary, "directory")
+    );
+    for id in 0..2 {
+        let db = format!("users_{id}");
+        m.create_database(&db);
+        toml += &format!(
+            "[databases.{db}]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = {id}\n\
+             [databases.{db}_replica]\nurl = \"{}\"\nprimary = \"{db}\"\n",
+            m.url_of(Node::Primary, &db),
+            m.url_of(Node::Replica(0), &db),
+        );
+    }
+    let cluster = Cluster::<MysqlConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
+    let report = cluster
+        .run_pending_migrations_on_group("users", MIGRATIONS)
+        .unwrap();
+    assert_eq!(report.databases.len(), 2, "{report:?}");
+    m.wait_all_caught_up();
+    for db in ["users_0", "users_1"] {
+        assert_eq!(
+            m.sql(
+                Node::Primary,
+                &format!(
+                    "SELECT COUNT(*) FROM information_schema.TABLES \
+                     WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'users'"
+                )
+            ),
+            "1",
+            "{db}"
+        );
+    }
+    assert_eq!(
+        m.sql(
+            Node::Primary,
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'directory' AND TABLE_NAME = 'users'"
+        ),
+        "0",
+        "not on a database outside the group"
+    );
+    // a second run has nothing left to do
+    let again = cluster
+        .run_pending_migrations_on_group("users", MIGRATIONS)
+        .unwrap();
+    assert!(
+        again.databases.iter().all(|(_, v)| v.is_empty()),
+        "{again:?}"
+    );
+    // nothing of it ran on the replica: its copy came by replication
+    assert_eq!(
+        m.logged(Node::Replica(0), "app", "CREATE"),
+        0,
+        "a migration ran on the replica"
+    );
+
+    // tickets: unique and increasing, from the storage database's primary
+    let tickets: Vec<i64> = (0..5)
+        .map(|_| cluster.ticket_id("directory").unwrap())
+        .collect();
+    assert!(tickets.windows(2).all(|w| w[1] > w[0]), "{tickets:?}");
+    let id = cluster
+        .next_id(&cluster.shard("users", 1).unwrap())
+        .unwrap();
+    assert_eq!(cluster.shard_of_id("users", id).unwrap().shard_id, 1);
+}

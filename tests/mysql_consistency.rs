@@ -600,3 +600,55 @@ fn strong_reads_one_position_per_committed_write_transaction() {
     // one per commit, one per autocommit write, none for a read-only transaction or a rollback
     assert_eq!(position_queries_of_writes("strong"), [1, 2, 2, 2]);
 }
+
+/// What a call may take beyond its bound on a loaded 2-core machine.
+const MARGIN: Duration = Duration::from_millis(1500);
+
+#[test]
+fn a_read_only_workload_never_waits_on_a_frozen_primary() {
+    let m = start("INSERT INTO users (name) VALUES ('ada');");
+    let cluster = cluster_on(
+        &m,
+        "[pinning]\nseconds = 0\n[consistency]\nmode = \"eventual\"\nmonitor_interval = \"100ms\"",
+    );
+    assert_eq!(
+        poll(
+            || count(&cluster, "ada"),
+            |got| got.1 == RouteReason::Replica
+        ),
+        (1, RouteReason::Replica)
+    );
+    m.freeze(Node::Primary);
+    for _ in 0..20 {
+        let started = Instant::now();
+        let got = count(&cluster, "ada");
+        let took = started.elapsed();
+        assert_eq!(got, (1, RouteReason::Replica));
+        assert!(took < MARGIN, "{took:?}");
+    }
+    m.thaw(Node::Primary);
+}
+
+#[test]
+fn primary_timeout_cuts_a_call_on_a_frozen_primary_and_says_the_outcome_is_unknown() {
+    let m = start("");
+    let cluster = cluster_on(&m, "[routing]\nprimary_timeout = \"500ms\"");
+    let mut conn = cluster.get("default").unwrap();
+    diesel::insert_into(users::table)
+        .values(users::name.eq("before"))
+        .execute(&mut conn)
+        .unwrap();
+    m.freeze(Node::Primary);
+    let started = Instant::now();
+    let err = diesel::insert_into(users::table)
+        .values(users::name.eq("during"))
+        .execute(&mut conn)
+        .expect_err("the primary is frozen");
+    let took = started.elapsed();
+    m.thaw(Node::Primary);
+    assert!(took < Duration::from_millis(500) + MARGIN, "took {took:?}");
+    assert!(err.to_string().contains("outcome"), "{err}");
+    // the connection is reopened, and works
+    let n: i64 = users::table.count().get_result(&mut conn).unwrap();
+    assert!(n >= 1);
+}
