@@ -652,3 +652,122 @@ fn primary_timeout_cuts_a_call_on_a_frozen_primary_and_says_the_outcome_is_unkno
     let n: i64 = users::table.count().get_result(&mut conn).unwrap();
     assert!(n >= 1);
 }
+
+/// A primary and two replicas, `r0` up to date and `r1` applying an hour late, under `mode`;
+/// the monitor probes rarely, so the router learns positions from its own reads.
+fn two_speeds(mode: &str) -> (MariaCluster, diesel_sharding::Cluster<MysqlConnection>) {
+    let m = MariaCluster::start(2);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        // a row every replica has: a read on the stale one counts in its statistics
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL); \
+         INSERT INTO users (name) VALUES ('seed');",
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    m.set_delay(1, 3600);
+    let cluster = two_speed_cluster(&m, mode);
+    (m, cluster)
+}
+
+/// A cluster on the two-speed servers `m`.
+fn two_speed_cluster(m: &MariaCluster, mode: &str) -> diesel_sharding::Cluster<MysqlConnection> {
+    let settings = diesel_sharding::Settings::from_toml_str(&format!(
+        "[pinning]\nseconds = 0\n[consistency]\nmode = \"{mode}\"\nmonitor_interval = \"10s\"\n\
+         max_lag = \"2h\"\n\
+         [databases.default]\nurl = \"{}\"\npool_size = 4\n\
+         [databases.r0]\nurl = \"{}\"\nprimary = \"default\"\n\
+         [databases.r1]\nurl = \"{}\"\nprimary = \"default\"\n",
+        m.url(Node::Primary),
+        m.url(Node::Replica(0)),
+        m.url(Node::Replica(1)),
+    ))
+    .unwrap();
+    diesel_sharding::Cluster::new(settings).unwrap()
+}
+
+/// Another client writes `name`, `r0` applies it; this thread reads until a read lands on
+/// `r0` and sees it (the pool's new connections spread their first reads over the replicas).
+fn read_fresh_row_on_r0(
+    m: &MariaCluster,
+    cluster: &diesel_sharding::Cluster<MysqlConnection>,
+    name: &str,
+) {
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        &format!("INSERT INTO users (name) VALUES ('{name}')"),
+    )
+    .unwrap();
+    m.wait_applied(0, &m.primary_position());
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let mut conn = cluster.get("default").unwrap();
+        let seen = names(&mut conn);
+        if conn.last_route().unwrap().server == "r0" {
+            assert!(seen.contains(&name.to_owned()));
+            return;
+        }
+        held.push(conn);
+    }
+    panic!("no read landed on r0");
+}
+
+#[test]
+fn a_later_read_on_another_connection_or_a_job_never_goes_back_in_time() {
+    for mode in ["read_your_writes", "eventual", "pin"] {
+        let (m, cluster) = two_speeds(mode);
+        read_fresh_row_on_r0(&m, &cluster, "x");
+        let token = cluster.token().to_string();
+        let stale_before = rows_read(&m, Node::Replica(1));
+        for k in 0..10 {
+            let mut conn = cluster.get("default").unwrap();
+            assert!(
+                names(&mut conn).contains(&"x".to_owned()),
+                "{mode}, read {k}"
+            );
+        }
+        // a job handed the token of that read, on another thread
+        let c = cluster.clone();
+        let seen = std::thread::spawn(move || {
+            let token: ConsistencyToken = token.parse().unwrap();
+            (0..10)
+                .map(|_| {
+                    c.with_token(&token, || {
+                        names(&mut c.get("default").unwrap()).contains(&"x".to_owned())
+                    })
+                })
+                .all(|seen| seen)
+        })
+        .join()
+        .unwrap();
+        assert!(seen, "{mode}: the job went back in time");
+        assert_eq!(
+            rows_read(&m, Node::Replica(1)),
+            stale_before,
+            "{mode}: the stale replica served a read"
+        );
+        // the stale replica is in service: connections of a process with no history, held
+        // at once, spread their first reads over both replicas, and some miss the row
+        let fresh = two_speed_cluster(&m, mode);
+        // (each read on a thread of its own: a thread's later reads never go back in time)
+        let mut held = Vec::new();
+        let mut missed = 0;
+        for _ in 0..4 {
+            let mut conn = fresh.get("default").unwrap();
+            let (conn, seen) = std::thread::spawn(move || {
+                let seen = names(&mut conn).contains(&"x".to_owned());
+                (conn, seen)
+            })
+            .join()
+            .unwrap();
+            missed += usize::from(!seen);
+            held.push(conn);
+        }
+        assert!(
+            missed > 0,
+            "{mode}: r1 never served a read: the test proves nothing"
+        );
+    }
+}

@@ -396,6 +396,21 @@ impl MariaCluster {
     /// Freezes a node (SIGSTOP): it keeps its connections and answers nothing.
     pub(crate) fn freeze(&self, node: Node) {
         self.signal(node, "STOP");
+        // the signal is delivered asynchronously: wait until every thread has stopped, so
+        // that no statement sent after this returns can still be served
+        let pid = self.nodes[self.index(node)].child.id();
+        wait_until(&format!("{node:?} to stop"), || {
+            let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+                return false;
+            };
+            tasks.flatten().all(|t| {
+                fs::read_to_string(t.path().join("stat")).is_ok_and(|stat| {
+                    // the state follows the parenthesised command name
+                    stat.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+                })
+            })
+        });
     }
 
     /// Thaws a frozen node (SIGCONT).
