@@ -732,13 +732,11 @@ fn a_later_read_on_another_connection_or_a_job_never_goes_back_in_time() {
         let c = cluster.clone();
         let seen = std::thread::spawn(move || {
             let token: ConsistencyToken = token.parse().unwrap();
-            (0..10)
-                .map(|_| {
-                    c.with_token(&token, || {
-                        names(&mut c.get("default").unwrap()).contains(&"x".to_owned())
-                    })
+            (0..10).all(|_| {
+                c.with_token(&token, || {
+                    names(&mut c.get("default").unwrap()).contains(&"x".to_owned())
                 })
-                .all(|seen| seen)
+            })
         })
         .join()
         .unwrap();
