@@ -387,6 +387,51 @@ impl<C: RoutedBackend> Cluster<C> {
         f()
     }
 
+    /// [`with_token`](Self::with_token) for a future (feature `async`): the scope follows the
+    /// future across its `.await`s and threads and reaches no other task (see
+    /// [`crate::task`]); its writes join the enclosing scope when it completes.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use diesel_sharding::{Cluster, ConsistencyToken, Settings};
+    /// use diesel::sqlite::SqliteConnection;
+    ///
+    /// let cluster: Cluster<SqliteConnection> =
+    ///     Cluster::new(Settings::from_toml_str("[databases.default]\nurl = \":memory:\"")?)?;
+    /// let token: ConsistencyToken = "".parse()?; // from the request's cookie
+    /// let next = cluster
+    ///     .with_token_async(&token, async {
+    ///         // ... the request's reads and writes, with `.await`s ...
+    ///         cluster.token() // for the response's cookie
+    ///     })
+    ///     .await;
+    /// # let _ = next;
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "async")]
+    pub fn with_token_async<F: std::future::Future>(
+        &self,
+        token: &ConsistencyToken,
+        future: F,
+    ) -> crate::task::Scoped<F> {
+        crate::task::Scoped::new(future, scope::Layer::request(self.positions_of(token)))
+    }
+
+    /// [`with_consistency`](Self::with_consistency) for a future (feature `async`).
+    #[cfg(feature = "async")]
+    pub fn with_consistency_async<F: std::future::Future>(
+        &self,
+        mode: Consistency,
+        future: F,
+    ) -> crate::task::Scoped<F> {
+        crate::task::Scoped::new(future, scope::Layer::Mode(mode))
+    }
+
     /// The mode set in the settings (or the backend's default), ignoring scopes.
     pub(crate) fn configured_mode(&self) -> Consistency {
         self.inner

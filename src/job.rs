@@ -45,6 +45,14 @@ pub struct JobDelayed {
     pub waited: Duration,
 }
 
+/// Where a `Delayed` job's wait stands after one check.
+pub(crate) enum Wait {
+    /// Every database of the token has a replica at its position.
+    Done,
+    /// Not yet: check again after this pause.
+    Again(Duration),
+}
+
 impl<C: RoutedBackend> Cluster<C> {
     /// Runs `job` under `token` with the `policy`, in a clean pin and consistency state that
     /// is cleared afterwards (also on panic). See the [module docs](crate::job).
@@ -77,14 +85,66 @@ impl<C: RoutedBackend> Cluster<C> {
         Ok(match policy {
             DataConsistency::Always => crate::pin::use_primary(job),
             _ => {
-                // a job honours its token even where reads are eventual or pinned by time
-                let _mode = match self.configured_mode() {
-                    Consistency::Causal | Consistency::Strong => None,
-                    _ => Some(scope::set_mode(Consistency::ReadYourWrites)),
-                };
+                let _mode = self.job_mode().map(scope::set_mode);
                 job()
             }
         })
+    }
+
+    /// The mode a job reads in, if not the configured one: a job honours its token even
+    /// where reads are eventual or pinned by time.
+    pub(crate) fn job_mode(&self) -> Option<Consistency> {
+        match self.configured_mode() {
+            Consistency::Causal | Consistency::Strong => None,
+            _ => Some(Consistency::ReadYourWrites),
+        }
+    }
+
+    /// [`run_job`](Self::run_job) for a future (feature `async`): the job's scope follows
+    /// the future across its `.await`s and threads (see [`crate::task`]), and a `Delayed`
+    /// job waits without blocking the runtime between its checks.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use diesel_sharding::{Cluster, ConsistencyToken, DataConsistency, Settings};
+    /// use diesel::sqlite::SqliteConnection;
+    ///
+    /// let cluster: Cluster<SqliteConnection> =
+    ///     Cluster::new(Settings::from_toml_str("[databases.default]\nurl = \":memory:\"")?)?;
+    /// let token: ConsistencyToken = "".parse()?; // from the job's payload
+    /// let n = cluster
+    ///     .run_job_async(&token, DataConsistency::Sticky, async { 42 })
+    ///     .await?;
+    /// assert_eq!(n, 42);
+    /// # Ok(())
+    /// # }
+    /// # #[cfg(not(feature = "sqlite"))]
+    /// # fn main() {}
+    /// ```
+    #[cfg(feature = "async")]
+    pub async fn run_job_async<F: std::future::Future>(
+        &self,
+        token: &ConsistencyToken,
+        policy: DataConsistency,
+        job: F,
+    ) -> Result<F::Output, JobDelayed> {
+        if let DataConsistency::Delayed(bound) = policy {
+            let start = Instant::now();
+            loop {
+                match self.check_replicas(token, start, bound)? {
+                    Wait::Done => break,
+                    Wait::Again(pause) => tokio::time::sleep(pause).await,
+                }
+            }
+        }
+        let positions = self.positions_of(token);
+        let (pin, mode) = match policy {
+            DataConsistency::Always => (true, None),
+            _ => (false, self.job_mode()),
+        };
+        Ok(crate::task::Scoped::new(job, scope::Layer::job_with(positions, pin, mode)).await)
     }
 
     /// Waits until, for every database of the token, some replica has replayed its position.
@@ -94,26 +154,39 @@ impl<C: RoutedBackend> Cluster<C> {
         bound: Duration,
     ) -> Result<(), JobDelayed> {
         let start = Instant::now();
-        for (name, position) in token.positions() {
-            let Ok(mut conn) = self.get(name) else {
-                continue;
-            }; // unknown: warned and ignored
-            loop {
-                if conn.has_replica_at(&position) {
-                    break;
-                }
-                if start.elapsed() >= bound {
-                    return Err(JobDelayed {
-                        database: name.to_owned(),
-                        position,
-                        waited: start.elapsed(),
-                    });
-                }
-                std::thread::sleep(
-                    Duration::from_millis(5).min(bound.saturating_sub(start.elapsed())),
-                );
+        loop {
+            match self.check_replicas(token, start, bound)? {
+                Wait::Done => return Ok(()),
+                Wait::Again(pause) => std::thread::sleep(pause),
             }
         }
-        Ok(())
+    }
+
+    /// One check of a `Delayed` job's wait (started at `start`, for at most `bound`).
+    pub(crate) fn check_replicas(
+        &self,
+        token: &ConsistencyToken,
+        start: Instant,
+        bound: Duration,
+    ) -> Result<Wait, JobDelayed> {
+        for (name, position) in token.positions() {
+            let Ok(mut conn) = self.get(name) else {
+                continue; // unknown: warned and ignored
+            };
+            if conn.has_replica_at(&position) {
+                continue;
+            }
+            if start.elapsed() >= bound {
+                return Err(JobDelayed {
+                    database: name.to_owned(),
+                    position,
+                    waited: start.elapsed(),
+                });
+            }
+            return Ok(Wait::Again(
+                Duration::from_millis(5).min(bound.saturating_sub(start.elapsed())),
+            ));
+        }
+        Ok(Wait::Done)
     }
 }

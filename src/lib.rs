@@ -70,6 +70,8 @@ mod routing;
 mod settings;
 pub mod sharding;
 mod stats;
+#[cfg(feature = "async")]
+pub mod task;
 
 pub use crate::backend::{RoutedBackend, RoutedLoad};
 pub use crate::cluster::{Cluster, Pool, PooledConnection};
@@ -85,7 +87,7 @@ pub type RoutedPgConnection = RoutedConnection<diesel::pg::PgConnection>;
 #[cfg(feature = "sqlite")]
 pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnection>;
 
-/// The routed MySQL/MariaDB connection (feature `mysql`, work in progress).
+/// The routed MySQL/MariaDB connection (feature `mysql`).
 #[cfg(feature = "mysql")]
 pub type RoutedMysqlConnection = RoutedConnection<diesel::mysql::MysqlConnection>;
 pub use crate::consistency::{

@@ -86,6 +86,13 @@ pub fn use_primary<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// [`use_primary`] for a future (feature `async`): the future's task is pinned for each of
+/// its polls, across `.await`s and threads, and no other task is (see [`crate::task`]).
+#[cfg(feature = "async")]
+pub fn use_primary_async<F: std::future::Future>(future: F) -> crate::task::Scoped<F> {
+    crate::task::Scoped::new(future, scope::Layer::Pin)
+}
+
 /// Pins this thread until the returned guard is dropped, which restores the previous explicit
 /// pin exactly. The guard form of [`use_primary`].
 pub fn use_primary_guard() -> PinGuard {

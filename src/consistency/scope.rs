@@ -12,8 +12,10 @@
 //! `with_consistency` scope (they record a fact); a request scope's writes join the enclosing
 //! scope; a job scope (`run_job`) starts clean and leaves nothing behind, pins included.
 //!
-//! The state sits behind [`with_state`]: a task-local store for async work can take the
-//! thread-local's place there.
+//! The state sits behind [`with_state`], in a thread-local. Async scopes ([`Layer`], feature
+//! `async`, see [`crate::task`]) apply themselves to it for each poll of their future and take
+//! themselves back after it, so they follow a task across threads and never leak into
+//! another task on the same thread.
 
 use std::cell::RefCell;
 
@@ -24,7 +26,7 @@ use crate::routing::TableId;
 pub(crate) type Entry = (u64, TableId, Position);
 
 #[derive(Debug, Default, Clone)]
-struct Scope {
+pub(crate) struct Scope {
     /// What every read must see: per database, and per table where the tables are known.
     must_see: Vec<Entry>,
     /// What this scope wrote (joins the parent when a request scope ends).
@@ -45,6 +47,24 @@ pub(crate) struct LastRead {
 }
 
 impl Scope {
+    /// A request scope ended: what it wrote (known or pending) joins this, its parent.
+    fn absorb(&mut self, child: Scope) {
+        for (db, table, pos) in child.wrote {
+            Scope::raise(&mut self.must_see, db, table, &pos);
+            Scope::raise(&mut self.wrote, db, table, &pos);
+        }
+        for (db, table, at) in child.pending {
+            match self
+                .pending
+                .iter_mut()
+                .find(|(d, t, _)| *d == db && *t == table)
+            {
+                Some((_, _, a)) => *a = (*a).max(at),
+                None => self.pending.push((db, table, at)),
+            }
+        }
+    }
+
     fn raise(list: &mut Vec<Entry>, db: u64, table: TableId, pos: &Position) {
         match list.iter_mut().find(|(d, t, _)| *d == db && *t == table) {
             Some((_, _, p)) => p.raise(pos),
@@ -62,7 +82,7 @@ pub(crate) struct PinState {
     pub(crate) writes: Vec<(u64, std::time::Instant)>,
 }
 
-/// Everything a thread (or, later, a task) carries between statements.
+/// Everything a thread (or a task) carries between statements.
 #[derive(Debug, Default)]
 pub(crate) struct State {
     pub(crate) pin: PinState,
@@ -385,24 +405,147 @@ impl Drop for Guard {
                     .next()
                     .unwrap_or_default();
                 if kind == ScopeKind::Request {
-                    let parent = &mut s.scopes[depth - 1];
-                    for (db, table, pos) in scope.wrote {
-                        Scope::raise(&mut parent.must_see, db, table, &pos);
-                        Scope::raise(&mut parent.wrote, db, table, &pos);
-                    }
-                    for (db, table, at) in scope.pending {
-                        match parent
-                            .pending
-                            .iter_mut()
-                            .find(|(d, t, _)| *d == db && *t == table)
-                        {
-                            Some((_, _, a)) => *a = (*a).max(at),
-                            None => parent.pending.push((db, table, at)),
-                        }
-                    }
+                    s.scopes[depth - 1].absorb(scope);
                 }
             }
         });
+    }
+}
+
+/// A scope layer that a future carries between its polls (feature `async`): applied to the
+/// task's state for each poll and taken back after it, so that scopes of futures polled in
+/// turn on one task (`join!`) never mix, whatever order they are polled in.
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+#[derive(Debug)]
+pub(crate) enum Layer {
+    /// A request scope (`with_token`): its writes join the enclosing scope when it ends.
+    Request(Scope),
+    /// A job (`run_job`), or a task's forked state: the whole state, swapped in per poll.
+    Own(Box<State>),
+    /// The explicit pin (`use_primary`).
+    Pin,
+    /// A mode override (`with_consistency`).
+    Mode(Consistency),
+}
+
+#[cfg_attr(not(feature = "async"), allow(dead_code))]
+impl Layer {
+    /// A request scope that must see `must_see`.
+    pub(crate) fn request(must_see: Vec<Entry>) -> Layer {
+        Layer::Request(Scope {
+            must_see,
+            ..Scope::default()
+        })
+    }
+
+    /// A job: a clean state (no pin, no mode override) whose scope must see `must_see`.
+    pub(crate) fn job(must_see: Vec<Entry>) -> Layer {
+        Layer::job_with(must_see, false, None)
+    }
+
+    /// A job's clean state with its explicit pin and mode.
+    pub(crate) fn job_with(must_see: Vec<Entry>, pin: bool, mode: Option<Consistency>) -> Layer {
+        Layer::Own(Box::new(State {
+            pin: PinState {
+                explicit: pin,
+                writes: Vec::new(),
+            },
+            scopes: vec![Scope {
+                must_see,
+                ..Scope::default()
+            }],
+            mode,
+        }))
+    }
+
+    /// A copy of the current state, flattened into one scope: what a spawned task carries
+    /// (it must see what its spawner must see and has written, pending writes included, and
+    /// keeps its pin and mode); what it writes stays its own.
+    pub(crate) fn fork() -> Layer {
+        let state = with_state(|s| {
+            let mut flat = Scope::default();
+            for scope in &s.scopes {
+                for (db, table, pos) in &scope.must_see {
+                    Scope::raise(&mut flat.must_see, *db, *table, pos);
+                }
+                for (db, table, at) in &scope.pending {
+                    match flat
+                        .pending
+                        .iter_mut()
+                        .find(|(d, t, _)| d == db && t == table)
+                    {
+                        Some((_, _, a)) => *a = (*a).max(*at),
+                        None => flat.pending.push((*db, *table, *at)),
+                    }
+                }
+            }
+            if let Some(current) = s.scopes.last() {
+                flat.last_reads = current.last_reads.clone();
+            }
+            State {
+                pin: s.pin.clone(),
+                scopes: vec![flat],
+                mode: s.mode,
+            }
+        })
+        .unwrap_or_default();
+        Layer::Own(Box::new(state))
+    }
+
+    /// Runs `f` (one poll) with this layer applied to the current state, and takes the
+    /// layer's part back afterwards (also when `f` panics).
+    pub(crate) fn apply<R>(&mut self, f: impl FnOnce() -> R) -> R {
+        struct Restore<'a>(&'a mut Layer, Option<(usize, bool, Option<Consistency>)>);
+        impl Drop for Restore<'_> {
+            fn drop(&mut self) {
+                let saved = self.1.take();
+                let layer = &mut *self.0;
+                let _ = with_state(|s| match (layer, saved) {
+                    (Layer::Request(scope), Some((depth, _, _))) if s.scopes.len() > depth => {
+                        *scope = s
+                            .scopes
+                            .split_off(depth)
+                            .into_iter()
+                            .next()
+                            .unwrap_or_default();
+                    }
+                    (Layer::Own(own), _) => std::mem::swap(&mut **own, s),
+                    (Layer::Pin, Some((_, explicit, _))) => s.pin.explicit = explicit,
+                    (Layer::Mode(_), Some((_, _, mode))) => s.mode = mode,
+                    _ => {}
+                });
+            }
+        }
+        let saved = with_state(|s| match &mut *self {
+            Layer::Request(scope) => {
+                if s.scopes.is_empty() {
+                    s.scopes.push(Scope::default());
+                }
+                s.scopes.push(std::mem::take(scope));
+                (s.scopes.len() - 1, false, None)
+            }
+            Layer::Own(own) => {
+                std::mem::swap(&mut **own, s);
+                (0, false, None)
+            }
+            Layer::Pin => (0, std::mem::replace(&mut s.pin.explicit, true), None),
+            Layer::Mode(mode) => (0, false, s.mode.replace(*mode)),
+        });
+        let _restore = Restore(self, saved);
+        f()
+    }
+
+    /// The future finished: a request scope's writes join the enclosing scope.
+    pub(crate) fn finish(self) {
+        if let Layer::Request(scope) = self {
+            let _ = with_state(|s| {
+                if s.scopes.is_empty() {
+                    s.scopes.push(Scope::default());
+                }
+                let last = s.scopes.len() - 1;
+                s.scopes[last].absorb(scope);
+            });
+        }
     }
 }
 
