@@ -1,13 +1,75 @@
 //! Which replica may serve a read: healthy, within the lag limits, and caught up to what the
 //! reader must see.
+//!
+//! The choice is written once, as `async fn`s over [`ReadIo`] (the connection's I/O: open a
+//! replica, ask it how far it has replayed, wait on it, ask the primary its position). The
+//! sync connection implements `ReadIo` with blocking calls, so its futures are ready at their
+//! first poll ([`ready`]); an async connection implements it with real futures, and runs the
+//! same choice.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{open_replica, RoutedConnection};
 use crate::backend::{is_connection_error, RoutedBackend};
 use crate::consistency::{scope, Consistency, Position};
-use crate::primary::join;
+use crate::primary::{join, PrimaryState};
 use crate::routing::{RouteReason, TableId, Usability, REFRESH_GAP_MS, WAITING_REFRESH_GAP_MS};
+
+/// What choosing a replica asks of a connection: its I/O (sync or async) and its own state.
+pub(crate) trait ReadIo: Send {
+    /// The primary's shared state.
+    fn db(&self) -> &Arc<PrimaryState>;
+    /// The replica this connection reads from while it stays healthy.
+    fn current_replica(&mut self) -> &mut Option<usize>;
+    /// How many replica connection slots it has.
+    fn replica_slots(&self) -> usize;
+    /// Opens replica `i` if needed (and learns its position); on failure it is skipped for
+    /// the backoff.
+    fn open_replica(&mut self, i: usize) -> impl Future<Output = bool> + Send;
+    /// Asks replica `i` how far it has replayed, and remembers the answer.
+    fn replay_of(&mut self, i: usize) -> impl Future<Output = Option<Position>> + Send;
+    /// Waits up to `left` on replica `i`'s server for it to apply `need`.
+    fn wait_on(
+        &mut self,
+        i: usize,
+        need: &Position,
+        left: Duration,
+    ) -> impl Future<Output = ServerWait> + Send;
+    /// The primary's position: its write position, or with `flush` its flushed one.
+    fn primary_position(
+        &mut self,
+        flush: bool,
+    ) -> impl Future<Output = diesel::QueryResult<Option<Position>>> + Send;
+    /// Pauses before polling the replicas' positions again.
+    fn pause(&mut self, d: Duration) -> impl Future<Output = ()> + Send;
+}
+
+/// How a wait on a replica's server ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerWait {
+    /// The backend cannot wait on the server: poll the positions instead.
+    Unsupported,
+    /// The replica applied the position.
+    Reached,
+    /// Not within the time, or the call failed (the replica is marked accordingly).
+    NotReached,
+}
+
+/// Runs a future whose I/O is blocking (the sync connection's): ready at its first poll.
+#[inline(always)]
+pub(crate) fn ready<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    loop {
+        if let std::task::Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        // a blocking implementation never pends; if one ever did, try again
+        std::thread::yield_now();
+    }
+}
 
 /// Why no replica was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,81 +128,329 @@ impl Tried {
     }
 }
 
-impl<C: RoutedBackend> RoutedConnection<C> {
-    /// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
-    /// `reads` are the tables the read touches (`None`: the whole database).
-    pub(super) fn choose_for_read(
-        &mut self,
-        mode: Consistency,
-        reads: Option<&[TableId]>,
-    ) -> Result<usize, RouteReason> {
-        if !self.db.has_positions {
-            // no positions (SQLite): any usable replica; the pin decided the rest
-            return self
-                .find_replica_for(None, false, REFRESH_GAP_MS)
-                .map_err(NoReplica::reason);
-        }
-        let mut required = self
-            .required_position(mode, reads)
-            .map_err(NoReplica::reason)?;
-        if let Some(need) = required.take() {
-            let known = self.db.known_primary_position();
-            required = Some(if known.is_some_and(|k| k.covers(&need)) {
-                need
-            } else {
-                self.clamp_to_primary(need)
-            });
-        }
-        let wait = self.db.consistency.replica_wait;
-        let deadline = (required.is_some() && !wait.is_zero())
-            .then(|| Instant::now().checked_add(wait))
-            .flatten();
-        // the replicas' positions are re-read for reads the cached ones cannot serve, once
-        // per gap for the whole process; faster for a read that chose to wait
-        let gap = if deadline.is_some() {
-            WAITING_REFRESH_GAP_MS
+/// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
+/// `reads` are the tables the read touches (`None`: the whole database).
+pub(crate) async fn choose_for_read(
+    io: &mut impl ReadIo,
+    mode: Consistency,
+    reads: Option<&[TableId]>,
+) -> Result<usize, RouteReason> {
+    if !io.db().has_positions {
+        // no positions (SQLite): any usable replica; the pin decided the rest
+        return find_replica_for(io, None, false, REFRESH_GAP_MS)
+            .await
+            .map_err(NoReplica::reason);
+    }
+    let mut required = required_position(io, mode, reads)
+        .await
+        .map_err(NoReplica::reason)?;
+    if let Some(need) = required.take() {
+        let known = io.db().known_primary_position();
+        required = Some(if known.is_some_and(|k| k.covers(&need)) {
+            need
         } else {
-            REFRESH_GAP_MS
-        };
-        loop {
-            match self.find_replica_for(required.clone(), true, gap) {
-                Ok(i) => return Ok(i),
-                Err(NoReplica::Behind) => match (deadline, &required) {
-                    (Some(d), Some(need)) if Instant::now() < d => {
-                        let left = d.saturating_duration_since(Instant::now());
-                        // where the server can wait for a position, a replica waits
-                        // (MariaDB's MASTER_GTID_WAIT); else the positions are polled
-                        if !self.wait_on_replica(need, left) {
-                            std::thread::sleep(left.min(Duration::from_millis(2)));
-                        }
+            clamp_to_primary(io, need).await
+        });
+    }
+    let wait = io.db().consistency.replica_wait;
+    let deadline = (required.is_some() && !wait.is_zero())
+        .then(|| Instant::now().checked_add(wait))
+        .flatten();
+    // the replicas' positions are re-read for reads the cached ones cannot serve, once
+    // per gap for the whole process; faster for a read that chose to wait
+    let gap = if deadline.is_some() {
+        WAITING_REFRESH_GAP_MS
+    } else {
+        REFRESH_GAP_MS
+    };
+    loop {
+        match find_replica_for(io, required.clone(), true, gap).await {
+            Ok(i) => return Ok(i),
+            Err(NoReplica::Behind) => match (deadline, &required) {
+                (Some(d), Some(need)) if Instant::now() < d => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    // where the server can wait for a position, a replica waits
+                    // (MariaDB's MASTER_GTID_WAIT); else the positions are polled
+                    if !wait_on_replica(io, need, left).await {
+                        io.pause(left.min(Duration::from_millis(2))).await;
                     }
-                    _ => return Err(RouteReason::Behind),
+                }
+                _ => return Err(RouteReason::Behind),
+            },
+            Err(other) => return Err(other.reason()),
+        }
+    }
+}
+
+/// Waits up to `left` on a usable replica's server for it to apply `need`; `false` when
+/// the backend cannot wait on the server (or no replica can be asked), so that the
+/// caller polls.
+async fn wait_on_replica(io: &mut impl ReadIo, need: &Position, left: Duration) -> bool {
+    let db = io.db().clone();
+    let primary_position = db.known_primary_position();
+    let usable =
+        |i: usize| db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable;
+    let i = match *io.current_replica() {
+        Some(i) if usable(i) => i,
+        _ => match db.replicas.pick_among(usable, &mut rand::thread_rng()) {
+            Some(i) => i,
+            None => return false,
+        },
+    };
+    if !io.open_replica(i).await {
+        return false;
+    }
+    match io.wait_on(i, need, left).await {
+        ServerWait::Unsupported => false,
+        ServerWait::Reached => {
+            db.replicas.reached(i, need);
+            true
+        }
+        ServerWait::NotReached => true,
+    }
+}
+
+/// A required position beyond what the primary has been seen to reach: ask the primary
+/// (one query). A position beyond its current one cannot be real (a forged token, or one
+/// from before the primary was replaced): the scope's requirements are clamped to it, so
+/// that such a token costs one query, not a primary read (or a `replica_wait`) each time.
+async fn clamp_to_primary(io: &mut impl ReadIo, mut required: Position) -> Position {
+    let Some(now) = io.primary_position(false).await.ok().flatten() else {
+        return required;
+    };
+    let db = io.db();
+    db.saw_primary_at(&now);
+    if !now.covers(&required) {
+        tracing::warn!(
+            target: "diesel_sharding::consistency",
+            database = %db.name,
+            required = %required,
+            primary = %now,
+            "a required position is beyond the primary's: clamped (a forged token, or a replaced primary)"
+        );
+        scope::clamp(db.id, &now);
+        required.clamp_to(&now);
+    }
+    required
+}
+
+/// Reads the primary's position for reads whose writes' positions are not known yet, if it
+/// is this connection's turn: one connection at a time, at the process's refresh rate,
+/// shared with everyone like the monitor's probe (it covers every write that
+/// returned before it started). Returns whether it read one.
+pub(crate) async fn refresh_primary_position(io: &mut impl ReadIo) -> bool {
+    let db = io.db().clone();
+    let Some((_turn, started)) = db.begin_primary_check(REFRESH_GAP_MS) else {
+        return false;
+    };
+    match io.primary_position(false).await {
+        Ok(Some(pos)) => {
+            db.primary_probed(started, &pos);
+            scope::resolve_pending(db.id, &pos, started);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// The position a read must see in `mode` (`None`: nothing); `Err` when no replica can
+/// serve it (what it must see cannot be told).
+async fn required_position(
+    io: &mut impl ReadIo,
+    mode: Consistency,
+    reads: Option<&[TableId]>,
+) -> Result<Option<Position>, NoReplica> {
+    let db = io.db().clone();
+    let id = db.id;
+    Ok(match mode {
+        // every mode honours what the scope must see (its token, what it read, the
+        // positions learned for its writes); the modes differ in what they add to it
+        Consistency::Pin | Consistency::Eventual | Consistency::ReadYourWrites => {
+            scope::required(id, reads)
+        }
+        Consistency::Causal => {
+            // the process's writes left to learn: covered by a primary position read after
+            // they returned (the monitor's probe, or a shared refresh when it is due)
+            let lazy = match db.lazy_writes_bound(reads) {
+                Ok(lazy) => lazy,
+                Err(()) if refresh_primary_position(io).await => db
+                    .lazy_writes_bound(reads)
+                    .map_err(|()| NoReplica::Behind)?,
+                Err(()) => return Err(NoReplica::Behind),
+            };
+            let written = db.process_written(reads).map_err(|()| NoReplica::Behind)?;
+            join(join(scope::required(id, reads), written), lazy)
+        }
+        Consistency::Strong => {
+            // one tiny query on the primary; the read itself still runs on a replica
+            let now = match io.primary_position(true).await {
+                Ok(Some(position)) => position,
+                Err(e) if is_connection_error(&e) => return Err(NoReplica::Unreachable),
+                Ok(None) | Err(_) => return Err(NoReplica::Behind),
+            };
+            join(scope::required(id, reads), Some(now))
+        }
+    })
+}
+
+/// A usable replica that has replayed `required` (`None`: any usable one): the current one
+/// if it qualifies, else the others in the read strategy's order. Positions come from the
+/// monitor's cache and, when that is not enough to decide, from the replica itself. With
+/// `monotonic`, a read of the current scope, which must not see older data than the scope's
+/// last replica read: when the read moves to another replica than that one, what that one
+/// had replayed is learned first. A replica whose cached position is not enough is asked
+/// again only when no other connection is asking it and the process's rate of such checks
+/// (one per `gap_ms` on average, a few at once) allows: otherwise the cached answer stands,
+/// and the read goes elsewhere without a round trip.
+pub(crate) async fn find_replica_for(
+    io: &mut impl ReadIo,
+    mut required: Option<Position>,
+    monotonic: bool,
+    gap_ms: u64,
+) -> Result<usize, NoReplica> {
+    let db = io.db().clone();
+    let n = db.replicas.len();
+    if n == 0 {
+        return Err(NoReplica::Unreachable);
+    }
+    let mut last_read = if monotonic {
+        scope::last_read(db.id)
+    } else {
+        None
+    };
+    // for the byte lag (none without positions)
+    let primary_position = if db.has_positions {
+        db.primary_position()
+    } else {
+        None
+    };
+    let primary_position = primary_position.as_ref();
+    let mut tried = Tried::new(n);
+    let mut any_usable = false;
+    let mut any_lagging = false;
+    let mut next = *io.current_replica();
+    for _ in 0..n {
+        let candidate = match next.take() {
+            Some(i) if !tried.has(i) => Some(i),
+            _ => db.replicas.pick_among(
+                |i| {
+                    !tried.has(i) && db.replicas.usability(i, primary_position) == Usability::Usable
                 },
-                Err(other) => return Err(other.reason()),
+                &mut rand::thread_rng(),
+            ),
+        };
+        let Some(i) = candidate else { break };
+        tried.add(i);
+        match db.replicas.usability(i, primary_position) {
+            Usability::Usable => {}
+            Usability::Lagging => {
+                any_lagging = true;
+                continue;
+            }
+            Usability::Down => continue,
+        }
+        if !io.open_replica(i).await {
+            continue;
+        }
+        any_usable = true;
+        if let Some(seen) = last_read {
+            if seen.replica != i || db.replicas.renewed_since(i, seen.at_ms) {
+                // moving away from the replica the scope last read (or it is another
+                // server now): never older than what that read saw
+                let Some(position) = resolve_read(io, seen).await else {
+                    // what it saw cannot be told: no replica is known to be as new
+                    return Err(NoReplica::Behind);
+                };
+                scope::resolved_read(db.id, Some(&position));
+                required = join(required, Some(position));
+                last_read = None;
+            }
+        }
+        let Some(need) = &required else {
+            *io.current_replica() = Some(i);
+            return Ok(i);
+        };
+        if db.replicas.has_replayed(i, need) {
+            *io.current_replica() = Some(i);
+            return Ok(i);
+        }
+        // the cached position is not enough: ask the replica itself, if it is this
+        // connection's turn (the answer goes to the shared cache for everyone)
+        let turn = db.replicas.begin_check(i, gap_ms);
+        let caught_up = match turn {
+            Some(_) => io.replay_of(i).await.is_some_and(|pos| pos.covers(need)),
+            None => false,
+        };
+        drop(turn);
+        if caught_up {
+            *io.current_replica() = Some(i);
+            return Ok(i);
+        }
+    }
+    // the loop above may have stopped early when the strategy found nothing more
+    if !any_usable && !any_lagging {
+        any_lagging =
+            (0..n).any(|i| db.replicas.usability(i, primary_position) == Usability::Lagging);
+    }
+    Err(if any_usable {
+        NoReplica::Behind
+    } else if any_lagging {
+        NoReplica::Lagging
+    } else {
+        NoReplica::Unreachable
+    })
+}
+
+/// A position at or past what replica `seen.replica` had replayed when the scope read
+/// it: from the monitor when it has probed since, else from the replica itself, else
+/// (the replica restarted, or cannot be asked) the primary's position, which is past
+/// anything a replica has; `None` when nothing can tell.
+pub(crate) async fn resolve_read(io: &mut impl ReadIo, seen: scope::LastRead) -> Option<Position> {
+    let db = io.db().clone();
+    let i = seen.replica;
+    if !db.replicas.renewed_since(i, seen.at_ms) {
+        if let Some(pos) = db.replicas.replay_since(i, seen.at_ms) {
+            return Some(pos);
+        }
+        let primary_position = db.known_primary_position();
+        // a replica that is down or hung cannot tell in time: ask the primary instead
+        let usable = db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable;
+        if i < io.replica_slots() && usable && io.open_replica(i).await {
+            if let Some(pos) = io.replay_of(i).await {
+                if !db.replicas.renewed_since(i, seen.at_ms) {
+                    return Some(pos);
+                }
             }
         }
     }
+    io.primary_position(true).await.ok().flatten()
+}
 
-    /// Waits up to `left` on a usable replica's server for it to apply `need`; `false` when
-    /// the backend cannot wait on the server (or no replica can be asked), so that the
-    /// caller polls.
-    fn wait_on_replica(&mut self, need: &Position, left: Duration) -> bool {
-        let primary_position = self.db.known_primary_position();
-        let usable = |i: usize| {
-            self.db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable
-        };
-        let i = match self.current_replica {
-            Some(i) if usable(i) => i,
-            _ => match self.db.replicas.pick_among(usable, &mut rand::thread_rng()) {
-                Some(i) => i,
-                None => return false,
-            },
-        };
-        if !self.ensure_replica_open(i) {
-            return false;
-        }
+/// The sync connection's I/O: blocking calls, so its futures are ready at once.
+impl<C: RoutedBackend> ReadIo for RoutedConnection<C> {
+    fn db(&self) -> &Arc<PrimaryState> {
+        &self.db
+    }
+
+    fn current_replica(&mut self) -> &mut Option<usize> {
+        &mut self.current_replica
+    }
+
+    fn replica_slots(&self) -> usize {
+        self.replicas.len()
+    }
+
+    async fn open_replica(&mut self, i: usize) -> bool {
+        self.ensure_replica_open(i)
+    }
+
+    async fn replay_of(&mut self, i: usize) -> Option<Position> {
+        self.live_replay(i)
+    }
+
+    async fn wait_on(&mut self, i: usize, need: &Position, left: Duration) -> ServerWait {
         let Some(replica) = self.replicas[i].as_mut() else {
-            return false;
+            return ServerWait::Unsupported;
         };
         let waited = {
             // the server answers by `left`; past that and `replica_timeout`, it is hung
@@ -150,17 +460,63 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             C::wait_for_replay(&mut replica.conn, need, left)
         };
         match waited {
-            Ok(None) => false,
-            Ok(Some(true)) => {
-                self.db.replicas.reached(i, need);
-                true
-            }
-            Ok(Some(false)) => true,
+            Ok(None) => ServerWait::Unsupported,
+            Ok(Some(true)) => ServerWait::Reached,
+            Ok(Some(false)) => ServerWait::NotReached,
             Err(e) => {
                 self.replica_call_failed(i, &e);
-                true
+                ServerWait::NotReached
             }
         }
+    }
+
+    async fn primary_position(&mut self, flush: bool) -> diesel::QueryResult<Option<Position>> {
+        if flush {
+            self.primary_call(C::flush_position)
+        } else {
+            self.primary_call(C::write_position)
+        }
+    }
+
+    async fn pause(&mut self, d: Duration) {
+        std::thread::sleep(d);
+    }
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// [`choose_for_read`] on this connection.
+    pub(super) fn choose_for_read(
+        &mut self,
+        mode: Consistency,
+        reads: Option<&[TableId]>,
+    ) -> Result<usize, RouteReason> {
+        if !self.db.has_positions {
+            // the same as `choose_for_read`'s first step, without its larger future
+            return ready(find_replica_for(self, None, false, REFRESH_GAP_MS))
+                .map_err(NoReplica::reason);
+        }
+        ready(choose_for_read(self, mode, reads))
+    }
+
+    /// A usable replica that has replayed `required`, asking the replicas themselves when
+    /// the cached positions are not enough ([`find_replica_for`]).
+    pub(super) fn find_replica(&mut self, required: &Position) -> Result<usize, NoReplica> {
+        ready(find_replica_for(
+            self,
+            Some(required.clone()),
+            false,
+            WAITING_REFRESH_GAP_MS,
+        ))
+    }
+
+    /// [`resolve_read`] on this connection.
+    pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Option<Position> {
+        ready(resolve_read(self, seen))
+    }
+
+    /// [`refresh_primary_position`] on this connection.
+    pub(super) fn refresh_primary_position(&mut self) -> bool {
+        ready(refresh_primary_position(self))
     }
 
     /// A call on replica `i` failed: unanswered within its bound, it counts as hung (for
@@ -177,211 +533,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 self.current_replica = None;
             }
         }
-    }
-
-    /// A required position beyond what the primary has been seen to reach: ask the primary
-    /// (one query). A position beyond its current one cannot be real (a forged token, or one
-    /// from before the primary was replaced): the scope's requirements are clamped to it, so
-    /// that such a token costs one query, not a primary read (or a `replica_wait`) each time.
-    fn clamp_to_primary(&mut self, mut required: Position) -> Position {
-        let Some(now) = self.primary_call(C::write_position).ok().flatten() else {
-            return required;
-        };
-        self.db.saw_primary_at(&now);
-        if !now.covers(&required) {
-            tracing::warn!(
-                target: "diesel_sharding::consistency",
-                database = %self.db.name,
-                required = %required,
-                primary = %now,
-                "a required position is beyond the primary's: clamped (a forged token, or a replaced primary)"
-            );
-            scope::clamp(self.db.id, &now);
-            required.clamp_to(&now);
-        }
-        required
-    }
-
-    /// The position a read must see in `mode` (`None`: nothing); `Err` when no replica can
-    /// serve it (what it must see cannot be told).
-    fn required_position(
-        &mut self,
-        mode: Consistency,
-        reads: Option<&[TableId]>,
-    ) -> Result<Option<Position>, NoReplica> {
-        let id = self.db.id;
-        Ok(match mode {
-            // every mode honours what the scope must see (its token, what it read, the
-            // positions learned for its writes); the modes differ in what they add to it
-            Consistency::Pin | Consistency::Eventual | Consistency::ReadYourWrites => {
-                scope::required(id, reads)
-            }
-            Consistency::Causal => {
-                // the process's writes left to learn: covered by a primary position read after
-                // they returned (the monitor's probe, or a shared refresh when it is due)
-                let lazy = match self.db.lazy_writes_bound(reads) {
-                    Ok(lazy) => lazy,
-                    Err(()) if self.refresh_primary_position() => self
-                        .db
-                        .lazy_writes_bound(reads)
-                        .map_err(|()| NoReplica::Behind)?,
-                    Err(()) => return Err(NoReplica::Behind),
-                };
-                let written = self
-                    .db
-                    .process_written(reads)
-                    .map_err(|()| NoReplica::Behind)?;
-                join(join(scope::required(id, reads), written), lazy)
-            }
-            Consistency::Strong => {
-                // one tiny query on the primary; the read itself still runs on a replica
-                let now = match self.primary_call(C::flush_position) {
-                    Ok(Some(position)) => position,
-                    Err(e) if crate::backend::is_connection_error(&e) => {
-                        return Err(NoReplica::Unreachable)
-                    }
-                    Ok(None) | Err(_) => return Err(NoReplica::Behind),
-                };
-                join(scope::required(id, reads), Some(now))
-            }
-        })
-    }
-
-    /// A usable replica that has replayed `required`: the current one if it qualifies, else
-    /// the others in the read strategy's order. Positions come from the monitor's cache and,
-    /// when that is not enough to decide, from the replica connection itself.
-    pub(super) fn find_replica(&mut self, required: &Position) -> Result<usize, NoReplica> {
-        self.find_replica_for(Some(required.clone()), false, WAITING_REFRESH_GAP_MS)
-    }
-
-    /// [`find_replica`](Self::find_replica); with `monotonic`, a read of the current scope,
-    /// which must not see older data than the scope's last replica read: when the read moves
-    /// to another replica than that one, what that one had replayed is learned first. A
-    /// replica whose cached position is not enough is asked again only when no other
-    /// connection is asking it and the process's rate of such checks (one per `gap_ms` on
-    /// average, a few at once) allows: otherwise the cached answer stands, and the read goes
-    /// elsewhere without a round trip.
-    pub(super) fn find_replica_for(
-        &mut self,
-        mut required: Option<Position>,
-        monotonic: bool,
-        gap_ms: u64,
-    ) -> Result<usize, NoReplica> {
-        let n = self.db.replicas.len();
-        if n == 0 {
-            return Err(NoReplica::Unreachable);
-        }
-        let mut last_read = if monotonic {
-            scope::last_read(self.db.id)
-        } else {
-            None
-        };
-        // for the byte lag (none without positions)
-        let primary_position = if self.db.has_positions {
-            self.db.primary_position()
-        } else {
-            None
-        };
-        let primary_position = primary_position.as_ref();
-        let mut tried = Tried::new(n);
-        let mut any_usable = false;
-        let mut any_lagging = false;
-        let mut next = self.current_replica;
-        for _ in 0..n {
-            let candidate = match next.take() {
-                Some(i) if !tried.has(i) => Some(i),
-                _ => self.db.replicas.pick_among(
-                    |i| {
-                        !tried.has(i)
-                            && self.db.replicas.usability(i, primary_position) == Usability::Usable
-                    },
-                    &mut rand::thread_rng(),
-                ),
-            };
-            let Some(i) = candidate else { break };
-            tried.add(i);
-            match self.db.replicas.usability(i, primary_position) {
-                Usability::Usable => {}
-                Usability::Lagging => {
-                    any_lagging = true;
-                    continue;
-                }
-                Usability::Down => continue,
-            }
-            if !self.ensure_replica_open(i) {
-                continue;
-            }
-            any_usable = true;
-            if let Some(seen) = last_read {
-                if seen.replica != i || self.db.replicas.renewed_since(i, seen.at_ms) {
-                    // moving away from the replica the scope last read (or it is another
-                    // server now): never older than what that read saw
-                    let Some(position) = self.resolve_read(seen) else {
-                        // what it saw cannot be told: no replica is known to be as new
-                        return Err(NoReplica::Behind);
-                    };
-                    scope::resolved_read(self.db.id, Some(&position));
-                    required = join(required, Some(position));
-                    last_read = None;
-                }
-            }
-            let Some(need) = &required else {
-                self.current_replica = Some(i);
-                return Ok(i);
-            };
-            if self.db.replicas.has_replayed(i, need) {
-                self.current_replica = Some(i);
-                return Ok(i);
-            }
-            // the cached position is not enough: ask the replica itself, if it is this
-            // connection's turn (the answer goes to the shared cache for everyone)
-            let db = self.db.clone();
-            let turn = db.replicas.begin_check(i, gap_ms);
-            let caught_up =
-                turn.is_some() && self.live_replay(i).is_some_and(|pos| pos.covers(need));
-            drop(turn);
-            if caught_up {
-                self.current_replica = Some(i);
-                return Ok(i);
-            }
-        }
-        // the loop above may have stopped early when the strategy found nothing more
-        if !any_usable && !any_lagging {
-            any_lagging = (0..n)
-                .any(|i| self.db.replicas.usability(i, primary_position) == Usability::Lagging);
-        }
-        Err(if any_usable {
-            NoReplica::Behind
-        } else if any_lagging {
-            NoReplica::Lagging
-        } else {
-            NoReplica::Unreachable
-        })
-    }
-
-    /// A position at or past what replica `seen.replica` had replayed when the scope read
-    /// it: from the monitor when it has probed since, else from the replica itself, else
-    /// (the replica restarted, or cannot be asked) the primary's position, which is past
-    /// anything a replica has; `None` when nothing can tell.
-    pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Option<Position> {
-        let i = seen.replica;
-        if !self.db.replicas.renewed_since(i, seen.at_ms) {
-            if let Some(pos) = self.db.replicas.replay_since(i, seen.at_ms) {
-                return Some(pos);
-            }
-            let primary_position = self.db.known_primary_position();
-            // a replica that is down or hung cannot tell in time: ask the primary instead
-            let usable =
-                self.db.replicas.usability(i, primary_position.as_ref()) == Usability::Usable;
-            if i < self.replicas.len() && usable && self.ensure_replica_open(i) {
-                if let Some(pos) = self.live_replay(i) {
-                    if !self.db.replicas.renewed_since(i, seen.at_ms) {
-                        return Some(pos);
-                    }
-                }
-            }
-        }
-        self.primary_call(C::flush_position).ok().flatten()
     }
 
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.

@@ -48,25 +48,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
     }
 
-    /// Reads the primary's position for reads whose writes' positions are not known yet, if it
-    /// is this connection's turn: one connection at a time, at the process's refresh rate,
-    /// shared with everyone like the monitor's probe (it covers every write that
-    /// returned before it started). Returns whether it read one.
-    pub(super) fn refresh_primary_position(&mut self) -> bool {
-        let db = self.db.clone();
-        let Some((_turn, started)) = db.begin_primary_check(crate::routing::REFRESH_GAP_MS) else {
-            return false;
-        };
-        match self.primary_call(C::write_position) {
-            Ok(Some(pos)) => {
-                db.primary_probed(started, &pos);
-                scope::resolve_pending(db.id, &pos, started);
-                true
-            }
-            _ => false,
-        }
-    }
-
     /// Reads the primary's position for the last committed write. If that fails, the write
     /// stays pending: this scope reads that database from the primary until it is known.
     pub(super) fn capture_position(&mut self, tables: &[TableId]) {
