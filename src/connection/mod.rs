@@ -28,9 +28,7 @@ use self::watchdog::Watched;
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, Position};
 use crate::primary::PrimaryState;
-use crate::routing::{
-    decide, Classified, Decision, Facts, KindCache, RouteReason, StatementKind, TableId,
-};
+use crate::routing::{Classified, KindCache, RouteReason, StatementKind, TableId};
 use crate::settings::SecretUrl;
 
 /// Where the last statement of a connection ran; see [`RoutedConnection::last_route`].
@@ -408,51 +406,13 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.state.tx_open() && !self.in_managed_transaction()
     }
 
-    /// The one route decision for a statement that may read: `Ok(replica)`, or the reason it
-    /// runs on the primary. `load`, `replica()` and `read_only_transaction` all go through
-    /// here; `kind` is what the statement is, `reads` the tables it reads (`None`: all).
+    /// The one route decision for a statement that may read ([`reads::route_read`]).
     pub(super) fn route_read(
         &mut self,
         kind: StatementKind,
         reads: Option<&[TableId]>,
     ) -> Result<usize, RouteReason> {
-        let in_transaction = self.in_transaction();
-        let mode = mode_in_scope(&self.db);
-        let id = self.db.id;
-        // committed writes whose positions are not known yet: the monitor's last probe of
-        // the primary covers those that returned before it started; until one does, the
-        // replicas almost surely lack them, and the read goes to the primary (no query)
-        let mut pending = kind.is_read()
-            && !in_transaction
-            && mode.uses_positions()
-            && scope::pending_for(id, reads)
-            && match self.db.last_primary_probe() {
-                Some((started, position)) => {
-                    scope::resolve_pending(id, &position, started);
-                    scope::pending_for(id, reads)
-                }
-                None => true,
-            };
-        if pending && (scope::pending_not_yet(id) || !self.db.consistency.replica_wait.is_zero()) {
-            // a write the probes cannot cover (it happened after it was marked), or a read
-            // that may wait for a replica: worth learning the position now (one query)
-            self.learn_pending_positions();
-            pending = scope::pending_for(id, reads);
-        } else if pending && self.refresh_primary_position() {
-            pending = scope::pending_for(id, reads);
-        }
-        match decide(Facts {
-            in_transaction,
-            session_on_primary: self.state.sticky.any(),
-            kind,
-            has_replicas: self.db.replicas.reads_from_replicas(),
-            pin: crate::pin::status(id),
-            mode,
-            behind: pending,
-        }) {
-            Decision::Primary(reason) => Err(reason),
-            Decision::Replica => self.choose_for_read(mode, reads),
-        }
+        reads::ready(reads::route_read(self, kind, reads))
     }
 
     /// Why a statement that must run on the primary runs there (the rules of

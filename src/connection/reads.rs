@@ -15,7 +15,10 @@ use super::{open_replica, RoutedConnection};
 use crate::backend::{is_connection_error, RoutedBackend};
 use crate::consistency::{scope, Consistency, Position};
 use crate::primary::{join, PrimaryState};
-use crate::routing::{RouteReason, TableId, Usability, REFRESH_GAP_MS, WAITING_REFRESH_GAP_MS};
+use crate::routing::{
+    decide, Decision, Facts, RouteReason, StatementKind, TableId, Usability, REFRESH_GAP_MS,
+    WAITING_REFRESH_GAP_MS,
+};
 
 /// What choosing a replica asks of a connection: its I/O (sync or async) and its own state.
 pub(crate) trait ReadIo: Send {
@@ -25,6 +28,10 @@ pub(crate) trait ReadIo: Send {
     fn current_replica(&mut self) -> &mut Option<usize>;
     /// How many replica connection slots it has.
     fn replica_slots(&self) -> usize;
+    /// Is a transaction open (hand-written, managed, or read-only on a replica)?
+    fn in_transaction(&mut self) -> bool;
+    /// Does the session hold state that keeps its statements on the primary?
+    fn session_on_primary(&self) -> bool;
     /// Opens replica `i` if needed (and learns its position); on failure it is skipped for
     /// the backoff.
     fn open_replica(&mut self, i: usize) -> impl Future<Output = bool> + Send;
@@ -128,19 +135,85 @@ impl Tried {
     }
 }
 
-/// The replica for a read in `mode`, waiting up to `replica_wait` for one to catch up.
-/// `reads` are the tables the read touches (`None`: the whole database).
-pub(crate) async fn choose_for_read(
+/// The one route decision for a statement that may read: `Ok(replica)`, or the reason it
+/// runs on the primary. `load`, `replica()` and `read_only_transaction` all go through
+/// here; `kind` is what the statement is, `reads` the tables it reads (`None`: all).
+pub(crate) async fn route_read(
+    io: &mut impl ReadIo,
+    kind: StatementKind,
+    reads: Option<&[TableId]>,
+) -> Result<usize, RouteReason> {
+    let in_transaction = io.in_transaction();
+    // (the shared state is borrowed briefly: no reference count per read)
+    let (mode, id, may_wait) = {
+        let db = io.db();
+        let waits = !db.consistency.replica_wait.is_zero();
+        (db.mode(scope::mode()), db.id, waits)
+    };
+    // committed writes whose positions are not known yet: the monitor's last probe of
+    // the primary covers those that returned before it started; until one does, the
+    // replicas almost surely lack them, and the read goes to the primary (no query)
+    let mut pending = kind.is_read()
+        && !in_transaction
+        && mode.uses_positions()
+        && scope::pending_for(id, reads)
+        && match io.db().last_primary_probe() {
+            Some((started, position)) => {
+                scope::resolve_pending(id, &position, started);
+                scope::pending_for(id, reads)
+            }
+            None => true,
+        };
+    if pending && (scope::pending_not_yet(id) || may_wait) {
+        // a write the probes cannot cover (it happened after it was marked), or a read
+        // that may wait for a replica: worth learning the position now (one query)
+        learn_pending_positions(io).await;
+        pending = scope::pending_for(id, reads);
+    } else if pending && refresh_primary_position(io).await {
+        pending = scope::pending_for(id, reads);
+    }
+    let (has_replicas, has_positions) = {
+        let db = io.db();
+        (db.replicas.reads_from_replicas(), db.has_positions)
+    };
+    match decide(Facts {
+        in_transaction,
+        session_on_primary: io.session_on_primary(),
+        kind,
+        has_replicas,
+        pin: crate::pin::status(id),
+        mode,
+        behind: pending,
+    }) {
+        Decision::Primary(reason) => Err(reason),
+        Decision::Replica if !has_positions => {
+            // no positions (SQLite): any usable replica; the pin decided the rest
+            find_replica_for(io, None, false, REFRESH_GAP_MS)
+                .await
+                .map_err(NoReplica::reason)
+        }
+        Decision::Replica => choose_for_read(io, mode, reads).await,
+    }
+}
+
+/// Reads the primary's position now: it covers every pending write of this scope, table
+/// by table. If that fails, they stay pending.
+pub(crate) async fn learn_pending_positions(io: &mut impl ReadIo) {
+    if let Ok(Some(pos)) = io.primary_position(false).await {
+        let db = io.db();
+        scope::resolve_pending(db.id, &pos, u64::MAX);
+        db.saw_primary_at(&pos);
+    }
+}
+
+/// The replica for a read in `mode` of a database with positions, waiting up to
+/// `replica_wait` for one to catch up. `reads` are the tables the read touches (`None`: the
+/// whole database).
+async fn choose_for_read(
     io: &mut impl ReadIo,
     mode: Consistency,
     reads: Option<&[TableId]>,
 ) -> Result<usize, RouteReason> {
-    if !io.db().has_positions {
-        // no positions (SQLite): any usable replica; the pin decided the rest
-        return find_replica_for(io, None, false, REFRESH_GAP_MS)
-            .await
-            .map_err(NoReplica::reason);
-    }
     let mut required = required_position(io, mode, reads)
         .await
         .map_err(NoReplica::reason)?;
@@ -440,15 +513,51 @@ impl<C: RoutedBackend> ReadIo for RoutedConnection<C> {
         self.replicas.len()
     }
 
-    async fn open_replica(&mut self, i: usize) -> bool {
-        self.ensure_replica_open(i)
+    fn in_transaction(&mut self) -> bool {
+        RoutedConnection::in_transaction(self)
     }
 
-    async fn replay_of(&mut self, i: usize) -> Option<Position> {
-        self.live_replay(i)
+    fn session_on_primary(&self) -> bool {
+        self.state.sticky.any()
     }
 
-    async fn wait_on(&mut self, i: usize, need: &Position, left: Duration) -> ServerWait {
+    fn open_replica(&mut self, i: usize) -> impl Future<Output = bool> + Send {
+        std::future::ready(self.ensure_replica_open(i))
+    }
+
+    fn replay_of(&mut self, i: usize) -> impl Future<Output = Option<Position>> + Send {
+        std::future::ready(self.live_replay(i))
+    }
+
+    fn wait_on(
+        &mut self,
+        i: usize,
+        need: &Position,
+        left: Duration,
+    ) -> impl Future<Output = ServerWait> + Send {
+        std::future::ready(self.wait_on_now(i, need, left))
+    }
+
+    fn primary_position(
+        &mut self,
+        flush: bool,
+    ) -> impl Future<Output = diesel::QueryResult<Option<Position>>> + Send {
+        std::future::ready(if flush {
+            self.primary_call(C::flush_position)
+        } else {
+            self.primary_call(C::write_position)
+        })
+    }
+
+    fn pause(&mut self, d: Duration) -> impl Future<Output = ()> + Send {
+        std::thread::sleep(d);
+        std::future::ready(())
+    }
+}
+
+impl<C: RoutedBackend> RoutedConnection<C> {
+    /// [`ReadIo::wait_on`], blocking.
+    fn wait_on_now(&mut self, i: usize, need: &Position, left: Duration) -> ServerWait {
         let Some(replica) = self.replicas[i].as_mut() else {
             return ServerWait::Unsupported;
         };
@@ -469,35 +578,9 @@ impl<C: RoutedBackend> ReadIo for RoutedConnection<C> {
             }
         }
     }
-
-    async fn primary_position(&mut self, flush: bool) -> diesel::QueryResult<Option<Position>> {
-        if flush {
-            self.primary_call(C::flush_position)
-        } else {
-            self.primary_call(C::write_position)
-        }
-    }
-
-    async fn pause(&mut self, d: Duration) {
-        std::thread::sleep(d);
-    }
 }
 
 impl<C: RoutedBackend> RoutedConnection<C> {
-    /// [`choose_for_read`] on this connection.
-    pub(super) fn choose_for_read(
-        &mut self,
-        mode: Consistency,
-        reads: Option<&[TableId]>,
-    ) -> Result<usize, RouteReason> {
-        if !self.db.has_positions {
-            // the same as `choose_for_read`'s first step, without its larger future
-            return ready(find_replica_for(self, None, false, REFRESH_GAP_MS))
-                .map_err(NoReplica::reason);
-        }
-        ready(choose_for_read(self, mode, reads))
-    }
-
     /// A usable replica that has replayed `required`, asking the replicas themselves when
     /// the cached positions are not enough ([`find_replica_for`]).
     pub(super) fn find_replica(&mut self, required: &Position) -> Result<usize, NoReplica> {
@@ -512,11 +595,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// [`resolve_read`] on this connection.
     pub(crate) fn resolve_read(&mut self, seen: scope::LastRead) -> Option<Position> {
         ready(resolve_read(self, seen))
-    }
-
-    /// [`refresh_primary_position`] on this connection.
-    pub(super) fn refresh_primary_position(&mut self) -> bool {
-        ready(refresh_primary_position(self))
     }
 
     /// A call on replica `i` failed: unanswered within its bound, it counts as hung (for
@@ -536,13 +614,20 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     }
 
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.
+    #[inline]
     fn ensure_replica_open(&mut self, i: usize) -> bool {
         match &self.replicas[i] {
+            Some(r) if r.generation == self.db.replicas.generation(i) => true,
             // opened before the replica last went down, hung or was replaced: reopen
-            Some(r) if r.generation != self.db.replicas.generation(i) => self.replicas[i] = None,
-            Some(_) => return true,
-            None => {}
+            _ => self.reopen_replica(i),
         }
+    }
+
+    /// [`ensure_replica_open`](Self::ensure_replica_open) for a replica not open, or open
+    /// before it went down, hung or was replaced.
+    #[cold]
+    fn reopen_replica(&mut self, i: usize) -> bool {
+        self.replicas[i] = None;
         match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
             Ok(conn) => {
                 self.db.replicas.mark_up(i);

@@ -39,15 +39,6 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         record_write_pending(&self.db, tables, scope::NOT_YET);
     }
 
-    /// Reads the primary's position now: it covers every pending write of this scope, table
-    /// by table. If that fails, they stay pending.
-    pub(super) fn learn_pending_positions(&mut self) {
-        if let Ok(Some(pos)) = self.primary_call(C::write_position) {
-            scope::resolve_pending(self.db.id, &pos, u64::MAX);
-            self.db.saw_primary_at(&pos);
-        }
-    }
-
     /// Reads the primary's position for the last committed write. If that fails, the write
     /// stays pending: this scope reads that database from the primary until it is known.
     pub(super) fn capture_position(&mut self, tables: &[TableId]) {
