@@ -174,6 +174,31 @@ fn interleaved(
     });
 }
 
+/// An r2d2 pool of one plain connection to `url`.
+fn plain_pool<C>(url: &str) -> Pool<ConnectionManager<C>>
+where
+    C: diesel::r2d2::R2D2Connection + 'static,
+{
+    Pool::builder()
+        .max_size(1)
+        .build(ConnectionManager::<C>::new(url))
+        .unwrap()
+}
+
+/// A routed cluster in `mode` whose replica is its primary's own server (`url`): what it
+/// adds to plain Diesel is the router alone.
+fn routed_on_itself<C: diesel_sharding::RoutedBackend>(url: &str, mode: &str) -> Cluster<C> {
+    Cluster::new(
+        Settings::from_toml_str(&format!(
+            "[consistency]\nmode = \"{mode}\"\n\
+             [databases.default]\nurl = \"{url}\"\npool_size = 1\n\
+             [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
+        ))
+        .unwrap(),
+    )
+    .unwrap()
+}
+
 fn sqlite(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bench.sqlite");
@@ -230,21 +255,8 @@ fn postgres(c: &mut Criterion) {
              INSERT INTO items (name, qty) SELECT 'item' || i, i FROM generate_series(1, {ROWS}) i;"
         ),
     );
-    let plain = Pool::builder()
-        .max_size(1)
-        .build(ConnectionManager::<PgConnection>::new(&url))
-        .unwrap();
-    let routed_cluster = |mode: &str| {
-        Cluster::<PgConnection>::new(
-            Settings::from_toml_str(&format!(
-                "[consistency]\nmode = \"{mode}\"\n\
-                 [databases.default]\nurl = \"{url}\"\npool_size = 1\n\
-                 [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
-            ))
-            .unwrap(),
-        )
-        .unwrap()
-    };
+    let plain = plain_pool::<PgConnection>(&url);
+    let routed_cluster = |mode: &str| routed_on_itself::<PgConnection>(&url, mode);
     // The router alone: mode "pin" reads no replication positions.
     let pinned = routed_cluster("pin");
     let mut plain_conn = plain.get().unwrap();
@@ -294,21 +306,8 @@ fn mariadb(c: &mut Criterion) {
     )
     .unwrap();
     let url = m.url(Node::Primary);
-    let plain = Pool::builder()
-        .max_size(1)
-        .build(ConnectionManager::<MysqlConnection>::new(&url))
-        .unwrap();
-    let routed_cluster = |mode: &str| {
-        Cluster::<MysqlConnection>::new(
-            Settings::from_toml_str(&format!(
-                "[consistency]\nmode = \"{mode}\"\n\
-                 [databases.default]\nurl = \"{url}\"\npool_size = 1\n\
-                 [databases.default_replica]\nurl = \"{url}\"\nprimary = \"default\"\n"
-            ))
-            .unwrap(),
-        )
-        .unwrap()
-    };
+    let plain = plain_pool::<MysqlConnection>(&url);
+    let routed_cluster = |mode: &str| routed_on_itself::<MysqlConnection>(&url, mode);
     // the router alone (no positions), then read_your_writes (positions learned lazily)
     let pinned = routed_cluster("pin");
     let mut plain_conn = plain.get().unwrap();

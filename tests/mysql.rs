@@ -52,13 +52,7 @@ fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
     // once the replica has applied it, reads go there
     m.wait_all_caught_up();
     let replica_before = rows_read(&m, Node::Replica(0));
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
     assert!(
         rows_read(&m, Node::Replica(0)) > replica_before,
         "read on the replica"
@@ -75,13 +69,7 @@ fn reads_go_to_the_replica_writes_to_the_primary_and_the_writer_sees_its_row() {
         (1, RouteReason::Lagging)
     );
     m.resume(0);
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
 }
 
 #[test]
@@ -379,15 +367,11 @@ struct Post {
     user_id: i64,
 }
 
-#[test]
-fn stored_shard_picks_live_on_the_storage_database_and_every_shard_is_reached() {
-    use diesel::connection::SimpleConnection;
-    use diesel::sql_types::BigInt;
-    let m = MariaCluster::start(1);
+/// A cluster on `m` with `settings` first: the database `directory`, and two shards of the
+/// group `users` (`users_0`, `users_1`) with their replica, all created on `m`.
+fn sharded(m: &MariaCluster, settings: &str) -> Cluster<MysqlConnection> {
     m.create_database("directory");
-    let mut toml = "[pinning]\nseconds = 0\n[shard_groups.users]\n\
-                    bucketing = \"round_robin\"\nstorage = \"directory\"\n"
-        .to_owned();
+    let mut toml = settings.to_owned();
     toml += &format!(
         "[databases.directory]\nurl = \"{}\"\n",
         m.url_of(Node::Primary, "directory")
@@ -402,7 +386,19 @@ fn stored_shard_picks_live_on_the_storage_database_and_every_shard_is_reached() 
             m.url_of(Node::Replica(0), &db),
         );
     }
-    let cluster = Cluster::<MysqlConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
+    Cluster::new(Settings::from_toml_str(&toml).unwrap()).unwrap()
+}
+
+#[test]
+fn stored_shard_picks_live_on_the_storage_database_and_every_shard_is_reached() {
+    use diesel::connection::SimpleConnection;
+    use diesel::sql_types::BigInt;
+    let m = MariaCluster::start(1);
+    let cluster = sharded(
+        &m,
+        "[pinning]\nseconds = 0\n[shard_groups.users]\n\
+         bucketing = \"round_robin\"\nstorage = \"directory\"\n",
+    );
     let shards: Vec<i32> = (0..4i64)
         .map(|k| cluster.shard_for::<Post>(&k).unwrap().shard_id)
         .collect();
@@ -455,24 +451,8 @@ fn migrations_run_on_every_shard_primary_only_and_tickets_come_from_the_storage_
     use diesel_migrations::{embed_migrations, EmbeddedMigrations};
     const MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/mysql");
     let m = MariaCluster::start(1);
-    m.create_database("directory");
     m.log_statements(Node::Replica(0));
-    let mut toml = "[shard_groups.users]\nbucketing = \"jump\"\n".to_owned();
-    toml += &format!(
-        "[databases.directory]\nurl = \"{}\"\n",
-        m.url_of(Node::Primary, "directory")
-    );
-    for id in 0..2 {
-        let db = format!("users_{id}");
-        m.create_database(&db);
-        toml += &format!(
-            "[databases.{db}]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = {id}\n\
-             [databases.{db}_replica]\nurl = \"{}\"\nprimary = \"{db}\"\n",
-            m.url_of(Node::Primary, &db),
-            m.url_of(Node::Replica(0), &db),
-        );
-    }
-    let cluster = Cluster::<MysqlConnection>::new(Settings::from_toml_str(&toml).unwrap()).unwrap();
+    let cluster = sharded(&m, "[shard_groups.users]\nbucketing = \"jump\"\n");
     let report = cluster
         .run_pending_migrations_on_group("users", MIGRATIONS)
         .unwrap();

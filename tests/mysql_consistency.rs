@@ -190,13 +190,7 @@ fn a_replica_behind_max_lag_in_time_takes_no_reads() {
         &m,
         "[consistency]\nmode = \"eventual\"\nmax_lag = \"1s\"\nmonitor_interval = \"50ms\"",
     );
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
     // applied 3 s late, with writes coming: Seconds_Behind_Master climbs past 1 s
     m.set_delay(0, 3);
     let writer = {
@@ -217,10 +211,7 @@ fn a_replica_behind_max_lag_in_time_takes_no_reads() {
     m.set_delay(0, 0);
     m.wait_all_caught_up();
     assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
+        until_on_replica(&cluster, "ada"),
         (1, RouteReason::Replica),
         "used again once within the limit"
     );
@@ -233,13 +224,7 @@ fn a_killed_replica_fails_no_read_and_is_used_again_after_it_restarts() {
         &m,
         "[routing]\nreplica_retry = \"100ms\"\n[consistency]\nmode = \"eventual\"\nmonitor_interval = \"50ms\"",
     );
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
     m.kill(Node::Replica(0));
     for _ in 0..20 {
         let (n, reason) = count(&cluster, "ada");
@@ -248,13 +233,7 @@ fn a_killed_replica_fails_no_read_and_is_used_again_after_it_restarts() {
     }
     m.restart(Node::Replica(0), &[]);
     let replica_before = rows_read(&m, Node::Replica(0));
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
     assert!(rows_read(&m, Node::Replica(0)) > replica_before);
 }
 
@@ -272,13 +251,7 @@ fn a_replica_restored_from_an_older_copy_is_learned_anew_and_serves_no_stale_rea
     // a write it applies: the router learns it has it
     add_user(&cluster, "new");
     m.wait_all_caught_up();
-    assert_eq!(
-        poll(
-            || count(&cluster, "new"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "new"), (1, RouteReason::Replica));
     // rebuilt from the copy, with replication not started: it no longer has the write
     m.kill(Node::Replica(0));
     m.restore_data(Node::Replica(0), "backup");
@@ -311,13 +284,7 @@ fn a_replica_restored_from_an_older_copy_is_learned_anew_and_serves_no_stale_rea
     // once it replicates again and has the write, it serves reads again
     m.sql(Node::Replica(0), "START SLAVE");
     m.wait_all_caught_up();
-    assert_eq!(
-        poll(
-            || count(&cluster, "new"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "new"), (1, RouteReason::Replica));
 }
 
 /// One way of keeping state in a MySQL session, and what the next statement of the same
@@ -611,13 +578,7 @@ fn a_read_only_workload_never_waits_on_a_frozen_primary() {
         &m,
         "[pinning]\nseconds = 0\n[consistency]\nmode = \"eventual\"\nmonitor_interval = \"100ms\"",
     );
-    assert_eq!(
-        poll(
-            || count(&cluster, "ada"),
-            |got| got.1 == RouteReason::Replica
-        ),
-        (1, RouteReason::Replica)
-    );
+    assert_eq!(until_on_replica(&cluster, "ada"), (1, RouteReason::Replica));
     m.freeze(Node::Primary);
     for _ in 0..20 {
         let started = Instant::now();

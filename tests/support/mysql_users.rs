@@ -83,6 +83,15 @@ pub(crate) fn add_user(cluster: &Cluster<MysqlConnection>, name: &str) -> RouteR
     conn.last_route().unwrap().reason
 }
 
+/// Reads `name`'s count until a read goes to the replica (at most 5 s); the last read's
+/// (count, reason).
+pub(crate) fn until_on_replica(
+    cluster: &Cluster<MysqlConnection>,
+    name: &str,
+) -> (i64, RouteReason) {
+    poll(|| count(cluster, name), |got| got.1 == RouteReason::Replica)
+}
+
 /// Calls `f` until `done` holds for its result (every 10 ms, at most 5 s); the last result.
 pub(crate) fn poll<T>(mut f: impl FnMut() -> T, done: impl Fn(&T) -> bool) -> T {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
