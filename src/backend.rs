@@ -215,7 +215,7 @@ where
 }
 
 #[cfg(feature = "postgres")]
-mod pg {
+pub(crate) mod pg {
     use super::*;
     use diesel::connection::SimpleConnection;
     use diesel::pg::{Pg, PgConnection, PgQueryBuilder, PgRowByRowLoadingMode};
@@ -301,40 +301,85 @@ mod pg {
 
         fn flush_position(conn: &mut Self) -> QueryResult<Option<Position>> {
             // A commit acknowledged to its client (synchronous_commit = on) is flushed.
-            lsn(conn, "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END")
+            lsn(conn, FLUSH_LSN)
         }
 
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
-            use diesel::sql_types::{BigInt, Nullable};
-            let (replay, lag_ms, started): (Option<i64>, Option<i64>, i64) = diesel::select((
-                diesel::dsl::sql::<Nullable<BigInt>>(
-                    "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
-                     ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint",
-                ),
-                diesel::dsl::sql::<Nullable<BigInt>>(
-                    "CASE WHEN NOT pg_is_in_recovery() \
-                       OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
-                     ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint END",
-                ),
-                diesel::dsl::sql::<BigInt>(
-                    "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
-                ),
-            ))
-            .get_result(conn)?;
-            Ok(replay.map(|r| ReplicaProbe {
-                replay: Position::Lsn(r.max(0) as u64),
-                lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
-                identity: started.max(1) as u64,
-            }))
+            Ok(replica_probe(replica_probe_query().get_result(conn)?))
         }
+    }
+
+    /// What a replica has replayed (in bytes), its lag in milliseconds (0 when it has
+    /// replayed all it received) and when its server started (microseconds): the one probe
+    /// the sync and async connections send.
+    pub(crate) fn replica_probe_query() -> impl diesel::query_builder::Query<
+        SqlType = (
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::BigInt,
+        ),
+    > + QueryFragment<Pg>
+           + QueryId
+           + RunQueryDsl<PgConnection>
+           + Send
+           + 'static {
+        use diesel::sql_types::{BigInt, Nullable};
+        diesel::select((
+            diesel::dsl::sql::<Nullable<BigInt>>(
+                "(CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() \
+                 ELSE pg_current_wal_insert_lsn() END - '0/0'::pg_lsn)::bigint",
+            ),
+            diesel::dsl::sql::<Nullable<BigInt>>(
+                "CASE WHEN NOT pg_is_in_recovery() \
+                   OR pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
+                 ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint END",
+            ),
+            diesel::dsl::sql::<BigInt>(
+                "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
+            ),
+        ))
+    }
+
+    /// [`replica_probe_query`]'s row as a probe.
+    pub(crate) fn replica_probe(
+        (replay, lag_ms, started): (Option<i64>, Option<i64>, i64),
+    ) -> Option<ReplicaProbe> {
+        replay.map(|r| ReplicaProbe {
+            replay: Position::Lsn(r.max(0) as u64),
+            lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
+            identity: started.max(1) as u64,
+        })
     }
 
     /// The primary's insert position, as the end of the last record (see [`wal_record_end`]).
     /// `tag` is a fourth column that tells the statements apart in the server's statistics
     /// (`false` after a write, `pg_is_in_recovery()` for the monitor).
-    fn insert_position(conn: &mut PgConnection, tag: &str) -> QueryResult<Option<Position>> {
+    fn insert_position(
+        conn: &mut PgConnection,
+        tag: &'static str,
+    ) -> QueryResult<Option<Position>> {
+        Ok(insert_position_of(
+            insert_position_query(tag).get_result(conn)?,
+        ))
+    }
+
+    /// The statement of [`insert_position`], for the sync and async connections.
+    pub(crate) fn insert_position_query(
+        tag: &'static str,
+    ) -> impl diesel::query_builder::Query<
+        SqlType = (
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+            diesel::sql_types::Text,
+            diesel::sql_types::Text,
+            diesel::sql_types::Bool,
+        ),
+    > + QueryFragment<Pg>
+           + QueryId
+           + RunQueryDsl<PgConnection>
+           + Send
+           + 'static {
         use diesel::sql_types::{BigInt, Bool, Nullable, Text};
-        let (insert, block, segment, _tag): (Option<i64>, String, String, bool) = diesel::select((
+        diesel::select((
             diesel::dsl::sql::<Nullable<BigInt>>(
                 "(pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint",
             ),
@@ -342,14 +387,19 @@ mod pg {
             diesel::dsl::sql::<Text>("current_setting('wal_segment_size')"),
             diesel::dsl::sql::<Bool>(tag),
         ))
-        .get_result(conn)?;
-        Ok(insert.map(|p| {
+    }
+
+    /// [`insert_position_query`]'s row as a position.
+    pub(crate) fn insert_position_of(
+        (insert, block, segment, _tag): (Option<i64>, String, String, bool),
+    ) -> Option<Position> {
+        insert.map(|p| {
             Position::Lsn(wal_record_end(
                 p.max(0) as u64,
                 parse_size(&block),
                 parse_size(&segment),
             ))
-        }))
+        })
     }
 
     /// The insert position names where the next record goes: right after a page header
@@ -389,13 +439,28 @@ mod pg {
     }
 
     fn lsn(conn: &mut PgConnection, expr: &str) -> QueryResult<Option<Position>> {
-        use diesel::sql_types::{BigInt, Nullable};
-        let value: Option<i64> = diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!(
-            "(({expr}) - '0/0'::pg_lsn)::bigint"
-        )))
-        .get_result(conn)?;
+        let value: Option<i64> = lsn_query(expr).get_result(conn)?;
         Ok(value.map(|v| Position::Lsn(v.max(0) as u64)))
     }
+
+    /// `expr` (an LSN) in bytes, for the sync and async connections.
+    pub(crate) fn lsn_query(
+        expr: &str,
+    ) -> impl diesel::query_builder::Query<
+        SqlType = diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    > + QueryFragment<Pg>
+           + QueryId
+           + RunQueryDsl<PgConnection>
+           + Send
+           + 'static {
+        use diesel::sql_types::{BigInt, Nullable};
+        diesel::select(diesel::dsl::sql::<Nullable<BigInt>>(&format!(
+            "(({expr}) - '0/0'::pg_lsn)::bigint"
+        )))
+    }
+
+    /// The expression of the flushed position (a replica's replayed one).
+    pub(crate) const FLUSH_LSN: &str = "CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_flush_lsn() END";
 
     impl private::Load<DefaultLoadingMode> for PgConnection {
         fn load_on_replica<'conn, 'query, T>(

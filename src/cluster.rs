@@ -493,6 +493,12 @@ impl<C: RoutedBackend> Cluster<C> {
             .collect()
     }
 
+    /// The shared state of primary `name`.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn primary_state(&self, name: &str) -> Result<Arc<PrimaryState>> {
+        Ok(self.database(name)?.0.clone())
+    }
+
     fn database(&self, name: &str) -> Result<&(Arc<PrimaryState>, Pool<C>)> {
         if let Some(entry) = self.inner.primaries.get(name) {
             return Ok(entry);

@@ -75,6 +75,8 @@ pub mod task;
 
 pub use crate::backend::{RoutedBackend, RoutedLoad};
 pub use crate::cluster::{Cluster, Pool, PooledConnection};
+#[cfg(all(feature = "async", feature = "postgres"))]
+pub use crate::connection::asynchronous::AsyncRoutedConnection;
 pub use crate::connection::{Route, RoutedConnection};
 
 /// The routed PostgreSQL connection, for signatures that named `PgConnection`: a function

@@ -202,7 +202,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
 /// from now when the statement ran to its end on return, else from a position read later,
 /// since a row-by-row cursor may still hold the write). Takes fields, not the connection:
 /// the cursor borrows the primary.
-fn record_effects<C: RoutedBackend>(
+pub(super) fn record_effects<C: RoutedBackend>(
     state: &mut super::state::SessionState,
     db: &PrimaryState,
     classified: &Classified,

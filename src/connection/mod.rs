@@ -4,6 +4,8 @@
 //! unchanged. It opens its physical connections lazily (a checkout that only reads never
 //! opens the primary) and sends each statement where the [routing rules](crate::routing) say.
 
+#[cfg(all(feature = "async", feature = "postgres"))]
+pub(crate) mod asynchronous;
 mod diesel_impls;
 mod instrumentation;
 #[cfg(feature = "postgres")]

@@ -1,0 +1,695 @@
+//! The routed async connection (features `async` and `postgres`): diesel-async's
+//! `AsyncPgConnection` to the primary and to each replica, behind one `AsyncConnection`.
+//!
+//! It runs the sync connection's decision core ([`super::reads`]: the route decision and the
+//! replica choice, over [`ReadIo`]) with real futures, and records with the same functions
+//! (`primary_ran`, `record_effects`, the session state), so the rules are the sync router's.
+//! A statement is rendered into an owned query (SQL and its binds, diesel's `CollectedQuery`)
+//! before the first `.await`: diesel-async's futures may not outlive the connection they
+//! borrow, and the decision may need I/O. The original query's static id is kept, so
+//! diesel-async's statement cache applies as it would without the router.
+//!
+//! Bounded calls come from tokio's timer: a replica read past `replica_timeout` is retried on
+//! the primary (its connection is dropped: a cancelled call leaves it mid-protocol); a primary
+//! call past `primary_timeout` fails with an error that says its outcome is unknown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diesel::connection::{CacheSize, Instrumentation, InstrumentationEvent};
+use diesel::pg::{Pg, PgConnection, PgQueryBuilder};
+use diesel::query_builder::bind_collector::RawBytesBindCollector;
+use diesel::query_builder::{
+    AsQuery, AstPass, CollectedQuery, MoveableBindCollector, Query, QueryBuilder, QueryFragment,
+    QueryId,
+};
+use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
+use diesel_async::{
+    AnsiTransactionManager, AsyncConnection, AsyncConnectionCore, AsyncPgConnection,
+    SimpleAsyncConnection, TransactionManager,
+};
+use futures_util::future::BoxFuture;
+
+use super::diesel_impls::record_effects;
+use super::reads::{self, ReadIo, ServerWait};
+use super::state::SessionState;
+use super::{
+    mode_in_scope, primary_ran, record_write, record_write_at, record_write_pending, replica_broke,
+    replica_read,
+};
+use crate::backend::{is_connection_error, pg as pg_sql};
+use crate::consistency::{Consistency, Position};
+use crate::primary::PrimaryState;
+use crate::routing::{Classified, KindCache, RouteReason, StatementKind, TableId};
+
+/// The rows of a load: diesel-async's stream, which borrows nothing.
+type Rows = <AsyncPgConnection as AsyncConnectionCore>::Stream<'static, 'static>;
+
+/// A replica's async connection, with the replica's generation when it opened and the
+/// server incarnation it talks to (0: not asked yet).
+struct Replica {
+    conn: AsyncPgConnection,
+    generation: u64,
+    identity: u64,
+}
+
+/// The routed async connection: reads to replicas that have what the reader must see,
+/// everything else to the primary. Get one with
+/// [`Cluster::get_async`](crate::Cluster::get_async); use it with `diesel_async::RunQueryDsl`
+/// as an `AsyncPgConnection`, inside the async scopes of [`crate::task`].
+pub struct AsyncRoutedConnection {
+    db: Arc<PrimaryState>,
+    primary: Option<AsyncPgConnection>,
+    replicas: Vec<Option<Replica>>,
+    current_replica: Option<usize>,
+    /// The primary connection broke: reopened at the next call.
+    dead_primary: bool,
+    state: SessionState,
+    kinds: KindCache,
+    last: Option<(RouteReason, Option<usize>)>,
+    tm: AnsiTransactionManager,
+    instrumentation: Box<dyn Instrumentation>,
+    cache_size: Option<CacheSize>,
+}
+
+impl std::fmt::Debug for AsyncRoutedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AsyncRoutedConnection")
+            .field("database", &self.db.name)
+            .field("primary_open", &self.primary.is_some())
+            .field("current_replica", &self.current_replica)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Instrumentation that records nothing (the default when none is set).
+struct Silent;
+
+impl Instrumentation for Silent {
+    fn on_connection_event(&mut self, _event: InstrumentationEvent<'_>) {}
+}
+
+impl AsyncRoutedConnection {
+    pub(crate) fn new(db: Arc<PrimaryState>) -> Self {
+        db.activate_monitor();
+        let replicas = (0..db.replicas.len()).map(|_| None).collect();
+        AsyncRoutedConnection {
+            db,
+            primary: None,
+            replicas,
+            current_replica: None,
+            dead_primary: false,
+            state: SessionState::default(),
+            kinds: KindCache::default(),
+            last: None,
+            tm: AnsiTransactionManager::default(),
+            instrumentation: diesel::connection::get_default_instrumentation()
+                .unwrap_or_else(|| Box::new(Silent)),
+            cache_size: None,
+        }
+    }
+
+    /// The name of this connection's primary in the settings.
+    pub fn database(&self) -> &str {
+        &self.db.name
+    }
+
+    /// Where the last statement ran, and why.
+    pub fn last_route(&self) -> Option<crate::Route> {
+        let (reason, replica) = self.last?;
+        Some(crate::Route {
+            server: match replica.and_then(|i| self.db.replicas.get(i)) {
+                Some(r) => r.name.clone(),
+                None => self.db.name.clone(),
+            },
+            reason,
+        })
+    }
+
+    /// The primary, opened if needed (bounded by `connect_timeout`).
+    async fn open_primary(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+        if std::mem::take(&mut self.dead_primary) {
+            self.primary = None;
+        }
+        if self.primary.is_none() {
+            let url = self.db.url.expose().to_owned();
+            let conn = connect(&url, self.db.connect_timeout)
+                .await
+                .map_err(|e| connection_error(&self.db.url, e))?;
+            self.primary = Some(self.configured(conn));
+        }
+        match self.primary.as_mut() {
+            Some(conn) => Ok(conn),
+            None => Err(diesel::result::Error::BrokenTransactionManager),
+        }
+    }
+
+    fn configured(&self, mut conn: AsyncPgConnection) -> AsyncPgConnection {
+        if let Some(size) = self.cache_size {
+            conn.set_prepared_statement_cache_size(size);
+        }
+        conn
+    }
+
+    /// `f` on the primary, bounded by `primary_timeout`: past it the call is cut (the
+    /// connection is dropped) and the error says the outcome of a write is unknown.
+    async fn on_primary<R>(
+        &mut self,
+        f: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>>,
+    ) -> QueryResult<R> {
+        let timeout = self.db.primary_timeout;
+        let conn = self.open_primary().await?;
+        match timeout {
+            None => f(conn).await,
+            Some(t) => match tokio::time::timeout(t, f(conn)).await {
+                Ok(result) => result,
+                Err(_) => {
+                    self.primary = None;
+                    Err(diesel::result::Error::DatabaseError(
+                        diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                        Box::new(format!(
+                            "the primary did not answer within routing.primary_timeout ({}): \
+                             the call was cut, and the outcome of a write it made is unknown",
+                            humantime::format_duration(t)
+                        )),
+                    ))
+                }
+            },
+        }
+    }
+
+    /// A committed write of this connection's scope to `tables`: its pin window, and its
+    /// position, read now in `strong` and else left to learn (as the sync connection does).
+    async fn committed_write(&mut self, tables: &[TableId]) {
+        record_write(&self.db);
+        if !self.db.has_positions {
+            return;
+        }
+        if mode_in_scope(&self.db) == Consistency::Strong {
+            if let Ok(Some(pos)) = self.primary_position(false).await {
+                record_write_at(&self.db, &pos, tables);
+                return;
+            }
+        }
+        record_write_pending(&self.db, tables, self.db.replicas.clock_ms());
+    }
+
+    /// Why a statement that must run on the primary runs there.
+    fn primary_reason(&mut self, kind: StatementKind) -> RouteReason {
+        if ReadIo::in_transaction(self) {
+            return RouteReason::Transaction;
+        }
+        if self.state.sticky.any() {
+            return RouteReason::Session;
+        }
+        match kind {
+            StatementKind::Locking => RouteReason::Locking,
+            StatementKind::WriteFunction => RouteReason::WriteFunction,
+            StatementKind::Unknown => RouteReason::Unclassified,
+            _ => RouteReason::Write,
+        }
+    }
+
+    /// Runs what must go to the primary and records what its statements did.
+    async fn run_on_primary<R: Send>(
+        &mut self,
+        classified: &Classified,
+        f: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>> + Send,
+    ) -> QueryResult<R> {
+        let in_transaction = ReadIo::in_transaction(self);
+        let reason = self.primary_reason(classified.kind);
+        let result = self.on_primary(f).await;
+        let result = primary_ran(
+            &self.db,
+            &mut self.state,
+            &mut self.dead_primary,
+            &mut self.last,
+            reason,
+            result,
+        );
+        if result.is_ok() && classified.is_plain() {
+            if classified.writes() {
+                if in_transaction {
+                    self.state
+                        .note_transaction_write(classified.written_tables());
+                } else {
+                    self.committed_write(classified.written_tables()).await;
+                }
+            }
+            return result;
+        }
+        let outcome = self.state.apply(
+            classified.statements(),
+            classified.written_tables(),
+            result.is_ok(),
+            true, // PostgreSQL ends a transaction whose COMMIT failed
+        );
+        if let Some(tables) = outcome.committed {
+            self.committed_write(&tables).await;
+        }
+        result
+    }
+
+    /// A read: on the replica the core chooses, else (or when that replica breaks or does
+    /// not answer in time) on the primary.
+    async fn load_owned<Q>(&mut self, classified: Classified, query: Q) -> QueryResult<Rows>
+    where
+        Q: QueryFragment<Pg> + QueryId + Query + Clone + Send + 'static,
+    {
+        let reads = self
+            .db
+            .read_tables(classified.tables.as_deref())
+            .map(<[TableId]>::to_vec);
+        let reason = match reads::route_read(self, classified.kind, reads.as_deref()).await {
+            Err(reason) => reason,
+            Ok(i) => {
+                let timeout = self.db.replica_timeout;
+                let Some(replica) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
+                    return Err(diesel::result::Error::BrokenTransactionManager);
+                };
+                match tokio::time::timeout(timeout, replica.conn.load(query.clone())).await {
+                    Ok(Ok(rows)) => {
+                        replica_read(&self.db, &mut self.last, i, true);
+                        return Ok(rows);
+                    }
+                    Ok(Err(e)) if is_connection_error(&e) => {
+                        self.drop_replica(i);
+                        replica_broke(&self.db, i, &e);
+                        RouteReason::Fallback
+                    }
+                    Ok(Err(e)) => {
+                        replica_read(&self.db, &mut self.last, i, false);
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        // no answer in time: hung for every connection to it
+                        self.drop_replica(i);
+                        self.db.replicas.set_hung(i, true);
+                        self.db.counters.replica_failed();
+                        RouteReason::Fallback
+                    }
+                }
+            }
+        };
+        let result = self
+            .on_primary(move |conn| Box::pin(conn.load(query)))
+            .await;
+        let result = primary_ran(
+            &self.db,
+            &mut self.state,
+            &mut self.dead_primary,
+            &mut self.last,
+            reason,
+            result,
+        );
+        // rows come as the stream is read: a write's position is learned when needed
+        record_effects::<PgConnection>(
+            &mut self.state,
+            &self.db,
+            &classified,
+            result.is_ok(),
+            None,
+            false,
+        );
+        result
+    }
+
+    fn drop_replica(&mut self, i: usize) {
+        if let Some(slot) = self.replicas.get_mut(i) {
+            *slot = None;
+        }
+        if self.current_replica == Some(i) {
+            self.current_replica = None;
+        }
+    }
+}
+
+/// Opens an `AsyncPgConnection`, giving up after `timeout`.
+async fn connect(url: &str, timeout: Duration) -> ConnectionResult<AsyncPgConnection> {
+    match tokio::time::timeout(timeout, AsyncPgConnection::establish(url)).await {
+        Ok(result) => result,
+        Err(_) => Err(ConnectionError::BadConnection(format!(
+            "the server did not answer within the connect timeout ({})",
+            humantime::format_duration(timeout)
+        ))),
+    }
+}
+
+/// A connection error as a query error, with the URL's secrets scrubbed.
+fn connection_error(url: &crate::settings::SecretUrl, e: ConnectionError) -> diesel::result::Error {
+    super::connection_error(super::scrub_connection_error(e, url))
+}
+
+impl ReadIo for AsyncRoutedConnection {
+    fn db(&self) -> &Arc<PrimaryState> {
+        &self.db
+    }
+
+    fn current_replica(&mut self) -> &mut Option<usize> {
+        &mut self.current_replica
+    }
+
+    fn replica_slots(&self) -> usize {
+        self.replicas.len()
+    }
+
+    fn in_transaction(&mut self) -> bool {
+        self.state.tx_open()
+            || <AnsiTransactionManager as TransactionManager<Self>>::transaction_manager_status_mut(
+                self,
+            )
+            .transaction_depth()
+            .map_or(true, |depth| depth.is_some())
+    }
+
+    fn session_on_primary(&self) -> bool {
+        self.state.sticky.any()
+    }
+
+    async fn open_replica(&mut self, i: usize) -> bool {
+        let generation = self.db.replicas.generation(i);
+        match self.replicas.get(i) {
+            Some(Some(r)) if r.generation == generation => return true,
+            Some(_) => self.replicas[i] = None,
+            None => return false,
+        }
+        let Some(spec) = self.db.replicas.get(i) else {
+            return false;
+        };
+        let url = spec.url.clone();
+        let opened = match connect(url.expose(), self.db.connect_timeout).await {
+            Ok(mut conn) => {
+                // a misrouted write fails loudly
+                match conn
+                    .batch_execute("SET default_transaction_read_only = on")
+                    .await
+                {
+                    Ok(()) => Ok(conn),
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(super::scrub_connection_error(e, &url).to_string()),
+        };
+        match opened {
+            Ok(conn) => {
+                self.db.replicas.mark_up(i);
+                self.db.replicas.set_hung(i, false);
+                let conn = self.configured(conn);
+                self.replicas[i] = Some(Replica {
+                    conn,
+                    generation,
+                    identity: 0,
+                });
+                if self.db.has_positions {
+                    // learns the position, and whether another server answers now
+                    self.replay_of(i).await;
+                }
+                true
+            }
+            Err(error) => {
+                self.db.replicas.mark_down(i);
+                self.db.counters.replica_failed();
+                tracing::warn!(
+                    target: "diesel_sharding::route",
+                    database = %self.db.name,
+                    replica = %spec.name,
+                    error = %error,
+                    "replica unreachable: reading from the primary, retrying it after the backoff"
+                );
+                false
+            }
+        }
+    }
+
+    async fn replay_of(&mut self, i: usize) -> Option<Position> {
+        let timeout = self.db.replica_timeout;
+        let asked_ms = self.db.replicas.clock_ms();
+        let replica = self.replicas.get_mut(i)?.as_mut()?;
+        let probed = tokio::time::timeout(timeout, async {
+            use diesel_async::RunQueryDsl;
+            pg_sql::replica_probe_query()
+                .get_result::<(Option<i64>, Option<i64>, i64)>(&mut replica.conn)
+                .await
+        })
+        .await;
+        match probed {
+            Ok(Ok(row)) => {
+                let probe = pg_sql::replica_probe(row)?;
+                replica.identity = probe.identity;
+                self.db
+                    .replicas
+                    .saw_replay(i, asked_ms, &probe.replay, probe.identity);
+                Some(probe.replay)
+            }
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    self.drop_replica(i);
+                    self.db.replicas.mark_down(i);
+                    self.db.counters.replica_failed();
+                }
+                None
+            }
+            Err(_) => {
+                self.drop_replica(i);
+                self.db.replicas.set_hung(i, true);
+                None
+            }
+        }
+    }
+
+    async fn wait_on(&mut self, _i: usize, _need: &Position, _left: Duration) -> ServerWait {
+        // PostgreSQL 15 has no wait for a replay position: the core polls
+        ServerWait::Unsupported
+    }
+
+    async fn primary_position(&mut self, flush: bool) -> QueryResult<Option<Position>> {
+        use diesel_async::RunQueryDsl;
+        if flush {
+            let value: Option<i64> = self
+                .on_primary(|conn| Box::pin(pg_sql::lsn_query(pg_sql::FLUSH_LSN).get_result(conn)))
+                .await?;
+            Ok(value.map(|v| Position::Lsn(v.max(0) as u64)))
+        } else {
+            let row = self
+                .on_primary(|conn| {
+                    Box::pin(pg_sql::insert_position_query("false").get_result(conn))
+                })
+                .await?;
+            Ok(pg_sql::insert_position_of(row))
+        }
+    }
+
+    async fn pause(&mut self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+}
+
+/// A query rendered into SQL and owned binds, keyed for diesel-async's statement cache by the
+/// original query's static id.
+struct Keyed<Id> {
+    query: Arc<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>,
+    _id: std::marker::PhantomData<fn() -> Id>,
+}
+
+impl<Id> Clone for Keyed<Id> {
+    fn clone(&self) -> Self {
+        Keyed {
+            query: self.query.clone(),
+            _id: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<Id: 'static> QueryId for Keyed<Id> {
+    type QueryId = Id;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl<Id> Query for Keyed<Id> {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl<Id> QueryFragment<Pg> for Keyed<Id> {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+}
+
+/// The same for a query without a static id: cached by its SQL, if at all.
+#[derive(Clone)]
+struct Unkeyed {
+    query: Arc<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>,
+}
+
+impl QueryId for Unkeyed {
+    type QueryId = ();
+    const HAS_STATIC_QUERY_ID: bool = false;
+}
+
+impl Query for Unkeyed {
+    type SqlType = diesel::sql_types::Untyped;
+}
+
+impl QueryFragment<Pg> for Unkeyed {
+    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
+        self.query.walk_ast(pass)
+    }
+}
+
+/// Type lookups for binds of custom types (enums) need the server: not yet supported by the
+/// async connection, which fails such a statement with an error that says so.
+struct NoTypeLookup;
+
+impl diesel::pg::PgMetadataLookup for NoTypeLookup {
+    fn lookup_type(&mut self, type_name: &str, schema: Option<&str>) -> diesel::pg::PgTypeMetadata {
+        // the type is named in the error diesel-async reports when it prepares the statement
+        let key = diesel::pg::PgMetadataCacheKey::new(
+            schema.map(|s| std::borrow::Cow::Owned(s.to_owned())),
+            std::borrow::Cow::Owned(type_name.to_owned()),
+        );
+        diesel::pg::PgTypeMetadata::from_result(Err(diesel::pg::FailedToLookupTypeError::new(key)))
+    }
+}
+
+/// Renders `query` into SQL and owned binds.
+fn collect<T: QueryFragment<Pg> + QueryId>(
+    query: &T,
+) -> QueryResult<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>
+{
+    let mut binds = RawBytesBindCollector::<Pg>::new();
+    query.collect_binds(&mut binds, &mut NoTypeLookup, &Pg)?;
+    let mut sql = PgQueryBuilder::default();
+    query.to_sql(&mut sql, &Pg)?;
+    let safe = query.is_safe_to_cache_prepared(&Pg)?;
+    Ok(CollectedQuery::new(sql.finish(), safe, binds.moveable()))
+}
+
+impl SimpleAsyncConnection for AsyncRoutedConnection {
+    /// Always the primary; every statement of the text is followed (transaction control,
+    /// session state, writes).
+    async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
+        let classified = Classified::of(&self.db.classifier, query, self.db.wants_tables());
+        let sql = query.to_owned();
+        self.run_on_primary(&classified, move |conn| {
+            Box::pin(async move { conn.batch_execute(&sql).await })
+        })
+        .await
+    }
+}
+
+impl AsyncConnectionCore for AsyncRoutedConnection {
+    type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
+    type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<Self::Stream<'conn, 'query>>>;
+    type Stream<'conn, 'query> = Rows;
+    type Row<'conn, 'query> = <AsyncPgConnection as AsyncConnectionCore>::Row<'conn, 'query>;
+    type Backend = Pg;
+
+    fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
+    where
+        T: AsQuery + 'query,
+        T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        let query = source.as_query();
+        let classified = self.kinds.classify::<PgConnection, _>(
+            &self.db.classifier,
+            &query,
+            self.db.wants_tables(),
+        );
+        let collected = match collect(&query) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if <T::Query as QueryId>::HAS_STATIC_QUERY_ID {
+            let keyed = Keyed::<<T::Query as QueryId>::QueryId> {
+                query: collected,
+                _id: std::marker::PhantomData,
+            };
+            Box::pin(self.load_owned(classified, keyed))
+        } else {
+            Box::pin(self.load_owned(classified, Unkeyed { query: collected }))
+        }
+    }
+
+    fn execute_returning_count<'conn, 'query, T>(
+        &'conn mut self,
+        source: T,
+    ) -> Self::ExecuteFuture<'conn, 'query>
+    where
+        T: QueryFragment<Self::Backend> + QueryId + 'query,
+    {
+        let classified = self.kinds.classify::<PgConnection, _>(
+            &self.db.classifier,
+            &source,
+            self.db.wants_tables(),
+        );
+        let collected = match collect(&source) {
+            Ok(c) => Arc::new(c),
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        if T::HAS_STATIC_QUERY_ID {
+            let keyed = Keyed::<T::QueryId> {
+                query: collected,
+                _id: std::marker::PhantomData,
+            };
+            Box::pin(async move {
+                self.run_on_primary(&classified, move |conn| {
+                    Box::pin(conn.execute_returning_count(keyed))
+                })
+                .await
+            })
+        } else {
+            let unkeyed = Unkeyed { query: collected };
+            Box::pin(async move {
+                self.run_on_primary(&classified, move |conn| {
+                    Box::pin(conn.execute_returning_count(unkeyed))
+                })
+                .await
+            })
+        }
+    }
+}
+
+impl AsyncConnection for AsyncRoutedConnection {
+    type TransactionManager = AnsiTransactionManager;
+
+    /// Not supported: a routed connection comes from
+    /// [`Cluster::get_async`](crate::Cluster::get_async), which knows the replicas.
+    async fn establish(_database_url: &str) -> ConnectionResult<Self> {
+        Err(ConnectionError::BadConnection(
+            "an AsyncRoutedConnection comes from Cluster::get_async, not from a URL".into(),
+        ))
+    }
+
+    fn transaction_state(&mut self) -> &mut AnsiTransactionManager {
+        &mut self.tm
+    }
+
+    fn instrumentation(&mut self) -> &mut dyn Instrumentation {
+        &mut *self.instrumentation
+    }
+
+    fn set_instrumentation(&mut self, instrumentation: impl Instrumentation) {
+        self.instrumentation = Box::new(instrumentation);
+    }
+
+    fn set_prepared_statement_cache_size(&mut self, size: CacheSize) {
+        self.cache_size = Some(size);
+        for conn in self
+            .primary
+            .iter_mut()
+            .chain(self.replicas.iter_mut().flatten().map(|r| &mut r.conn))
+        {
+            conn.set_prepared_statement_cache_size(size);
+        }
+    }
+}
+
+impl crate::Cluster<PgConnection> {
+    /// A routed async connection to primary `name` and its replicas (features `async` and
+    /// `postgres`; no pool yet: its servers are connected on first use, and closed when it
+    /// drops). Use it inside a [`task::scope`](crate::task::scope) or another async scope.
+    pub async fn get_async(&self, name: &str) -> crate::Result<AsyncRoutedConnection> {
+        let db = self.primary_state(name)?;
+        Ok(AsyncRoutedConnection::new(db))
+    }
+}
