@@ -88,6 +88,11 @@ pub(crate) struct PrimaryState {
     /// ... per table (with `granularity = "table"`).
     table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
+    /// The pool's size and options (for the async pools, which the cluster builds on demand).
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) pool_size: u32,
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) pool: crate::settings::PoolSpec,
 }
 
 /// The least position covering both (the newer, `b`, where they do not combine).
@@ -144,6 +149,8 @@ impl PrimaryState {
             primary_check: SharedCheck::default(),
             table_written: RwLock::new(HashMap::new()),
             counters: Counters::new(spec.replicas.len()),
+            pool_size: spec.pool_size,
+            pool: spec.pool,
         }
     }
 

@@ -34,6 +34,11 @@ struct Setup {
 
 /// A primary and one replica whose replay is paused when `paused` (stale for certain).
 fn setup(settings: &str, paused: bool) -> Setup {
+    setup_pool(settings, 10, paused)
+}
+
+/// [`setup`] with a pool of `pool_size`.
+fn setup_pool(settings: &str, pool_size: u32, paused: bool) -> Setup {
     let pg = PgCluster::start(1);
     pg.create_database(DB);
     // (fully qualified: diesel_async::RunQueryDsl has an `execute` for every type)
@@ -50,7 +55,7 @@ fn setup(settings: &str, paused: bool) -> Setup {
     }
     let cluster = Cluster::new(
         Settings::from_toml_str(&format!(
-            "{settings}\n[databases.default]\nurl = \"{}\"\n\
+            "{settings}\n[databases.default]\nurl = \"{}\"\npool_size = {pool_size}\n\
              [databases.replica]\nurl = \"{}\"\nprimary = \"default\"\n",
             pg.primary_url(DB),
             pg.replica_url(0, DB),
@@ -279,4 +284,157 @@ fn a_routed_async_connection_cannot_be_established_from_a_url() {
         .block_on(AsyncRoutedConnection::establish("postgres://localhost/x"))
         .unwrap_err();
     assert!(err.to_string().contains("Cluster::get_async"), "{err}");
+}
+
+/// A one-row read of an integer on the primary (inside a transaction: the route rules keep
+/// it there).
+async fn on_primary_i64(conn: &mut AsyncRoutedConnection, sql: &str) -> i64 {
+    #[derive(QueryableByName)]
+    struct V {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        v: i64,
+    }
+    let sql = sql.to_owned();
+    conn.transaction::<_, diesel::result::Error, _>(async move |c| {
+        let row: V = diesel::sql_query(&sql).get_result(c).await?;
+        Ok(row.v)
+    })
+    .await
+    .unwrap()
+}
+
+#[cfg(feature = "bb8")]
+#[test]
+fn thousands_of_tasks_over_a_small_bb8_pool_under_lag_never_read_stale() {
+    let s = setup_pool(
+        "[consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"",
+        4,
+        false,
+    );
+    // every write is applied 200 ms late: a read of a row just written is stale there
+    s.pg.set_apply_delay(0, Duration::from_millis(200));
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let (stale, own_on_primary, old_on_replica) = rt.block_on(async move {
+        let pool = cluster.bb8_pool("default").unwrap();
+        let mut handles = Vec::new();
+        for i in 0..2000 {
+            let pool = pool.clone();
+            handles.push(tokio::spawn(task::scope(async move {
+                let mut conn = pool.get().await.unwrap();
+                let name = format!("t{i}");
+                add(&mut conn, &name).await;
+                drop(conn);
+                tokio::task::yield_now().await;
+                let mut conn = pool.get().await.unwrap();
+                let own = count(&mut conn, &name).await;
+                let old = count(&mut conn, "seed").await;
+                (own, old)
+            })));
+        }
+        let (mut stale, mut own_primary, mut old_replica) = (0, 0, 0);
+        for h in handles {
+            let ((n, reason), (old, old_reason)) = h.await.unwrap();
+            stale += usize::from(n != 1) + usize::from(old != 1);
+            own_primary += usize::from(reason != RouteReason::Replica);
+            old_replica += usize::from(old_reason == RouteReason::Replica);
+        }
+        (stale, own_primary, old_replica)
+    });
+    assert_eq!(stale, 0, "stale reads");
+    assert!(own_on_primary > 0);
+    assert!(
+        old_on_replica > 0,
+        "no read of an old row went to the replica"
+    );
+    // the servers agree: every insert on the primary, none on the replica
+    assert_eq!(s.pg.statement_calls(Node::Primary, INSERT), 2000);
+    assert_eq!(s.pg.statement_calls(Node::Replica(0), INSERT), 0);
+    s.pg.set_apply_delay(0, Duration::ZERO);
+}
+
+#[cfg(feature = "bb8")]
+#[test]
+fn a_cancelled_call_and_session_state_never_go_back_to_the_pool() {
+    let s = setup_pool("[consistency]\nmode = \"read_your_writes\"", 1, false);
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let (first, after_cancel, set, after_set, search_path) = rt.block_on(task::scope(async move {
+        let pool = cluster.bb8_pool("default").unwrap();
+        let mut conn = pool.get().await.unwrap();
+        let first = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        // a call cut short by the caller: the connection is mid-call
+        let cut = tokio::time::timeout(
+            Duration::from_millis(50),
+            diesel::sql_query("SELECT pg_sleep(2)").execute(&mut *conn),
+        )
+        .await;
+        assert!(cut.is_err(), "the call was not cancelled");
+        drop(conn);
+        let started = Instant::now();
+        let mut conn = pool.get().await.unwrap();
+        let after_cancel = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "waited for the cancelled call"
+        );
+        // session state: the connection is closed, not handed to the next user
+        conn.batch_execute("SET search_path TO pg_catalog")
+            .await
+            .unwrap();
+        let set = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        drop(conn);
+        let mut conn = pool.get().await.unwrap();
+        let after_set = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        let search_path = on_primary_i64(
+            &mut conn,
+            "SELECT (current_setting('search_path') = 'pg_catalog')::int::bigint AS v",
+        )
+        .await;
+        (first, after_cancel, set, after_set, search_path)
+    }));
+    assert_ne!(
+        first, after_cancel,
+        "the cancelled connection went back to the pool"
+    );
+    assert_ne!(set, after_set, "a session with state went back to the pool");
+    assert_eq!(
+        search_path, 0,
+        "the next checkout saw the previous one's search_path"
+    );
+}
+
+#[cfg(feature = "deadpool")]
+#[test]
+fn a_deadpool_pool_routes_like_the_others() {
+    let s = setup(
+        "[consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"",
+        true,
+    );
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let (wrote, own, other) = rt.block_on(async move {
+        let pool = cluster.deadpool_pool("default").unwrap();
+        let p = pool.clone();
+        let (wrote, own) = tokio::spawn(task::scope(async move {
+            let mut conn = p.get().await.unwrap();
+            let wrote = add(&mut conn, "dp").await;
+            drop(conn);
+            let mut conn = p.get().await.unwrap();
+            (wrote, count(&mut conn, "dp").await)
+        }))
+        .await
+        .unwrap();
+        let other = tokio::spawn(task::scope(async move {
+            let mut conn = pool.get().await.unwrap();
+            count(&mut conn, "dp").await
+        }))
+        .await
+        .unwrap();
+        (wrote, own, other)
+    });
+    assert_eq!(wrote, RouteReason::Write);
+    assert_eq!(own, (1, RouteReason::Behind));
+    assert_eq!(other, (0, RouteReason::Replica));
+    s.pg.resume_replay(0);
 }

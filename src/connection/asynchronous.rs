@@ -68,6 +68,9 @@ pub struct AsyncRoutedConnection {
     kinds: KindCache,
     last: Option<(RouteReason, Option<usize>)>,
     tm: AnsiTransactionManager,
+    /// A call is under way: when its future is dropped before it ends (cancelled), this
+    /// stays set and the connection is broken for its pool, which drops it.
+    busy: bool,
     instrumentation: Box<dyn Instrumentation>,
     cache_size: Option<CacheSize>,
 }
@@ -103,6 +106,7 @@ impl AsyncRoutedConnection {
             kinds: KindCache::default(),
             last: None,
             tm: AnsiTransactionManager::default(),
+            busy: false,
             instrumentation: diesel::connection::get_default_instrumentation()
                 .unwrap_or_else(|| Box::new(Silent)),
             cache_size: None,
@@ -216,9 +220,25 @@ impl AsyncRoutedConnection {
         classified: &Classified,
         f: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>> + Send,
     ) -> QueryResult<R> {
+        self.busy = true;
         let in_transaction = ReadIo::in_transaction(self);
         let reason = self.primary_reason(classified.kind);
         let result = self.on_primary(f).await;
+        let result = self
+            .run_recorded(classified, in_transaction, reason, result)
+            .await;
+        self.busy = false;
+        result
+    }
+
+    /// What a statement run on the primary did: transactions, session state, writes.
+    async fn run_recorded<R>(
+        &mut self,
+        classified: &Classified,
+        in_transaction: bool,
+        reason: RouteReason,
+        result: QueryResult<R>,
+    ) -> QueryResult<R> {
         let result = primary_ran(
             &self.db,
             &mut self.state,
@@ -684,7 +704,100 @@ impl AsyncConnection for AsyncRoutedConnection {
     }
 }
 
+impl diesel_async::pooled_connection::PoolableConnection for AsyncRoutedConnection {
+    /// Broken for its pool (dropped, not handed out again) when a call on it was cancelled
+    /// halfway, a transaction is still open, its session holds state (settings, temporary
+    /// tables, locks: closing it is the reset), or its state cannot be known.
+    fn is_broken(&mut self) -> bool {
+        self.busy
+            || ReadIo::in_transaction(self)
+            || self.state.primary_needs_reset()
+            || self.state.sticky.any()
+            || self.state.unknown
+    }
+}
+
+/// The pool manager of routed async connections to primary `name`: diesel-async's manager,
+/// opening connections through the cluster; no ping at checkout (as the sync pools: a hung
+/// primary would hold every checkout, also of work that only reads), the connection's own
+/// state decides whether it goes back to the pool.
+fn manager(
+    cluster: &crate::Cluster<PgConnection>,
+    name: &str,
+) -> crate::Result<
+    diesel_async::pooled_connection::AsyncDieselConnectionManager<AsyncRoutedConnection>,
+> {
+    use diesel_async::pooled_connection::{
+        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    };
+    // fails now for an unknown name, not at the first checkout
+    cluster.primary_state(name)?;
+    let cluster = cluster.clone();
+    let mut config = ManagerConfig::default();
+    config.recycling_method =
+        RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncRoutedConnection| {
+            Box::pin(async move {
+                conn.last = None;
+                Ok(())
+            })
+        }));
+    config.custom_setup = Box::new(move |name| {
+        let cluster = cluster.clone();
+        let name = name.to_owned();
+        Box::pin(async move {
+            cluster
+                .get_async(&name)
+                .await
+                .map_err(|e| ConnectionError::BadConnection(e.to_string()))
+        })
+    });
+    Ok(AsyncDieselConnectionManager::new_with_config(name, config))
+}
+
 impl crate::Cluster<PgConnection> {
+    /// A bb8 pool of routed async connections to primary `name` (feature `bb8`), with the
+    /// database's pool settings (`pool_size`, `min_idle`, `connection_timeout`,
+    /// `idle_timeout`, `max_lifetime`). A connection whose call was cancelled, or that still
+    /// holds a transaction or session state, is dropped instead of going back.
+    #[cfg(feature = "bb8")]
+    pub fn bb8_pool(
+        &self,
+        name: &str,
+    ) -> crate::Result<diesel_async::pooled_connection::bb8::Pool<AsyncRoutedConnection>> {
+        let db = self.primary_state(name)?;
+        Ok(bb8::Pool::builder()
+            .max_size(db.pool_size)
+            .min_idle(Some(db.pool.min_idle))
+            .connection_timeout(db.pool.connection_timeout)
+            .idle_timeout(db.pool.idle_timeout)
+            .max_lifetime(db.pool.max_lifetime)
+            .test_on_check_out(true) // the recycling check: state only, no round trip
+            .build_unchecked(manager(self, name)?))
+    }
+
+    /// A deadpool pool of routed async connections to primary `name` (feature `deadpool`),
+    /// with the database's `pool_size` and `connection_timeout` (deadpool's wait timeout;
+    /// it has no idle or lifetime limits of its own). A connection whose call was
+    /// cancelled, or that still holds a transaction or session state, is dropped instead of
+    /// being recycled.
+    #[cfg(feature = "deadpool")]
+    pub fn deadpool_pool(
+        &self,
+        name: &str,
+    ) -> crate::Result<diesel_async::pooled_connection::deadpool::Pool<AsyncRoutedConnection>> {
+        let db = self.primary_state(name)?;
+        diesel_async::pooled_connection::deadpool::Pool::builder(manager(self, name)?)
+            .max_size(db.pool_size as usize)
+            .wait_timeout(Some(db.pool.connection_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            // (fails only without a runtime, which is set)
+            .map_err(|e| crate::Error::Query {
+                database: name.to_owned(),
+                source: diesel::result::Error::QueryBuilderError(e.to_string().into()),
+            })
+    }
+
     /// A routed async connection to primary `name` and its replicas (features `async` and
     /// `postgres`; no pool yet: its servers are connected on first use, and closed when it
     /// drops). Use it inside a [`task::scope`](crate::task::scope) or another async scope.

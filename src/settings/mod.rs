@@ -55,7 +55,7 @@ pub(crate) use self::groups::GroupSpec;
 pub(crate) use self::url::with_libpq_option;
 pub(crate) use self::url::{scheme, scrub_text, SecretUrl};
 pub(crate) use self::validate::{
-    PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
+    PoolSpec, PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
 };
 
 /// The default pool size of a primary.
