@@ -18,7 +18,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use diesel_sharding::{task, AsyncRoutedConnection, Cluster, Settings};
 
-#[allow(dead_code, unreachable_pub)]
+#[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 
