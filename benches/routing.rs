@@ -10,7 +10,12 @@
 //! * `mariadb/*` (with feature `mysql`): the same against a MariaDB server the bench starts,
 //!   routed `MysqlConnection` against plain `MysqlConnection` through `diesel::r2d2`.
 //!
-//! Run: `cargo bench --features bench-internals --bench routing` (add `mysql` for MariaDB).
+//! * `postgres_async*` (features `async`, `bb8`): a routed bb8 pool of async connections
+//!   against diesel-async's bb8 pool of `AsyncPgConnection`, each call driven to completion on a
+//!   current-thread runtime.
+//!
+//! Run: `cargo bench --features bench-internals --bench routing` (add `mysql` for MariaDB,
+//! `async,bb8` for diesel-async).
 //! The README's table comes from this.
 
 #![allow(missing_docs)] // criterion_group! generates undocumented public functions
@@ -328,6 +333,143 @@ fn mariadb(c: &mut Criterion) {
 #[cfg(not(feature = "mysql"))]
 fn mariadb(_: &mut Criterion) {}
 
+/// diesel-async: a routed bb8 pool against diesel-async's own bb8 pool of `AsyncPgConnection`,
+/// each call driven to completion on a current-thread runtime (the same for both sides).
+#[cfg(all(feature = "async", feature = "bb8"))]
+mod async_bench {
+    // diesel-async's RunQueryDsl, not diesel's: no prelude here
+    use super::{items, pg_cluster, routed_on_itself, ROWS};
+    use criterion::BenchmarkId;
+    use criterion::Criterion;
+    use diesel::pg::PgConnection;
+    use diesel::{ExpressionMethods, QueryDsl};
+    use diesel_async::pooled_connection::{bb8, AsyncDieselConnectionManager};
+    use diesel_async::{AsyncPgConnection, RunQueryDsl};
+
+    /// Times `a`'s calls, then `b`'s. (Interleaving one call of each, as the sync pairs do,
+    /// biases async pairs: two plain diesel-async pools timed that way differ by 1.7x, each
+    /// side's connection task finishing its previous call inside the other side's timing.)
+    fn sequential(
+        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+        name: &str,
+        mut a: impl FnMut(),
+        mut b: impl FnMut(),
+    ) {
+        g.bench_function(BenchmarkId::new(name, "plain"), |bench| bench.iter(&mut a));
+        g.bench_function(BenchmarkId::new(name, "routed"), |bench| bench.iter(&mut b));
+    }
+
+    pub(super) fn postgres_async(c: &mut Criterion) {
+        let cluster = pg_cluster::PgCluster::start(0);
+        cluster.create_database("bench");
+        let url = cluster.primary_url("bench");
+        // (fully qualified: diesel_async::RunQueryDsl has an `execute` for every type)
+        pg_cluster::PgCluster::execute(
+        &cluster,
+        pg_cluster::Node::Primary,
+        "bench",
+        &format!(
+            "CREATE TABLE items (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, qty INTEGER NOT NULL);
+             INSERT INTO items (name, qty) SELECT 'item' || i, i FROM generate_series(1, {ROWS}) i;"
+        ),
+    );
+        // a runtime for each side: what one side's connection tasks leave to do is not done
+        // (and timed) during the other side's call
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (rt, rt2) = (runtime(), runtime());
+        let plain: bb8::Pool<AsyncPgConnection> = rt.block_on(async {
+            bb8::Pool::builder()
+                .max_size(1)
+                .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(&url))
+                .await
+                .unwrap()
+        });
+        for (mode, group) in [
+            ("pin", "postgres_async"),
+            ("read_your_writes", "postgres_async_read_your_writes"),
+        ] {
+            let routed_cluster = routed_on_itself::<PgConnection>(&url, mode);
+            let routed = {
+                let _runtime = rt.enter();
+                routed_cluster.bb8_pool("default").unwrap()
+            };
+            let mut g = c.benchmark_group(group);
+            let (mut i, mut j) = (0i64, 0i64);
+            let (p, r) = (plain.clone(), routed.clone());
+            sequential(
+                &mut g,
+                "point_select",
+                || {
+                    i = i % ROWS + 1;
+                    rt.block_on(async {
+                        let mut conn = p.get().await.unwrap();
+                        let name: String = items::table
+                            .find(i)
+                            .select(items::name)
+                            .first(&mut *conn)
+                            .await
+                            .unwrap();
+                        std::hint::black_box(name);
+                    })
+                },
+                || {
+                    j = j % ROWS + 1;
+                    rt2.block_on(diesel_sharding::task::scope(async {
+                        let mut conn = r.get().await.unwrap();
+                        let name: String = items::table
+                            .find(j)
+                            .select(items::name)
+                            .first(&mut *conn)
+                            .await
+                            .unwrap();
+                        std::hint::black_box(name);
+                    }))
+                },
+            );
+            let mut n = 5_000_000_000i64;
+            let n2 = std::cell::Cell::new(6_000_000_000i64);
+            sequential(
+                &mut g,
+                "insert_one",
+                || {
+                    n += 1;
+                    rt.block_on(async {
+                        let mut conn = p.get().await.unwrap();
+                        diesel::insert_into(items::table)
+                            .values((items::name.eq(format!("n{n}")), items::qty.eq(1)))
+                            .execute(&mut *conn)
+                            .await
+                            .unwrap();
+                    })
+                },
+                || {
+                    n2.set(n2.get() + 1);
+                    rt2.block_on(diesel_sharding::task::scope(async {
+                        let mut conn = r.get().await.unwrap();
+                        diesel::insert_into(items::table)
+                            .values((items::name.eq(format!("n{}", n2.get())), items::qty.eq(1)))
+                            .execute(&mut *conn)
+                            .await
+                            .unwrap();
+                    }))
+                },
+            );
+            g.finish();
+        }
+    }
+}
+
+#[cfg(all(feature = "async", feature = "bb8"))]
+use async_bench::postgres_async;
+
+#[cfg(not(all(feature = "async", feature = "bb8")))]
+fn postgres_async(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     // (criterion's generated function carries no docs)
@@ -335,6 +477,6 @@ criterion_group! {
         .sample_size(40)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = classify, sqlite, postgres, mariadb
+    targets = classify, sqlite, postgres, mariadb, postgres_async
 }
 criterion_main!(benches);

@@ -83,6 +83,12 @@ pub enum Error {
         /// The bucketing.
         bucketing: &'static str,
     },
+    /// An async pool was built outside a tokio runtime (its reaper needs one).
+    #[error("{what} needs a tokio runtime: build it inside one (`#[tokio::main]`, `Runtime::block_on`, `Runtime::enter`)")]
+    NoRuntime {
+        /// What was built.
+        what: &'static str,
+    },
     /// A query failed on one database.
     #[error("database `{database}`")]
     Query {

@@ -438,3 +438,20 @@ fn a_deadpool_pool_routes_like_the_others() {
     assert_eq!(other, (0, RouteReason::Replica));
     s.pg.resume_replay(0);
 }
+
+#[cfg(feature = "bb8")]
+#[test]
+fn a_bb8_pool_built_outside_a_runtime_is_an_error_not_a_panic() {
+    let s = setup("", false);
+    let err = s.cluster.bb8_pool("default").unwrap_err();
+    assert!(err.to_string().contains("needs a tokio runtime"), "{err}");
+    let unknown = {
+        let rt = runtime();
+        let _in = rt.enter();
+        s.cluster.bb8_pool("nope").unwrap_err()
+    };
+    assert!(
+        unknown.to_string().contains("unknown database `nope`"),
+        "{unknown}"
+    );
+}

@@ -765,6 +765,11 @@ impl crate::Cluster<PgConnection> {
         name: &str,
     ) -> crate::Result<diesel_async::pooled_connection::bb8::Pool<AsyncRoutedConnection>> {
         let db = self.primary_state(name)?;
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(crate::Error::NoRuntime {
+                what: "Cluster::bb8_pool",
+            });
+        }
         Ok(bb8::Pool::builder()
             .max_size(db.pool_size)
             .min_idle(Some(db.pool.min_idle))
