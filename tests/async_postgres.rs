@@ -455,3 +455,47 @@ fn a_bb8_pool_built_outside_a_runtime_is_an_error_not_a_panic() {
         "{unknown}"
     );
 }
+
+#[cfg(feature = "bb8")]
+#[test]
+fn the_escape_hatches_reach_the_right_server_and_their_connection_is_not_reused() {
+    let s = setup_pool(
+        "[consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"",
+        1,
+        true,
+    );
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let (replica_seen, after_write, primary_pid, next_pid) = rt.block_on(task::scope(async move {
+        let pool = cluster.bb8_pool("default").unwrap();
+        let mut conn = pool.get().await.unwrap();
+        // nothing written yet: the replica, read-only
+        let replica = conn.replica().await.unwrap();
+        let refused = diesel::sql_query("INSERT INTO users (name) VALUES ('never')")
+            .execute(replica)
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("read-only"), "{refused}");
+        let replica_seen = conn.last_route().unwrap().reason;
+        // a write through the primary's handle: the scope's reads stay on the primary
+        let primary = conn.primary().await.unwrap();
+        diesel::sql_query("INSERT INTO users (name) VALUES ('hatch')")
+            .execute(primary)
+            .await
+            .unwrap();
+        let after_write = count(&mut conn, "hatch").await;
+        let primary_pid = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        drop(conn);
+        let mut conn = pool.get().await.unwrap();
+        let next_pid = on_primary_i64(&mut conn, "SELECT pg_backend_pid()::bigint AS v").await;
+        (replica_seen, after_write, primary_pid, next_pid)
+    }));
+    assert_eq!(replica_seen, RouteReason::Replica);
+    assert_eq!(after_write, (1, RouteReason::Session));
+    assert_ne!(
+        primary_pid, next_pid,
+        "a handed-out connection went back to the pool"
+    );
+    assert_eq!(s.pg.statement_calls(Node::Replica(0), INSERT), 0);
+    s.pg.resume_replay(0);
+}

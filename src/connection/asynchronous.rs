@@ -130,6 +130,48 @@ impl AsyncRoutedConnection {
         })
     }
 
+    /// The physical primary connection, opened if needed: for what does not go through
+    /// diesel-async's connection traits. As with the sync connection's
+    /// [`primary`](crate::RoutedConnection::primary), the router assumes the worst: it
+    /// counts as a write (its position is learned when needed), the rest of this checkout
+    /// reads from the primary, and the connection does not go back to its pool.
+    pub async fn primary(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+        record_write(&self.db);
+        if ReadIo::in_transaction(self) {
+            self.state.note_transaction_write(&[]);
+        } else if self.db.has_positions {
+            record_write_pending(&self.db, &[], crate::consistency::scope::NOT_YET);
+        }
+        self.state.primary_handed_out();
+        self.open_primary().await
+    }
+
+    /// The physical connection a read would use now: a replica that has replayed what this
+    /// task's scope must see, chosen exactly as for a routed read, or the primary when none
+    /// qualifies. Use it only to read (a replica's session is read-only), for example for a
+    /// read-only transaction with diesel-async's `build_transaction().read_only()`; the
+    /// connection does not go back to its pool.
+    pub async fn replica(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+        match reads::route_read(self, StatementKind::Read, None).await {
+            Ok(i) => {
+                replica_read(&self.db, &mut self.last, i, true);
+                self.state.replica_handed_out(i);
+                match self.replicas.get_mut(i).and_then(Option::as_mut) {
+                    Some(r) => Ok(&mut r.conn),
+                    None => Err(connection_error(
+                        &self.db.url,
+                        ConnectionError::BadConnection("replica connection vanished".into()),
+                    )),
+                }
+            }
+            Err(reason) => {
+                super::note_route(&self.db, &mut self.last, reason, None);
+                self.state.primary_handed_out();
+                self.open_primary().await
+            }
+        }
+    }
+
     /// The primary, opened if needed (bounded by `connect_timeout`).
     async fn open_primary(&mut self) -> QueryResult<&mut AsyncPgConnection> {
         if std::mem::take(&mut self.dead_primary) {
@@ -707,11 +749,13 @@ impl AsyncConnection for AsyncRoutedConnection {
 impl diesel_async::pooled_connection::PoolableConnection for AsyncRoutedConnection {
     /// Broken for its pool (dropped, not handed out again) when a call on it was cancelled
     /// halfway, a transaction is still open, its session holds state (settings, temporary
-    /// tables, locks: closing it is the reset), or its state cannot be known.
+    /// tables, locks: closing it is the reset), a physical connection was handed out
+    /// (`primary()`, `replica()`), or its state cannot be known.
     fn is_broken(&mut self) -> bool {
         self.busy
             || ReadIo::in_transaction(self)
             || self.state.primary_needs_reset()
+            || self.state.replica_handed_out_any()
             || self.state.sticky.any()
             || self.state.unknown
     }

@@ -92,6 +92,12 @@ impl SessionState {
         self.sticky.other = true;
     }
 
+    /// Was the physical connection of a replica handed out during this checkout?
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(super) fn replica_handed_out_any(&self) -> bool {
+        !self.replicas_handed_out.is_empty()
+    }
+
     /// The physical connection of replica `i` was handed out.
     pub(super) fn replica_handed_out(&mut self, i: usize) {
         if !self.replicas_handed_out.contains(&i) {
