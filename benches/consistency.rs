@@ -23,6 +23,9 @@
 //! (per policy, default 5), `BENCH_THREADS` (default 4), `BENCH_USERS` (default 5000),
 //! `BENCH_DELAY_MS` (default 200), `BENCH_POLICY` (one policy by name, such as `eventual`).
 //!
+//! Async: `BENCH_BACKEND=postgres-async cargo bench --features async,bb8 --bench consistency`:
+//! the same requests served by tokio tasks over a bb8 pool of routed async connections.
+//!
 //! MariaDB: `BENCH_BACKEND=mariadb cargo bench --features mysql --bench consistency`: a
 //! primary and two GTID replicas with `MASTER_DELAY` (whole seconds, default 1 s; the binlog
 //! stamps events in whole seconds, so a transaction is applied between `delay - 1 s` and
@@ -288,8 +291,23 @@ fn read_row<C: Rows>(
         Target::Kv(id) => C::read_kv(conn, id),
         Target::Catalog(id) => C::read_catalog(conn, id),
     };
+    let on_replica = conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica);
+    account(counts, got, on_replica, expect, delay, read_started);
+}
+
+/// Counts one read that returned `got` (`on_replica`: the router sent it to a replica)
+/// against what its policy promised (`expect`: the row's value, when it was committed,
+/// promised?).
+fn account(
+    counts: &Counts,
+    got: Option<i64>,
+    on_replica: bool,
+    expect: Option<(i64, Instant, bool)>,
+    delay: Duration,
+    read_started: Instant,
+) {
     counts.reads.fetch_add(1, Ordering::Relaxed);
-    if conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica) {
+    if on_replica {
         counts.routed_replica.fetch_add(1, Ordering::Relaxed);
     }
     match expect {
@@ -313,18 +331,49 @@ fn read_row<C: Rows>(
     }
 }
 
-fn run<C: Rows>(
-    servers: &dyn Servers,
-    policy: Policy,
-    seconds: u64,
-    warm_up: u64,
-    threads: u64,
-    users: u64,
-    delay: Duration,
-) -> Vec<String> {
-    let settings = Settings::from_toml_str(&format!(
+impl Counts {
+    fn reset(&self) {
+        for a in [
+            &self.ops,
+            &self.reads,
+            &self.stale,
+            &self.missed_unpromised,
+            &self.could_be_replica,
+            &self.routed_replica,
+        ] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// The table row of `policy`'s run, `elapsed` seconds measured.
+    fn report(&self, policy: Policy, servers: &dyn Servers, elapsed: f64) -> Vec<String> {
+        let (on_primary, on_replicas) = servers.reads();
+        let reads = self.reads.load(Ordering::Relaxed);
+        let pct = |n: u64| 100.0 * n as f64 / reads.max(1) as f64;
+        vec![
+            policy.name.to_owned(),
+            self.stale.load(Ordering::Relaxed).to_string(),
+            self.missed_unpromised.load(Ordering::Relaxed).to_string(),
+            format!(
+                "{:.1} %",
+                100.0 * on_replicas as f64 / (on_primary + on_replicas).max(1) as f64
+            ),
+            format!("{:.1} %", pct(self.routed_replica.load(Ordering::Relaxed))),
+            format!(
+                "{:.1} %",
+                pct(self.could_be_replica.load(Ordering::Relaxed))
+            ),
+            format!("{:.0}", self.ops.load(Ordering::Relaxed) as f64 / elapsed),
+            reads.to_string(),
+        ]
+    }
+}
+
+/// The cluster's settings for `policy` on `servers`, with a pool of `pool_size`.
+fn settings_for(servers: &dyn Servers, policy: Policy, pool_size: u64) -> Settings {
+    Settings::from_toml_str(&format!(
         "[pinning]\nseconds = {}\n[consistency]\nmode = \"{}\"\ngranularity = \"{}\"\nmonitor_interval = \"100ms\"\n\
-         [databases.default]\nurl = \"{}\"\npool_size = {threads}\n\
+         [databases.default]\nurl = \"{}\"\npool_size = {pool_size}\n\
          [databases.r1]\nurl = \"{}\"\nprimary = \"default\"\n\
          [databases.r2]\nurl = \"{}\"\nprimary = \"default\"\n",
         policy.pin_seconds,
@@ -334,12 +383,25 @@ fn run<C: Rows>(
         servers.urls()[1],
         servers.urls()[2],
     ))
-    .unwrap();
-    let cluster = Cluster::<C>::new(settings).unwrap();
+    .unwrap()
+}
+
+/// The ids of the rows the requests write (above the old rows).
+static NEXT_ID: AtomicI64 = AtomicI64::new(OLD_ROWS + 1);
+
+fn run<C: Rows>(
+    servers: &dyn Servers,
+    policy: Policy,
+    seconds: u64,
+    warm_up: u64,
+    threads: u64,
+    users: u64,
+    delay: Duration,
+) -> Vec<String> {
+    let cluster = Cluster::<C>::new(settings_for(servers, policy, threads)).unwrap();
     let cookies: Arc<Vec<Mutex<Cookie>>> =
         Arc::new((0..users).map(|_| Mutex::new(Cookie::default())).collect());
     let latest = Arc::new(Mutex::new(None::<(i64, i64, Instant)>)); // (id, val, committed)
-    static NEXT_ID: AtomicI64 = AtomicI64::new(OLD_ROWS + 1);
     let counts = Arc::new(Counts::default());
     let stop = Arc::new(AtomicBool::new(false));
     let epoch = Instant::now() - Duration::from_secs(3600); // when the old rows were written
@@ -420,49 +482,173 @@ fn run<C: Rows>(
     std::thread::sleep(Duration::from_secs(warm_up));
     servers.reset_counts();
     let measured = Instant::now();
-    let counts = {
-        let c = &counts;
-        for a in [
-            &c.ops,
-            &c.reads,
-            &c.stale,
-            &c.missed_unpromised,
-            &c.could_be_replica,
-            &c.routed_replica,
-        ] {
-            a.store(0, Ordering::Relaxed);
-        }
-        counts
-    };
+    counts.reset();
     std::thread::sleep(Duration::from_secs(seconds));
     stop.store(true, Ordering::Relaxed);
     for w in workers {
         w.join().unwrap();
     }
-    let elapsed = measured.elapsed().as_secs_f64();
     let _ = started;
-    let (on_primary, on_replicas) = servers.reads();
-    let reads = counts.reads.load(Ordering::Relaxed);
-    let pct = |n: u64| 100.0 * n as f64 / reads.max(1) as f64;
-    vec![
-        policy.name.to_owned(),
-        counts.stale.load(Ordering::Relaxed).to_string(),
-        counts.missed_unpromised.load(Ordering::Relaxed).to_string(),
-        format!(
-            "{:.1} %",
-            100.0 * on_replicas as f64 / (on_primary + on_replicas).max(1) as f64
-        ),
-        format!(
-            "{:.1} %",
-            pct(counts.routed_replica.load(Ordering::Relaxed))
-        ),
-        format!(
-            "{:.1} %",
-            pct(counts.could_be_replica.load(Ordering::Relaxed))
-        ),
-        format!("{:.0}", counts.ops.load(Ordering::Relaxed) as f64 / elapsed),
-        reads.to_string(),
-    ]
+    counts.report(policy, servers, measured.elapsed().as_secs_f64())
+}
+
+/// The same requests as [`run`], served by tokio tasks (feature `async` and `bb8`, PostgreSQL):
+/// `BENCH_TASKS` tasks (default 32) on a runtime of `threads` worker threads, over a bb8 pool
+/// of routed async connections of `threads` connections; each request runs in
+/// `with_token_async` (and `use_primary_async` for a pinned user) inside a task scope.
+#[cfg(all(feature = "async", feature = "bb8"))]
+mod async_driver {
+    // diesel-async's RunQueryDsl is called by path: its blanket methods (`load`, `execute`)
+    // would shadow `AtomicBool::load` and the like
+    use super::*;
+    use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
+    use diesel_sharding::{task, AsyncRoutedConnection};
+
+    /// The row any user wrote last (the lock is not held across an await).
+    fn last_written(latest: &Mutex<Option<(i64, i64, Instant)>>) -> Option<(i64, i64, Instant)> {
+        *latest.lock().unwrap()
+    }
+
+    async fn read(
+        conn: &mut AsyncRoutedConnection,
+        counts: &Counts,
+        target: Target,
+        expect: Option<(i64, Instant, bool)>,
+        delay: Duration,
+    ) {
+        use diesel_async::RunQueryDsl;
+        let read_started = Instant::now();
+        let got: Option<i64> = match target {
+            Target::Kv(id) => RunQueryDsl::first(kv::table.find(id).select(kv::val), conn)
+                .await
+                .optional()
+                .unwrap(),
+            Target::Catalog(id) => {
+                RunQueryDsl::first(catalog::table.find(id).select(catalog::val), conn)
+                    .await
+                    .optional()
+                    .unwrap()
+            }
+        };
+        let on_replica = conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica);
+        account(counts, got, on_replica, expect, delay, read_started);
+    }
+
+    pub(super) fn run_async(
+        servers: &dyn Servers,
+        policy: Policy,
+        seconds: u64,
+        warm_up: u64,
+        threads: u64,
+        users: u64,
+        delay: Duration,
+    ) -> Vec<String> {
+        let cluster = Cluster::<PgConnection>::new(settings_for(servers, policy, threads)).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads as usize)
+            .enable_all()
+            .build()
+            .unwrap();
+        let pool = {
+            let _in = rt.enter();
+            cluster.bb8_pool("default").unwrap()
+        };
+        let cookies: Arc<Vec<Mutex<Cookie>>> =
+            Arc::new((0..users).map(|_| Mutex::new(Cookie::default())).collect());
+        let latest = Arc::new(Mutex::new(None::<(i64, i64, Instant)>));
+        let counts = Arc::new(Counts::default());
+        let stop = Arc::new(AtomicBool::new(false));
+        let epoch = Instant::now() - Duration::from_secs(3600);
+        servers.wait_all_caught_up();
+        let tasks = env("BENCH_TASKS", 32);
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (cluster, pool, cookies, latest, counts, stop) = (
+                    cluster.clone(),
+                    pool.clone(),
+                    cookies.clone(),
+                    latest.clone(),
+                    counts.clone(),
+                    stop.clone(),
+                );
+                rt.spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let (user, roll, target) = {
+                            let mut rng = rand::thread_rng();
+                            (
+                                rng.gen_range(0..users) as usize,
+                                rng.gen::<f64>(),
+                                rng.gen_range(1..=OLD_ROWS),
+                            )
+                        };
+                        let cookie = cookies[user].lock().unwrap().clone();
+                        let pinned = policy.mode == "pin"
+                            && cookie.last_write.is_some_and(|t| {
+                                t.elapsed() < Duration::from_secs(policy.pin_seconds)
+                            });
+                        let request = async {
+                            let mut conn = pool.get().await.unwrap();
+                            let mut wrote = false;
+                            if roll < 0.15 {
+                                let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+                                let val = id * 7;
+                                diesel_async::RunQueryDsl::execute(
+                                    diesel::insert_into(kv::table).values((
+                                        kv::id.eq(id),
+                                        kv::owner.eq(user as i64),
+                                        kv::val.eq(val),
+                                    )),
+                                    &mut *conn,
+                                )
+                                .await
+                                .unwrap();
+                                let committed = Instant::now();
+                                *latest.lock().unwrap() = Some((id, val, committed));
+                                let expect = Some((val, committed, policy.own));
+                                read(&mut conn, &counts, Target::Kv(id), expect, delay).await;
+                                wrote = true;
+                            } else if let (true, Some((id, val, committed))) =
+                                (roll < 0.25, last_written(&latest))
+                            {
+                                let expect = Some((val, committed, policy.all));
+                                read(&mut conn, &counts, Target::Kv(id), expect, delay).await;
+                            } else {
+                                let expect = Some((target * 7, epoch, true));
+                                read(&mut conn, &counts, Target::Catalog(target), expect, delay)
+                                    .await;
+                            }
+                            drop(conn);
+                            (wrote, cluster.token())
+                        };
+                        let scoped = cluster.with_token_async(&cookie.token, request);
+                        let (wrote, token) = if pinned {
+                            task::scope(diesel_sharding::pin::use_primary_async(scoped)).await
+                        } else {
+                            task::scope(scoped).await
+                        };
+                        let mut c = cookies[user].lock().unwrap();
+                        c.token = token;
+                        if wrote {
+                            c.last_write = Some(Instant::now());
+                        }
+                        counts.ops.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(warm_up));
+        servers.reset_counts();
+        let measured = Instant::now();
+        counts.reset();
+        std::thread::sleep(Duration::from_secs(seconds));
+        stop.store(true, Ordering::Relaxed);
+        rt.block_on(async {
+            for h in handles {
+                h.await.unwrap();
+            }
+        });
+        counts.report(policy, servers, measured.elapsed().as_secs_f64())
+    }
 }
 
 /// `run` for one backend's connection type.
@@ -529,6 +715,11 @@ fn main() {
             let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
             (Box::new(postgres(delay)), run::<PgConnection>, delay)
         }
+        #[cfg(all(feature = "async", feature = "bb8"))]
+        "postgres-async" => {
+            let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
+            (Box::new(postgres(delay)), async_driver::run_async, delay)
+        }
         #[cfg(feature = "mysql")]
         "mariadb" => {
             let delay = Duration::from_millis(env("BENCH_DELAY_MS", 1000));
@@ -539,7 +730,10 @@ fn main() {
                 delay,
             )
         }
-        other => panic!("BENCH_BACKEND: {other}? postgres, or mariadb (with --features mysql)"),
+        other => panic!(
+            "BENCH_BACKEND: {other}? postgres, postgres-async (with --features async,bb8), \
+             or mariadb (with --features mysql)"
+        ),
     };
     let mut rows = Vec::new();
     let only = std::env::var("BENCH_POLICY").ok();
