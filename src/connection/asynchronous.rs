@@ -240,22 +240,6 @@ impl AsyncRoutedConnection {
         record_write_pending(&self.db, tables, self.db.replicas.clock_ms());
     }
 
-    /// Why a statement that must run on the primary runs there.
-    fn primary_reason(&mut self, kind: StatementKind) -> RouteReason {
-        if ReadIo::in_transaction(self) {
-            return RouteReason::Transaction;
-        }
-        if self.state.sticky.any() {
-            return RouteReason::Session;
-        }
-        match kind {
-            StatementKind::Locking => RouteReason::Locking,
-            StatementKind::WriteFunction => RouteReason::WriteFunction,
-            StatementKind::Unknown => RouteReason::Unclassified,
-            _ => RouteReason::Write,
-        }
-    }
-
     /// Runs what must go to the primary and records what its statements did.
     async fn run_on_primary<R: Send>(
         &mut self,
@@ -264,7 +248,7 @@ impl AsyncRoutedConnection {
     ) -> QueryResult<R> {
         self.busy = true;
         let in_transaction = ReadIo::in_transaction(self);
-        let reason = self.primary_reason(classified.kind);
+        let reason = super::primary_reason(classified.kind, in_transaction, &self.state);
         let result = self.on_primary(f).await;
         let result = self
             .run_recorded(classified, in_transaction, reason, result)
@@ -374,6 +358,19 @@ impl AsyncRoutedConnection {
             false,
         );
         result
+    }
+
+    /// What a statement is (classified, as the sync connection does) and its owned form.
+    fn prepare<T: QueryFragment<Pg> + QueryId>(
+        &mut self,
+        query: &T,
+    ) -> QueryResult<(Classified, Arc<Collected>)> {
+        let classified = self.kinds.classify::<PgConnection, _>(
+            &self.db.classifier,
+            query,
+            self.db.wants_tables(),
+        );
+        Ok((classified, Arc::new(collect(query)?)))
     }
 
     fn drop_replica(&mut self, i: usize) {
@@ -549,7 +546,7 @@ impl ReadIo for AsyncRoutedConnection {
 /// A query rendered into SQL and owned binds, keyed for diesel-async's statement cache by the
 /// original query's static id.
 struct Keyed<Id> {
-    query: Arc<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>,
+    query: Arc<Collected>,
     _id: std::marker::PhantomData<fn() -> Id>,
 }
 
@@ -580,7 +577,7 @@ impl<Id> QueryFragment<Pg> for Keyed<Id> {
 /// The same for a query without a static id: cached by its SQL, if at all.
 #[derive(Clone)]
 struct Unkeyed {
-    query: Arc<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>,
+    query: Arc<Collected>,
 }
 
 impl QueryId for Unkeyed {
@@ -613,11 +610,11 @@ impl diesel::pg::PgMetadataLookup for NoTypeLookup {
     }
 }
 
+/// A statement as SQL and owned binds.
+type Collected = CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>;
+
 /// Renders `query` into SQL and owned binds.
-fn collect<T: QueryFragment<Pg> + QueryId>(
-    query: &T,
-) -> QueryResult<CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>>
-{
+fn collect<T: QueryFragment<Pg> + QueryId>(query: &T) -> QueryResult<Collected> {
     let mut binds = RawBytesBindCollector::<Pg>::new();
     query.collect_binds(&mut binds, &mut NoTypeLookup, &Pg)?;
     let mut sql = PgQueryBuilder::default();
@@ -652,13 +649,8 @@ impl AsyncConnectionCore for AsyncRoutedConnection {
         T::Query: QueryFragment<Self::Backend> + QueryId + 'query,
     {
         let query = source.as_query();
-        let classified = self.kinds.classify::<PgConnection, _>(
-            &self.db.classifier,
-            &query,
-            self.db.wants_tables(),
-        );
-        let collected = match collect(&query) {
-            Ok(c) => Arc::new(c),
+        let (classified, collected) = match self.prepare(&query) {
+            Ok(prepared) => prepared,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         if <T::Query as QueryId>::HAS_STATIC_QUERY_ID {
@@ -679,13 +671,8 @@ impl AsyncConnectionCore for AsyncRoutedConnection {
     where
         T: QueryFragment<Self::Backend> + QueryId + 'query,
     {
-        let classified = self.kinds.classify::<PgConnection, _>(
-            &self.db.classifier,
-            &source,
-            self.db.wants_tables(),
-        );
-        let collected = match collect(&source) {
-            Ok(c) => Arc::new(c),
+        let (classified, collected) = match self.prepare(&source) {
+            Ok(prepared) => prepared,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         if T::HAS_STATIC_QUERY_ID {

@@ -104,6 +104,25 @@ fn record_write_pending(db: &PrimaryState, tables: &[TableId], at: u64) {
     }
 }
 
+/// Why a statement that must run on the primary runs there (the rules of
+/// [`decide`](crate::routing), without the replica branch), for the sync and async
+/// connections.
+fn primary_reason(kind: StatementKind, in_transaction: bool, state: &SessionState) -> RouteReason {
+    if in_transaction {
+        return RouteReason::Transaction;
+    }
+    if state.sticky.any() {
+        return RouteReason::Session;
+    }
+    match kind {
+        StatementKind::Locking => RouteReason::Locking,
+        StatementKind::WriteFunction => RouteReason::WriteFunction,
+        StatementKind::Unknown => RouteReason::Unclassified,
+        // writes, and reads sent through `execute`: they run where writes run
+        _ => RouteReason::Write,
+    }
+}
+
 /// Counts a statement routed for `reason` on `db` and remembers it (the connection's `last`)
 /// for `last_route`. Takes fields, not the connection: a cursor may borrow a server.
 fn note_route(
@@ -417,22 +436,9 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         reads::ready(reads::route_read(self, kind, reads))
     }
 
-    /// Why a statement that must run on the primary runs there (the rules of
-    /// [`decide`](crate::routing), without the replica branch).
+    /// Why a statement that must run on the primary runs there ([`primary_reason`]).
     fn primary_reason(&self, kind: StatementKind, in_transaction: bool) -> RouteReason {
-        if in_transaction {
-            return RouteReason::Transaction;
-        }
-        if self.state.sticky.any() {
-            return RouteReason::Session;
-        }
-        match kind {
-            StatementKind::Locking => RouteReason::Locking,
-            StatementKind::WriteFunction => RouteReason::WriteFunction,
-            StatementKind::Unknown => RouteReason::Unclassified,
-            // writes, and reads sent through `execute`: they run where writes run
-            _ => RouteReason::Write,
-        }
+        primary_reason(kind, in_transaction, &self.state)
     }
 
     /// Counts a statement routed for `reason` and remembers it for `last_route`.
