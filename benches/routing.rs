@@ -11,8 +11,9 @@
 //!   routed `MysqlConnection` against plain `MysqlConnection` through `diesel::r2d2`.
 //!
 //! * `postgres_async*` (features `async`, `bb8`): a routed bb8 pool of async connections
-//!   against diesel-async's bb8 pool of `AsyncPgConnection`, each call driven to completion on a
-//!   current-thread runtime.
+//!   against diesel-async's bb8 pool of `AsyncPgConnection` (both without a ping at checkout),
+//!   a checkout and one statement per call, each driven to completion on a current-thread
+//!   runtime of its side.
 //!
 //! Run: `cargo bench --features bench-internals --bench routing` (add `mysql` for MariaDB,
 //! `async,bb8` for diesel-async).
@@ -338,26 +339,14 @@ fn mariadb(_: &mut Criterion) {}
 #[cfg(all(feature = "async", feature = "bb8"))]
 mod async_bench {
     // diesel-async's RunQueryDsl, not diesel's: no prelude here
-    use super::{items, pg_cluster, routed_on_itself, ROWS};
-    use criterion::BenchmarkId;
+    use super::{interleaved, items, pg_cluster, routed_on_itself, ROWS};
     use criterion::Criterion;
     use diesel::pg::PgConnection;
     use diesel::{ExpressionMethods, QueryDsl};
-    use diesel_async::pooled_connection::{bb8, AsyncDieselConnectionManager};
+    use diesel_async::pooled_connection::{
+        bb8, AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
+    };
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
-
-    /// Times `a`'s calls, then `b`'s. (Interleaving one call of each, as the sync pairs do,
-    /// biases async pairs: two plain diesel-async pools timed that way differ by 1.7x, each
-    /// side's connection task finishing its previous call inside the other side's timing.)
-    fn sequential(
-        g: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
-        name: &str,
-        mut a: impl FnMut(),
-        mut b: impl FnMut(),
-    ) {
-        g.bench_function(BenchmarkId::new(name, "plain"), |bench| bench.iter(&mut a));
-        g.bench_function(BenchmarkId::new(name, "routed"), |bench| bench.iter(&mut b));
-    }
 
     pub(super) fn postgres_async(c: &mut Criterion) {
         let cluster = pg_cluster::PgCluster::start(0);
@@ -385,7 +374,14 @@ mod async_bench {
         let plain: bb8::Pool<AsyncPgConnection> = rt.block_on(async {
             bb8::Pool::builder()
                 .max_size(1)
-                .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(&url))
+                .build(
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&url, {
+                        // no ping at checkout, as the routed pool (the default pings each time)
+                        let mut config = ManagerConfig::default();
+                        config.recycling_method = RecyclingMethod::Fast;
+                        config
+                    }),
+                )
                 .await
                 .unwrap()
         });
@@ -401,7 +397,7 @@ mod async_bench {
             let mut g = c.benchmark_group(group);
             let (mut i, mut j) = (0i64, 0i64);
             let (p, r) = (plain.clone(), routed.clone());
-            sequential(
+            interleaved(
                 &mut g,
                 "point_select",
                 || {
@@ -433,7 +429,7 @@ mod async_bench {
             );
             let mut n = 5_000_000_000i64;
             let n2 = std::cell::Cell::new(6_000_000_000i64);
-            sequential(
+            interleaved(
                 &mut g,
                 "insert_one",
                 || {
