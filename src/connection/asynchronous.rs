@@ -466,15 +466,7 @@ impl ReadIo for AsyncRoutedConnection {
                 true
             }
             Err(error) => {
-                self.db.replicas.mark_down(i);
-                self.db.counters.replica_failed();
-                tracing::warn!(
-                    target: "diesel_sharding::route",
-                    database = %self.db.name,
-                    replica = %spec.name,
-                    error = %error,
-                    "replica unreachable: reading from the primary, retrying it after the backoff"
-                );
+                super::replica_unreachable(&self.db, i, &error);
                 false
             }
         }
@@ -503,8 +495,7 @@ impl ReadIo for AsyncRoutedConnection {
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     self.drop_replica(i);
-                    self.db.replicas.mark_down(i);
-                    self.db.counters.replica_failed();
+                    super::replica_lost(&self.db, i);
                 }
                 None
             }

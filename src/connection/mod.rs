@@ -153,10 +153,29 @@ fn replica_read(
     }
 }
 
-/// Replica `i` of `db` broke mid-call: skipped for `replica_retry`, counted and reported.
-fn replica_broke(db: &PrimaryState, i: usize, error: &diesel::result::Error) {
+/// Replica `i` of `db` failed (its connection was lost, or could not be opened): skipped
+/// for `replica_retry`, and counted.
+fn replica_lost(db: &PrimaryState, i: usize) {
     db.replicas.mark_down(i);
     db.counters.replica_failed();
+}
+
+/// Replica `i` of `db` could not be opened: [`replica_lost`], and reported.
+fn replica_unreachable(db: &PrimaryState, i: usize, error: &dyn std::fmt::Display) {
+    replica_lost(db, i);
+    let name = db.replicas.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+    tracing::warn!(
+        target: "diesel_sharding::route",
+        database = %db.name,
+        replica = name,
+        error = %error,
+        "replica unreachable: reading from the primary, retrying it after the backoff"
+    );
+}
+
+/// Replica `i` of `db` broke mid-call: skipped for `replica_retry`, counted and reported.
+fn replica_broke(db: &PrimaryState, i: usize, error: &diesel::result::Error) {
+    replica_lost(db, i);
     tracing::warn!(
         target: "diesel_sharding::route",
         database = %db.name,
@@ -635,8 +654,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 if self.current_replica == Some(i) {
                     self.current_replica = None;
                 }
-                self.db.replicas.mark_down(i);
-                self.db.counters.replica_failed();
+                replica_lost(&self.db, i);
                 None
             }
             Err(e) => Some(Err(e)),

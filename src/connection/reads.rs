@@ -605,8 +605,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         }
         if is_connection_error(e) {
             self.replicas[i] = None;
-            self.db.replicas.mark_down(i);
-            self.db.counters.replica_failed();
+            super::replica_lost(&self.db, i);
             if self.current_replica == Some(i) {
                 self.current_replica = None;
             }
@@ -640,21 +639,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
                 true
             }
             Err(e) => {
-                self.db.replicas.mark_down(i);
-                self.db.counters.replica_failed();
-                let name = self
-                    .db
-                    .replicas
-                    .get(i)
-                    .map(|r| r.name.as_str())
-                    .unwrap_or("?");
-                tracing::warn!(
-                    target: "diesel_sharding::route",
-                    database = %self.db.name,
-                    replica = name,
-                    error = %e,
-                    "replica unreachable: reading from the primary, retrying it after the backoff"
-                );
+                super::replica_unreachable(&self.db, i, &e);
                 false
             }
         }
