@@ -502,7 +502,7 @@ mod async_driver {
     // would shadow `AtomicBool::load` and the like
     use super::*;
     use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
-    use diesel_sharding::{task, AsyncRoutedConnection};
+    use diesel_sharding::{task, AsyncRoutedPgConnection};
 
     /// The row any user wrote last (the lock is not held across an await).
     fn last_written(latest: &Mutex<Option<(i64, i64, Instant)>>) -> Option<(i64, i64, Instant)> {
@@ -510,7 +510,7 @@ mod async_driver {
     }
 
     async fn read(
-        conn: &mut AsyncRoutedConnection,
+        conn: &mut AsyncRoutedPgConnection,
         counts: &Counts,
         target: Target,
         expect: Option<(i64, Instant, bool)>,

@@ -16,7 +16,7 @@ use std::error::Error;
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
-use diesel_sharding::{task, AsyncRoutedConnection, Cluster, Settings};
+use diesel_sharding::{task, AsyncRoutedPgConnection, Cluster, Settings};
 
 #[allow(unreachable_pub)]
 #[path = "../tests/support/pg_cluster.rs"]
@@ -32,7 +32,7 @@ mod schema {
 }
 use schema::notes;
 
-fn served(step: &str, conn: &AsyncRoutedConnection) {
+fn served(step: &str, conn: &AsyncRoutedPgConnection) {
     match conn.last_route() {
         Some(route) => println!("{step:<44} -> {:<10} ({})", route.server, route.reason),
         None => println!("{step:<44} -> (nothing routed)"),

@@ -114,6 +114,74 @@ pub(crate) mod private {
         }
     }
 
+    /// The router's side of a backend's diesel-async connection (feature `async`): what the
+    /// async connection sends that differs between servers. The route decisions are the sync
+    /// connection's ([`crate::connection`]'s read core).
+    #[cfg(feature = "async")]
+    pub trait AsyncBackend: Backend {
+        /// diesel-async's connection to this backend's servers.
+        type Async: diesel_async::AsyncConnection<
+                Backend = Self::Backend,
+                TransactionManager = diesel_async::AnsiTransactionManager,
+            > + 'static;
+
+        /// The statement that makes a replica's session read-only, so that a misrouted
+        /// write fails loudly.
+        const READ_ONLY_SESSION: &'static str;
+
+        /// A row of a load, owned (it borrows neither the connection nor the statement).
+        type Row: for<'a> diesel::row::Row<'a, Self::Backend> + Send + 'static;
+
+        /// A statement rendered into SQL and owned binds.
+        type Collected: QueryFragment<Self::Backend> + Send + Sync + 'static;
+
+        /// Renders `query` into SQL and owned binds, before the first `.await`.
+        fn collect<T: QueryFragment<Self::Backend> + QueryId + ?Sized>(
+            query: &T,
+        ) -> QueryResult<Self::Collected>;
+
+        /// Loads `query` on `conn`: its rows, as a stream that borrows nothing.
+        #[allow(clippy::type_complexity)]
+        fn load_rows<'c, Q>(
+            conn: &'c mut Self::Async,
+            query: Q,
+        ) -> futures_util::future::BoxFuture<
+            'c,
+            QueryResult<futures_util::stream::BoxStream<'static, QueryResult<Self::Row>>>,
+        >
+        where
+            Q: QueryFragment<Self::Backend>
+                + QueryId
+                + diesel::query_builder::Query
+                + Send
+                + 'static;
+
+        /// On a replica: its replay position and, with `identity`, the server incarnation
+        /// that answers (else 0), as [`Backend::probe_replica`] and
+        /// [`Backend::replay_position`].
+        fn replay_async(
+            conn: &mut Self::Async,
+            identity: bool,
+        ) -> futures_util::future::BoxFuture<'_, QueryResult<Option<(Position, u64)>>>;
+
+        /// On the primary: [`Backend::write_position`], or with `flush`
+        /// [`Backend::flush_position`].
+        fn primary_position_async(
+            conn: &mut Self::Async,
+            flush: bool,
+        ) -> futures_util::future::BoxFuture<'_, QueryResult<Option<Position>>>;
+
+        /// On a replica: [`Backend::wait_for_replay`].
+        fn wait_for_replay_async<'c>(
+            conn: &'c mut Self::Async,
+            position: &Position,
+            timeout: std::time::Duration,
+        ) -> futures_util::future::BoxFuture<'c, QueryResult<Option<bool>>> {
+            let _ = (conn, position, timeout);
+            Box::pin(std::future::ready(Ok(None)))
+        }
+    }
+
     /// A loading mode (`B`) the router can send to a replica.
     pub trait Load<B>: Backend + LoadConnection<B> {
         /// Has a statement run to its end when `load` returns (the whole result fetched)? Not
@@ -153,6 +221,16 @@ pub trait RoutedBackend: private::Backend {
     /// The backend's name in messages (`PostgreSQL`, `SQLite`).
     const NAME: &'static str;
 }
+
+/// A connection type whose servers the async router reaches through diesel-async
+/// (feature `async`): `PgConnection` (with `postgres`) or `MysqlConnection` (with `mysql`).
+/// [`Cluster::get_async`](crate::Cluster::get_async) of a `Cluster<C>` gives an
+/// [`AsyncRoutedConnection<C>`](crate::AsyncRoutedConnection).
+#[cfg(feature = "async")]
+pub trait AsyncRoutedBackend: RoutedBackend + private::AsyncBackend {}
+
+#[cfg(feature = "async")]
+impl<C: RoutedBackend + private::AsyncBackend> AsyncRoutedBackend for C {}
 
 /// What the monitor learns from one replica.
 #[doc(hidden)]
@@ -199,6 +277,10 @@ pub(crate) fn is_connection_error(e: &diesel::result::Error) -> bool {
                 || message.contains("server has gone away")
                 || message.contains("Server has gone away")
                 || message.starts_with("Can't connect to")
+                // diesel-async's MySQL driver (mysql_async): a socket error, or a connection
+                // it has seen close
+                || message.starts_with("Input/output error")
+                || message.contains("Connection to the server is closed")
         }
         _ => false,
     }
@@ -678,7 +760,7 @@ mod tests {
 }
 
 #[cfg(feature = "mysql")]
-mod mysql {
+pub(crate) mod mysql {
     use super::*;
     use diesel::connection::SimpleConnection;
     use diesel::mysql::{Mysql, MysqlConnection, MysqlQueryBuilder};
@@ -799,13 +881,8 @@ mod mysql {
             // MariaDB: `@@gtid_slave_pos`; MySQL 8 has none (an error), its applied set is
             // `@@gtid_executed`
             let (applied, started, server_id) = match applied_and_start(conn, SlavePosAndStart) {
-                Ok(row) => row,
-                Err(diesel::result::Error::DatabaseError(_, info))
-                    if info.message().contains("Unknown system variable") =>
-                {
-                    applied_and_start(conn, ExecutedAndStart)?
-                }
-                Err(e) => return Err(e),
+                Err(e) if unknown_variable(&e) => applied_and_start(conn, ExecutedAndStart)?,
+                other => other?,
             };
             let Some(replay) = applied.and_then(|text| text.parse::<Position>().ok()) else {
                 return Ok(None);
@@ -813,7 +890,7 @@ mod mysql {
             Ok(Some(ReplicaProbe {
                 replay,
                 lag: replication_lag(conn)?,
-                identity: ((server_id as u64) << 32 | (started as u64 & 0xFFFF_FFFF)).max(1),
+                identity: identity_of(started, server_id),
             }))
         }
 
@@ -821,11 +898,7 @@ mod mysql {
             // one cheap statement: the incarnation (a status table scan, ~4x the cost) is
             // read once per connection by `probe_replica`
             match gtid(conn, SlavePos) {
-                Err(diesel::result::Error::DatabaseError(_, info))
-                    if info.message().contains("Unknown system variable") =>
-                {
-                    gtid(conn, Executed)
-                }
+                Err(e) if unknown_variable(&e) => gtid(conn, Executed),
                 other => other,
             }
         }
@@ -839,6 +912,23 @@ mod mysql {
         }
     }
 
+    /// A server incarnation from its start second and server id (never 0: not known).
+    pub(crate) fn identity_of(started: i64, server_id: i64) -> u64 {
+        ((server_id as u64) << 32 | (started as u64 & 0xFFFF_FFFF)).max(1)
+    }
+
+    /// A GTID system variable's text as a position (`None`: empty, or not a GTID set).
+    pub(crate) fn gtid_of(text: Option<String>) -> Option<Position> {
+        text.filter(|t| !t.trim().is_empty())
+            .and_then(|t| t.parse::<Position>().ok())
+    }
+
+    /// Is this the error of a server without `@@gtid_slave_pos` (MySQL 8)?
+    pub(crate) fn unknown_variable(e: &diesel::result::Error) -> bool {
+        matches!(e, diesel::result::Error::DatabaseError(_, info)
+            if info.message().contains("Unknown system variable"))
+    }
+
     /// Waits for a GTID set on a replica: `MASTER_GTID_WAIT` (MariaDB sets) or
     /// `WAIT_FOR_EXECUTED_GTID_SET` (MySQL sets); both return 0 once the set is applied.
     fn wait_for_gtid(
@@ -846,23 +936,41 @@ mod mysql {
         position: &Position,
         timeout: std::time::Duration,
     ) -> QueryResult<Option<bool>> {
-        let Position::Gtid(set) = position else {
+        let Some(query) = gtid_wait_query(position, timeout) else {
             return Ok(None);
+        };
+        let outcome: Option<i64> = query.get_result(conn)?;
+        Ok(Some(outcome == Some(0)))
+    }
+
+    /// The statement of [`wait_for_gtid`] (`None`: not a GTID set), for the sync and async
+    /// connections: 0 once applied.
+    pub(crate) fn gtid_wait_query(
+        position: &Position,
+        timeout: std::time::Duration,
+    ) -> Option<
+        impl diesel::query_builder::Query<SqlType = Nullable<BigInt>>
+            + QueryFragment<Mysql>
+            + QueryId
+            + RunQueryDsl<MysqlConnection>
+            + Send
+            + 'static,
+    > {
+        let Position::Gtid(set) = position else {
+            return None;
         };
         let function = if set.is_mariadb() {
             "MASTER_GTID_WAIT("
         } else {
             "WAIT_FOR_EXECUTED_GTID_SET("
         };
-        let outcome: Option<i64> = diesel::select(
+        Some(diesel::select(
             diesel::dsl::sql::<Nullable<BigInt>>(function)
                 .bind::<Text, _>(set.to_string())
                 .sql(", ")
                 .bind::<diesel::sql_types::Double, _>(timeout.as_secs_f64())
                 .sql(")"),
-        )
-        .get_result(conn)?;
-        Ok(Some(outcome == Some(0)))
+        ))
     }
 
     /// `SHOW SLAVE STATUS`, as far as the router reads it.
@@ -919,7 +1027,7 @@ mod mysql {
         ($($(#[$doc:meta])* $name:ident: $ty:ty = $sql:expr;)*) => {$(
             $(#[$doc])*
             #[derive(Debug, Clone, Copy, diesel::query_builder::QueryId)]
-            struct $name;
+            pub(crate) struct $name;
 
             impl diesel::query_builder::Query for $name {
                 type SqlType = $ty;
@@ -985,10 +1093,7 @@ mod mysql {
     where
         Q: diesel::query_dsl::LoadQuery<'static, MysqlConnection, Option<String>>,
     {
-        let text: Option<String> = query.get_result(conn)?;
-        Ok(text
-            .filter(|t| !t.trim().is_empty())
-            .and_then(|t| t.parse::<Position>().ok()))
+        Ok(gtid_of(query.get_result(conn)?))
     }
 
     impl private::Load<DefaultLoadingMode> for MysqlConnection {

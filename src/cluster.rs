@@ -494,7 +494,10 @@ impl<C: RoutedBackend> Cluster<C> {
     }
 
     /// The shared state of primary `name`.
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        allow(dead_code)
+    )]
     pub(crate) fn primary_state(&self, name: &str) -> Result<Arc<PrimaryState>> {
         Ok(self.database(name)?.0.clone())
     }

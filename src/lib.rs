@@ -73,9 +73,11 @@ mod stats;
 #[cfg(feature = "async")]
 pub mod task;
 
+#[cfg(feature = "async")]
+pub use crate::backend::AsyncRoutedBackend;
 pub use crate::backend::{RoutedBackend, RoutedLoad};
 pub use crate::cluster::{Cluster, Pool, PooledConnection};
-#[cfg(all(feature = "async", feature = "postgres"))]
+#[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
 pub use crate::connection::asynchronous::AsyncRoutedConnection;
 pub use crate::connection::{Route, RoutedConnection};
 
@@ -92,6 +94,16 @@ pub type RoutedSqliteConnection = RoutedConnection<diesel::sqlite::SqliteConnect
 /// The routed MySQL/MariaDB connection (feature `mysql`).
 #[cfg(feature = "mysql")]
 pub type RoutedMysqlConnection = RoutedConnection<diesel::mysql::MysqlConnection>;
+
+/// The routed async PostgreSQL connection (features `async` and `postgres`): used as
+/// diesel-async's `AsyncPgConnection`.
+#[cfg(all(feature = "async", feature = "postgres"))]
+pub type AsyncRoutedPgConnection = AsyncRoutedConnection<diesel::pg::PgConnection>;
+
+/// The routed async MySQL/MariaDB connection (features `async` and `mysql`): used as
+/// diesel-async's `AsyncMysqlConnection`.
+#[cfg(all(feature = "async", feature = "mysql"))]
+pub type AsyncRoutedMysqlConnection = AsyncRoutedConnection<diesel::mysql::MysqlConnection>;
 pub use crate::consistency::{
     Consistency, ConsistencyToken, Granularity, GtidSet, Position, PositionError, TokenError,
 };

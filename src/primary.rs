@@ -89,9 +89,15 @@ pub(crate) struct PrimaryState {
     table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
     /// The pool's size and options (for the async pools, which the cluster builds on demand).
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        allow(dead_code)
+    )]
     pub(crate) pool_size: u32,
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        allow(dead_code)
+    )]
     pub(crate) pool: crate::settings::PoolSpec,
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
-use diesel_sharding::{task, AsyncRoutedConnection, Cluster, Consistency, RouteReason, Settings};
+use diesel_sharding::{task, AsyncRoutedPgConnection, Cluster, Consistency, RouteReason, Settings};
 use support::pg_cluster::{Node, PgCluster};
 
 const DB: &str = "app";
@@ -75,7 +75,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-async fn count(conn: &mut AsyncRoutedConnection, name: &str) -> (i64, RouteReason) {
+async fn count(conn: &mut AsyncRoutedPgConnection, name: &str) -> (i64, RouteReason) {
     let n = users::table
         .filter(users::name.eq(name))
         .count()
@@ -85,7 +85,7 @@ async fn count(conn: &mut AsyncRoutedConnection, name: &str) -> (i64, RouteReaso
     (n, conn.last_route().unwrap().reason)
 }
 
-async fn add(conn: &mut AsyncRoutedConnection, name: &str) -> RouteReason {
+async fn add(conn: &mut AsyncRoutedPgConnection, name: &str) -> RouteReason {
     diesel::insert_into(users::table)
         .values(users::name.eq(name))
         .execute(conn)
@@ -281,14 +281,14 @@ fn strong_reads_the_primarys_position_and_sees_another_clients_commit() {
 fn a_routed_async_connection_cannot_be_established_from_a_url() {
     let rt = runtime();
     let err = rt
-        .block_on(AsyncRoutedConnection::establish("postgres://localhost/x"))
+        .block_on(AsyncRoutedPgConnection::establish("postgres://localhost/x"))
         .unwrap_err();
     assert!(err.to_string().contains("Cluster::get_async"), "{err}");
 }
 
 /// A one-row read of an integer on the primary (inside a transaction: the route rules keep
 /// it there).
-async fn on_primary_i64(conn: &mut AsyncRoutedConnection, sql: &str) -> i64 {
+async fn on_primary_i64(conn: &mut AsyncRoutedPgConnection, sql: &str) -> i64 {
     #[derive(QueryableByName)]
     struct V {
         #[diesel(sql_type = diesel::sql_types::BigInt)]

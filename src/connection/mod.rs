@@ -4,7 +4,7 @@
 //! unchanged. It opens its physical connections lazily (a checkout that only reads never
 //! opens the primary) and sends each statement where the [routing rules](crate::routing) say.
 
-#[cfg(all(feature = "async", feature = "postgres"))]
+#[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
 pub(crate) mod asynchronous;
 mod diesel_impls;
 mod instrumentation;

@@ -93,7 +93,10 @@ impl SessionState {
     }
 
     /// Was the physical connection of a replica handed out during this checkout?
-    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    #[cfg_attr(
+        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        allow(dead_code)
+    )]
     pub(super) fn replica_handed_out_any(&self) -> bool {
         !self.replicas_handed_out.is_empty()
     }

@@ -1,5 +1,6 @@
-//! The routed async connection (features `async` and `postgres`): diesel-async's
-//! `AsyncPgConnection` to the primary and to each replica, behind one `AsyncConnection`.
+//! The routed async connection (feature `async`): diesel-async's connections
+//! (`AsyncPgConnection` with `postgres`, `AsyncMysqlConnection` with `mysql`) to the primary
+//! and to each replica, behind one `AsyncConnection`.
 //!
 //! It runs the sync connection's decision core ([`super::reads`]: the route decision and the
 //! replica choice, over [`ReadIo`]) with real futures, and records with the same functions
@@ -13,22 +14,28 @@
 //! the primary (its connection is dropped: a cancelled call leaves it mid-protocol); a primary
 //! call past `primary_timeout` fails with an error that says its outcome is unknown.
 
+#[cfg(feature = "mysql")]
+mod mysql;
+#[cfg(feature = "postgres")]
+mod pg;
+mod pool;
+mod query;
+
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{CacheSize, Instrumentation, InstrumentationEvent};
-use diesel::pg::{Pg, PgConnection, PgQueryBuilder};
-use diesel::query_builder::bind_collector::RawBytesBindCollector;
-use diesel::query_builder::{
-    AsQuery, AstPass, CollectedQuery, MoveableBindCollector, Query, QueryBuilder, QueryFragment,
-    QueryId,
-};
+use diesel::query_builder::{AsQuery, Query, QueryFragment, QueryId};
 use diesel::result::{ConnectionError, ConnectionResult, QueryResult};
 use diesel_async::{
-    AnsiTransactionManager, AsyncConnection, AsyncConnectionCore, AsyncPgConnection,
-    SimpleAsyncConnection, TransactionManager,
+    AnsiTransactionManager, AsyncConnection, AsyncConnectionCore, SimpleAsyncConnection,
+    TransactionManager,
 };
 use futures_util::future::BoxFuture;
+use futures_util::stream::BoxStream;
+
+use self::query::{Keyed, Unkeyed};
 
 use super::diesel_impls::record_effects;
 use super::reads::{self, ReadIo, ServerWait};
@@ -37,30 +44,38 @@ use super::{
     mode_in_scope, primary_ran, record_write, record_write_at, record_write_pending, replica_broke,
     replica_read,
 };
-use crate::backend::{is_connection_error, pg as pg_sql};
+use crate::backend::private::AsyncBackend;
+use crate::backend::{is_connection_error, AsyncRoutedBackend};
 use crate::consistency::{Consistency, Position};
 use crate::primary::PrimaryState;
 use crate::routing::{Classified, KindCache, RouteReason, StatementKind, TableId};
 
-/// The rows of a load: diesel-async's stream, which borrows nothing.
-type Rows = <AsyncPgConnection as AsyncConnectionCore>::Stream<'static, 'static>;
+/// The rows of a load, as a stream that borrows nothing.
+type Rows<C> = BoxStream<'static, QueryResult<<C as AsyncBackend>::Row>>;
+
+/// diesel-async's connection for backend `C`.
+type Physical<C> = <C as AsyncBackend>::Async;
 
 /// A replica's async connection, with the replica's generation when it opened and the
 /// server incarnation it talks to (0: not asked yet).
-struct Replica {
-    conn: AsyncPgConnection,
+struct Replica<C: AsyncRoutedBackend> {
+    conn: Physical<C>,
     generation: u64,
     identity: u64,
 }
 
 /// The routed async connection: reads to replicas that have what the reader must see,
 /// everything else to the primary. Get one with
-/// [`Cluster::get_async`](crate::Cluster::get_async); use it with `diesel_async::RunQueryDsl`
-/// as an `AsyncPgConnection`, inside the async scopes of [`crate::task`].
-pub struct AsyncRoutedConnection {
+/// [`Cluster::get_async`](crate::Cluster::get_async) or from a pool
+/// ([`Cluster::bb8_pool`](crate::Cluster::bb8_pool),
+/// [`Cluster::deadpool_pool`](crate::Cluster::deadpool_pool)); use it with
+/// `diesel_async::RunQueryDsl` as the diesel-async connection of its backend
+/// (`AsyncPgConnection` for a `Cluster<PgConnection>`, `AsyncMysqlConnection` for a
+/// `Cluster<MysqlConnection>`), inside the async scopes of [`crate::task`].
+pub struct AsyncRoutedConnection<C: AsyncRoutedBackend> {
     db: Arc<PrimaryState>,
-    primary: Option<AsyncPgConnection>,
-    replicas: Vec<Option<Replica>>,
+    primary: Option<Physical<C>>,
+    replicas: Vec<Option<Replica<C>>>,
     current_replica: Option<usize>,
     /// The primary connection broke: reopened at the next call.
     dead_primary: bool,
@@ -75,7 +90,7 @@ pub struct AsyncRoutedConnection {
     cache_size: Option<CacheSize>,
 }
 
-impl std::fmt::Debug for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> std::fmt::Debug for AsyncRoutedConnection<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AsyncRoutedConnection")
             .field("database", &self.db.name)
@@ -92,7 +107,7 @@ impl Instrumentation for Silent {
     fn on_connection_event(&mut self, _event: InstrumentationEvent<'_>) {}
 }
 
-impl AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
     pub(crate) fn new(db: Arc<PrimaryState>) -> Self {
         db.activate_monitor();
         let replicas = (0..db.replicas.len()).map(|_| None).collect();
@@ -135,7 +150,7 @@ impl AsyncRoutedConnection {
     /// [`primary`](crate::RoutedConnection::primary), the router assumes the worst: it
     /// counts as a write (its position is learned when needed), the rest of this checkout
     /// reads from the primary, and the connection does not go back to its pool.
-    pub async fn primary(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+    pub async fn primary(&mut self) -> QueryResult<&mut Physical<C>> {
         record_write(&self.db);
         if ReadIo::in_transaction(self) {
             self.state.note_transaction_write(&[]);
@@ -151,7 +166,7 @@ impl AsyncRoutedConnection {
     /// qualifies. Use it only to read (a replica's session is read-only), for example for a
     /// read-only transaction with diesel-async's `build_transaction().read_only()`; the
     /// connection does not go back to its pool.
-    pub async fn replica(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+    pub async fn replica(&mut self) -> QueryResult<&mut Physical<C>> {
         match reads::route_read(self, StatementKind::Read, None).await {
             Ok(i) => {
                 replica_read(&self.db, &mut self.last, i, true);
@@ -173,13 +188,13 @@ impl AsyncRoutedConnection {
     }
 
     /// The primary, opened if needed (bounded by `connect_timeout`).
-    async fn open_primary(&mut self) -> QueryResult<&mut AsyncPgConnection> {
+    async fn open_primary(&mut self) -> QueryResult<&mut Physical<C>> {
         if std::mem::take(&mut self.dead_primary) {
             self.primary = None;
         }
         if self.primary.is_none() {
             let url = self.db.url.expose().to_owned();
-            let conn = connect(&url, self.db.connect_timeout)
+            let conn = connect::<C>(&url, self.db.connect_timeout)
                 .await
                 .map_err(|e| connection_error(&self.db.url, e))?;
             self.primary = Some(self.configured(conn));
@@ -190,7 +205,7 @@ impl AsyncRoutedConnection {
         }
     }
 
-    fn configured(&self, mut conn: AsyncPgConnection) -> AsyncPgConnection {
+    fn configured(&self, mut conn: Physical<C>) -> Physical<C> {
         if let Some(size) = self.cache_size {
             conn.set_prepared_statement_cache_size(size);
         }
@@ -201,7 +216,7 @@ impl AsyncRoutedConnection {
     /// connection is dropped) and the error says the outcome of a write is unknown.
     async fn on_primary<R>(
         &mut self,
-        f: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>>,
+        f: impl for<'c> FnOnce(&'c mut Physical<C>) -> BoxFuture<'c, QueryResult<R>>,
     ) -> QueryResult<R> {
         let timeout = self.db.primary_timeout;
         let conn = self.open_primary().await?;
@@ -244,7 +259,7 @@ impl AsyncRoutedConnection {
     async fn run_on_primary<R: Send>(
         &mut self,
         classified: &Classified,
-        f: impl for<'c> FnOnce(&'c mut AsyncPgConnection) -> BoxFuture<'c, QueryResult<R>> + Send,
+        f: impl for<'c> FnOnce(&'c mut Physical<C>) -> BoxFuture<'c, QueryResult<R>> + Send,
     ) -> QueryResult<R> {
         self.busy = true;
         let in_transaction = ReadIo::in_transaction(self);
@@ -288,7 +303,7 @@ impl AsyncRoutedConnection {
             classified.statements(),
             classified.written_tables(),
             result.is_ok(),
-            true, // PostgreSQL ends a transaction whose COMMIT failed
+            C::FAILED_COMMIT_ENDS_TRANSACTION,
         );
         if let Some(tables) = outcome.committed {
             self.committed_write(&tables).await;
@@ -298,9 +313,9 @@ impl AsyncRoutedConnection {
 
     /// A read: on the replica the core chooses, else (or when that replica breaks or does
     /// not answer in time) on the primary.
-    async fn load_owned<Q>(&mut self, classified: Classified, query: Q) -> QueryResult<Rows>
+    async fn load_owned<Q>(&mut self, classified: Classified, query: Q) -> QueryResult<Rows<C>>
     where
-        Q: QueryFragment<Pg> + QueryId + Query + Clone + Send + 'static,
+        Q: QueryFragment<C::Backend> + QueryId + Query + Clone + Send + 'static,
     {
         let reads = self
             .db
@@ -313,7 +328,9 @@ impl AsyncRoutedConnection {
                 let Some(replica) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
                     return Err(diesel::result::Error::BrokenTransactionManager);
                 };
-                match tokio::time::timeout(timeout, replica.conn.load(query.clone())).await {
+                match tokio::time::timeout(timeout, C::load_rows(&mut replica.conn, query.clone()))
+                    .await
+                {
                     Ok(Ok(rows)) => {
                         replica_read(&self.db, &mut self.last, i, true);
                         return Ok(rows);
@@ -337,9 +354,7 @@ impl AsyncRoutedConnection {
                 }
             }
         };
-        let result = self
-            .on_primary(move |conn| Box::pin(conn.load(query)))
-            .await;
+        let result = self.on_primary(move |conn| C::load_rows(conn, query)).await;
         let result = primary_ran(
             &self.db,
             &mut self.state,
@@ -349,7 +364,7 @@ impl AsyncRoutedConnection {
             result,
         );
         // rows come as the stream is read: a write's position is learned when needed
-        record_effects::<PgConnection>(
+        record_effects::<C>(
             &mut self.state,
             &self.db,
             &classified,
@@ -361,16 +376,15 @@ impl AsyncRoutedConnection {
     }
 
     /// What a statement is (classified, as the sync connection does) and its owned form.
-    fn prepare<T: QueryFragment<Pg> + QueryId>(
+    #[allow(clippy::type_complexity)]
+    fn prepare<T: QueryFragment<C::Backend> + QueryId>(
         &mut self,
         query: &T,
-    ) -> QueryResult<(Classified, Arc<Collected>)> {
-        let classified = self.kinds.classify::<PgConnection, _>(
-            &self.db.classifier,
-            query,
-            self.db.wants_tables(),
-        );
-        Ok((classified, Arc::new(collect(query)?)))
+    ) -> QueryResult<(Classified, Arc<C::Collected>)> {
+        let classified =
+            self.kinds
+                .classify::<C, _>(&self.db.classifier, query, self.db.wants_tables());
+        Ok((classified, Arc::new(C::collect(query)?)))
     }
 
     fn drop_replica(&mut self, i: usize) {
@@ -383,9 +397,12 @@ impl AsyncRoutedConnection {
     }
 }
 
-/// Opens an `AsyncPgConnection`, giving up after `timeout`.
-async fn connect(url: &str, timeout: Duration) -> ConnectionResult<AsyncPgConnection> {
-    match tokio::time::timeout(timeout, AsyncPgConnection::establish(url)).await {
+/// Opens diesel-async's connection, giving up after `timeout`.
+async fn connect<C: AsyncRoutedBackend>(
+    url: &str,
+    timeout: Duration,
+) -> ConnectionResult<Physical<C>> {
+    match tokio::time::timeout(timeout, Physical::<C>::establish(url)).await {
         Ok(result) => result,
         Err(_) => Err(ConnectionError::BadConnection(format!(
             "the server did not answer within the connect timeout ({})",
@@ -399,7 +416,7 @@ fn connection_error(url: &crate::settings::SecretUrl, e: ConnectionError) -> die
     super::connection_error(super::scrub_connection_error(e, url))
 }
 
-impl ReadIo for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> ReadIo for AsyncRoutedConnection<C> {
     fn db(&self) -> &Arc<PrimaryState> {
         &self.db
     }
@@ -436,13 +453,10 @@ impl ReadIo for AsyncRoutedConnection {
             return false;
         };
         let url = spec.url.clone();
-        let opened = match connect(url.expose(), self.db.connect_timeout).await {
+        let opened = match connect::<C>(url.expose(), self.db.connect_timeout).await {
             Ok(mut conn) => {
                 // a misrouted write fails loudly
-                match conn
-                    .batch_execute("SET default_transaction_read_only = on")
-                    .await
-                {
+                match conn.batch_execute(C::READ_ONLY_SESSION).await {
                     Ok(()) => Ok(conn),
                     Err(e) => Err(e.to_string()),
                 }
@@ -476,22 +490,19 @@ impl ReadIo for AsyncRoutedConnection {
         let timeout = self.db.replica_timeout;
         let asked_ms = self.db.replicas.clock_ms();
         let replica = self.replicas.get_mut(i)?.as_mut()?;
-        let probed = tokio::time::timeout(timeout, async {
-            use diesel_async::RunQueryDsl;
-            pg_sql::replica_probe_query()
-                .get_result::<(Option<i64>, Option<i64>, i64)>(&mut replica.conn)
-                .await
-        })
-        .await;
+        // the connection's first check: which server incarnation it talks to, too
+        let first = replica.identity == 0;
+        let probed = tokio::time::timeout(timeout, C::replay_async(&mut replica.conn, first)).await;
         match probed {
-            Ok(Ok(row)) => {
-                let probe = pg_sql::replica_probe(row)?;
-                replica.identity = probe.identity;
-                self.db
-                    .replicas
-                    .saw_replay(i, asked_ms, &probe.replay, probe.identity);
-                Some(probe.replay)
+            Ok(Ok(Some((replay, identity)))) => {
+                if first {
+                    replica.identity = identity;
+                }
+                let identity = replica.identity;
+                self.db.replicas.saw_replay(i, asked_ms, &replay, identity);
+                Some(replay)
             }
+            Ok(Ok(None)) => None,
             Ok(Err(e)) => {
                 if is_connection_error(&e) {
                     self.drop_replica(i);
@@ -507,26 +518,39 @@ impl ReadIo for AsyncRoutedConnection {
         }
     }
 
-    async fn wait_on(&mut self, _i: usize, _need: &Position, _left: Duration) -> ServerWait {
-        // PostgreSQL 15 has no wait for a replay position: the core polls
-        ServerWait::Unsupported
+    async fn wait_on(&mut self, i: usize, need: &Position, left: Duration) -> ServerWait {
+        let Some(replica) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
+            return ServerWait::Unsupported;
+        };
+        // the server answers by `left`; past that and `replica_timeout`, it is hung
+        let bound = left.saturating_add(self.db.replica_timeout);
+        let waited = tokio::time::timeout(
+            bound,
+            C::wait_for_replay_async(&mut replica.conn, need, left),
+        )
+        .await;
+        match waited {
+            Ok(Ok(None)) => ServerWait::Unsupported,
+            Ok(Ok(Some(true))) => ServerWait::Reached,
+            Ok(Ok(Some(false))) => ServerWait::NotReached,
+            Ok(Err(e)) => {
+                if is_connection_error(&e) {
+                    self.drop_replica(i);
+                    super::replica_lost(&self.db, i);
+                }
+                ServerWait::NotReached
+            }
+            Err(_) => {
+                self.drop_replica(i);
+                self.db.replicas.set_hung(i, true);
+                ServerWait::NotReached
+            }
+        }
     }
 
     async fn primary_position(&mut self, flush: bool) -> QueryResult<Option<Position>> {
-        use diesel_async::RunQueryDsl;
-        if flush {
-            let value: Option<i64> = self
-                .on_primary(|conn| Box::pin(pg_sql::lsn_query(pg_sql::FLUSH_LSN).get_result(conn)))
-                .await?;
-            Ok(value.map(|v| Position::Lsn(v.max(0) as u64)))
-        } else {
-            let row = self
-                .on_primary(|conn| {
-                    Box::pin(pg_sql::insert_position_query("false").get_result(conn))
-                })
-                .await?;
-            Ok(pg_sql::insert_position_of(row))
-        }
+        self.on_primary(move |conn| C::primary_position_async(conn, flush))
+            .await
     }
 
     async fn pause(&mut self, d: Duration) {
@@ -534,87 +558,7 @@ impl ReadIo for AsyncRoutedConnection {
     }
 }
 
-/// A query rendered into SQL and owned binds, keyed for diesel-async's statement cache by the
-/// original query's static id.
-struct Keyed<Id> {
-    query: Arc<Collected>,
-    _id: std::marker::PhantomData<fn() -> Id>,
-}
-
-impl<Id> Clone for Keyed<Id> {
-    fn clone(&self) -> Self {
-        Keyed {
-            query: self.query.clone(),
-            _id: std::marker::PhantomData,
-        }
-    }
-}
-
-impl<Id: 'static> QueryId for Keyed<Id> {
-    type QueryId = Id;
-    const HAS_STATIC_QUERY_ID: bool = true;
-}
-
-impl<Id> Query for Keyed<Id> {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl<Id> QueryFragment<Pg> for Keyed<Id> {
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.query.walk_ast(pass)
-    }
-}
-
-/// The same for a query without a static id: cached by its SQL, if at all.
-#[derive(Clone)]
-struct Unkeyed {
-    query: Arc<Collected>,
-}
-
-impl QueryId for Unkeyed {
-    type QueryId = ();
-    const HAS_STATIC_QUERY_ID: bool = false;
-}
-
-impl Query for Unkeyed {
-    type SqlType = diesel::sql_types::Untyped;
-}
-
-impl QueryFragment<Pg> for Unkeyed {
-    fn walk_ast<'b>(&'b self, pass: AstPass<'_, 'b, Pg>) -> QueryResult<()> {
-        self.query.walk_ast(pass)
-    }
-}
-
-/// Type lookups for binds of custom types (enums) need the server: not yet supported by the
-/// async connection, which fails such a statement with an error that says so.
-struct NoTypeLookup;
-
-impl diesel::pg::PgMetadataLookup for NoTypeLookup {
-    fn lookup_type(&mut self, type_name: &str, schema: Option<&str>) -> diesel::pg::PgTypeMetadata {
-        // the type is named in the error diesel-async reports when it prepares the statement
-        let key = diesel::pg::PgMetadataCacheKey::new(
-            schema.map(|s| std::borrow::Cow::Owned(s.to_owned())),
-            std::borrow::Cow::Owned(type_name.to_owned()),
-        );
-        diesel::pg::PgTypeMetadata::from_result(Err(diesel::pg::FailedToLookupTypeError::new(key)))
-    }
-}
-
-/// A statement as SQL and owned binds.
-type Collected = CollectedQuery<<RawBytesBindCollector<Pg> as MoveableBindCollector<Pg>>::BindData>;
-
-/// Renders `query` into SQL and owned binds.
-fn collect<T: QueryFragment<Pg> + QueryId>(query: &T) -> QueryResult<Collected> {
-    let mut binds = RawBytesBindCollector::<Pg>::new();
-    query.collect_binds(&mut binds, &mut NoTypeLookup, &Pg)?;
-    let mut sql = PgQueryBuilder::default();
-    query.to_sql(&mut sql, &Pg)?;
-    let safe = query.is_safe_to_cache_prepared(&Pg)?;
-    Ok(CollectedQuery::new(sql.finish(), safe, binds.moveable()))
-}
-
-impl SimpleAsyncConnection for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> SimpleAsyncConnection for AsyncRoutedConnection<C> {
     /// Always the primary; every statement of the text is followed (transaction control,
     /// session state, writes).
     async fn batch_execute(&mut self, query: &str) -> QueryResult<()> {
@@ -627,12 +571,12 @@ impl SimpleAsyncConnection for AsyncRoutedConnection {
     }
 }
 
-impl AsyncConnectionCore for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> AsyncConnectionCore for AsyncRoutedConnection<C> {
     type ExecuteFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<usize>>;
     type LoadFuture<'conn, 'query> = BoxFuture<'conn, QueryResult<Self::Stream<'conn, 'query>>>;
-    type Stream<'conn, 'query> = Rows;
-    type Row<'conn, 'query> = <AsyncPgConnection as AsyncConnectionCore>::Row<'conn, 'query>;
-    type Backend = Pg;
+    type Stream<'conn, 'query> = Rows<C>;
+    type Row<'conn, 'query> = C::Row;
+    type Backend = C::Backend;
 
     fn load<'conn, 'query, T>(&'conn mut self, source: T) -> Self::LoadFuture<'conn, 'query>
     where
@@ -645,9 +589,9 @@ impl AsyncConnectionCore for AsyncRoutedConnection {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         if <T::Query as QueryId>::HAS_STATIC_QUERY_ID {
-            let keyed = Keyed::<<T::Query as QueryId>::QueryId> {
+            let keyed = Keyed::<<T::Query as QueryId>::QueryId, _> {
                 query: collected,
-                _id: std::marker::PhantomData,
+                _id: PhantomData,
             };
             Box::pin(self.load_owned(classified, keyed))
         } else {
@@ -667,9 +611,9 @@ impl AsyncConnectionCore for AsyncRoutedConnection {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         if T::HAS_STATIC_QUERY_ID {
-            let keyed = Keyed::<T::QueryId> {
+            let keyed = Keyed::<T::QueryId, _> {
                 query: collected,
-                _id: std::marker::PhantomData,
+                _id: PhantomData,
             };
             Box::pin(async move {
                 self.run_on_primary(&classified, move |conn| {
@@ -689,7 +633,7 @@ impl AsyncConnectionCore for AsyncRoutedConnection {
     }
 }
 
-impl AsyncConnection for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> AsyncConnection for AsyncRoutedConnection<C> {
     type TransactionManager = AnsiTransactionManager;
 
     /// Not supported: a routed connection comes from
@@ -724,7 +668,9 @@ impl AsyncConnection for AsyncRoutedConnection {
     }
 }
 
-impl diesel_async::pooled_connection::PoolableConnection for AsyncRoutedConnection {
+impl<C: AsyncRoutedBackend> diesel_async::pooled_connection::PoolableConnection
+    for AsyncRoutedConnection<C>
+{
     /// Broken for its pool (dropped, not handed out again) when a call on it was cancelled
     /// halfway, a transaction is still open, its session holds state (settings, temporary
     /// tables, locks: closing it is the reset), a physical connection was handed out
@@ -736,100 +682,5 @@ impl diesel_async::pooled_connection::PoolableConnection for AsyncRoutedConnecti
             || self.state.replica_handed_out_any()
             || self.state.sticky.any()
             || self.state.unknown
-    }
-}
-
-/// The pool manager of routed async connections to primary `name`: diesel-async's manager,
-/// opening connections through the cluster; no ping at checkout (as the sync pools: a hung
-/// primary would hold every checkout, also of work that only reads), the connection's own
-/// state decides whether it goes back to the pool.
-fn manager(
-    cluster: &crate::Cluster<PgConnection>,
-    name: &str,
-) -> crate::Result<
-    diesel_async::pooled_connection::AsyncDieselConnectionManager<AsyncRoutedConnection>,
-> {
-    use diesel_async::pooled_connection::{
-        AsyncDieselConnectionManager, ManagerConfig, RecyclingMethod,
-    };
-    // fails now for an unknown name, not at the first checkout
-    cluster.primary_state(name)?;
-    let cluster = cluster.clone();
-    let mut config = ManagerConfig::default();
-    config.recycling_method =
-        RecyclingMethod::CustomFunction(Box::new(|conn: &mut AsyncRoutedConnection| {
-            Box::pin(async move {
-                conn.last = None;
-                Ok(())
-            })
-        }));
-    config.custom_setup = Box::new(move |name| {
-        let cluster = cluster.clone();
-        let name = name.to_owned();
-        Box::pin(async move {
-            cluster
-                .get_async(&name)
-                .await
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))
-        })
-    });
-    Ok(AsyncDieselConnectionManager::new_with_config(name, config))
-}
-
-impl crate::Cluster<PgConnection> {
-    /// A bb8 pool of routed async connections to primary `name` (feature `bb8`), with the
-    /// database's pool settings (`pool_size`, `min_idle`, `connection_timeout`,
-    /// `idle_timeout`, `max_lifetime`). A connection whose call was cancelled, or that still
-    /// holds a transaction or session state, is dropped instead of going back.
-    #[cfg(feature = "bb8")]
-    pub fn bb8_pool(
-        &self,
-        name: &str,
-    ) -> crate::Result<diesel_async::pooled_connection::bb8::Pool<AsyncRoutedConnection>> {
-        let db = self.primary_state(name)?;
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(crate::Error::NoRuntime {
-                what: "Cluster::bb8_pool",
-            });
-        }
-        Ok(bb8::Pool::builder()
-            .max_size(db.pool_size)
-            .min_idle(Some(db.pool.min_idle))
-            .connection_timeout(db.pool.connection_timeout)
-            .idle_timeout(db.pool.idle_timeout)
-            .max_lifetime(db.pool.max_lifetime)
-            .test_on_check_out(true) // the recycling check: state only, no round trip
-            .build_unchecked(manager(self, name)?))
-    }
-
-    /// A deadpool pool of routed async connections to primary `name` (feature `deadpool`),
-    /// with the database's `pool_size` and `connection_timeout` (deadpool's wait timeout;
-    /// it has no idle or lifetime limits of its own). A connection whose call was
-    /// cancelled, or that still holds a transaction or session state, is dropped instead of
-    /// being recycled.
-    #[cfg(feature = "deadpool")]
-    pub fn deadpool_pool(
-        &self,
-        name: &str,
-    ) -> crate::Result<diesel_async::pooled_connection::deadpool::Pool<AsyncRoutedConnection>> {
-        let db = self.primary_state(name)?;
-        diesel_async::pooled_connection::deadpool::Pool::builder(manager(self, name)?)
-            .max_size(db.pool_size as usize)
-            .wait_timeout(Some(db.pool.connection_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            // (fails only without a runtime, which is set)
-            .map_err(|e| crate::Error::Query {
-                database: name.to_owned(),
-                source: diesel::result::Error::QueryBuilderError(e.to_string().into()),
-            })
-    }
-
-    /// A routed async connection to primary `name` and its replicas (features `async` and
-    /// `postgres`; no pool yet: its servers are connected on first use, and closed when it
-    /// drops). Use it inside a [`task::scope`](crate::task::scope) or another async scope.
-    pub async fn get_async(&self, name: &str) -> crate::Result<AsyncRoutedConnection> {
-        let db = self.primary_state(name)?;
-        Ok(AsyncRoutedConnection::new(db))
     }
 }
