@@ -114,6 +114,17 @@ pub(crate) mod private {
         }
     }
 
+    /// The custom types (PostgreSQL enums) an async connection has resolved, by schema and
+    /// name: their OID and array OID, for a database (its primary and physical replicas).
+    #[cfg(feature = "async")]
+    #[derive(Debug, Default)]
+    pub struct TypeCache(
+        #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+        pub(crate)  std::sync::Mutex<
+            std::sync::Arc<std::collections::HashMap<(Option<String>, String), (u32, u32)>>,
+        >,
+    );
+
     /// The router's side of a backend's diesel-async connection (feature `async`): what the
     /// async connection sends that differs between servers. The route decisions are the sync
     /// connection's ([`crate::connection`]'s read core).
@@ -135,10 +146,30 @@ pub(crate) mod private {
         /// A statement rendered into SQL and owned binds.
         type Collected: QueryFragment<Self::Backend> + Send + Sync + 'static;
 
-        /// Renders `query` into SQL and owned binds, before the first `.await`.
+        /// Renders `query` into SQL and owned binds, before the first `.await`, with the
+        /// custom types resolved so far; others are left to [`resolve_types`].
+        ///
+        /// [`resolve_types`]: AsyncBackend::resolve_types
         fn collect<T: QueryFragment<Self::Backend> + QueryId + ?Sized>(
             query: &T,
+            types: &TypeCache,
         ) -> QueryResult<Self::Collected>;
+
+        /// Does `collected` bind custom types not resolved yet?
+        fn needs_types(collected: &Self::Collected) -> bool {
+            let _ = collected;
+            false
+        }
+
+        /// Resolves `collected`'s custom types on `conn` (remembered in `types`).
+        fn resolve_types<'c>(
+            conn: &'c mut Self::Async,
+            collected: &'c mut Self::Collected,
+            types: &'c TypeCache,
+        ) -> futures_util::future::BoxFuture<'c, QueryResult<()>> {
+            let _ = (conn, collected, types);
+            Box::pin(std::future::ready(Ok(())))
+        }
 
         /// Loads `query` on `conn`: its rows, as a stream that borrows nothing.
         #[allow(clippy::type_complexity)]

@@ -90,15 +90,26 @@ pub(crate) struct PrimaryState {
     pub(crate) counters: Counters,
     /// The pool's size and options (for the async pools, which the cluster builds on demand).
     #[cfg_attr(
-        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        not(all(
+            feature = "async",
+            any(feature = "postgres", feature = "mysql"),
+            any(feature = "bb8", feature = "deadpool")
+        )),
         allow(dead_code)
     )]
     pub(crate) pool_size: u32,
     #[cfg_attr(
-        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        not(all(
+            feature = "async",
+            any(feature = "postgres", feature = "mysql"),
+            any(feature = "bb8", feature = "deadpool")
+        )),
         allow(dead_code)
     )]
     pub(crate) pool: crate::settings::PoolSpec,
+    /// The async connections' custom types resolved so far.
+    #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
+    pub(crate) types: crate::backend::private::TypeCache,
 }
 
 /// The least position covering both (the newer, `b`, where they do not combine).
@@ -157,6 +168,8 @@ impl PrimaryState {
             counters: Counters::new(spec.replicas.len()),
             pool_size: spec.pool_size,
             pool: spec.pool,
+            #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
+            types: Default::default(),
         }
     }
 

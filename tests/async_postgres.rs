@@ -499,3 +499,125 @@ fn the_escape_hatches_reach_the_right_server_and_their_connection_is_not_reused(
     assert_eq!(s.pg.statement_calls(Node::Replica(0), INSERT), 0);
     s.pg.resume_replay(0);
 }
+
+mod feelings_schema {
+    #[allow(unreachable_pub)]
+    pub mod sql_types {
+        #[derive(Debug, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+        #[diesel(postgres_type(name = "mood"))]
+        pub struct Mood;
+
+        /// A type the database does not have.
+        #[derive(Debug, diesel::sql_types::SqlType, diesel::query_builder::QueryId)]
+        #[diesel(postgres_type(name = "no_such_type"))]
+        pub struct Missing;
+    }
+
+    diesel::table! {
+        use diesel::sql_types::*;
+        use super::sql_types::Mood;
+
+        feelings (id) {
+            id -> Int8,
+            name -> Text,
+            mood -> Mood,
+        }
+    }
+}
+use feelings_schema::feelings;
+
+#[derive(diesel_derive_enum::DbEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[ExistingTypePath = "crate::feelings_schema::sql_types::Mood"]
+enum Mood {
+    Happy,
+    Sad,
+    Curious,
+}
+
+#[derive(diesel_derive_enum::DbEnum, Debug, Clone, Copy, PartialEq, Eq)]
+#[ExistingTypePath = "crate::feelings_schema::sql_types::Missing"]
+enum Ghost {
+    Boo,
+}
+
+#[test]
+fn binds_of_custom_types_are_resolved_once_and_run_on_the_replica() {
+    let s = setup(
+        "[pinning]\nseconds = 0\n[consistency]\nmode = \"eventual\"\nmonitor_interval = \"50ms\"",
+        false,
+    );
+    PgCluster::execute(
+        &s.pg,
+        Node::Primary,
+        DB,
+        "CREATE TYPE mood AS ENUM ('happy', 'sad', 'curious');
+         CREATE TABLE feelings (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL, mood mood NOT NULL);",
+    );
+    s.pg.wait_all_caught_up();
+    s.pg.reset_all_statement_stats();
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let written: (i64, String, Mood) = rt.block_on(task::scope(async move {
+        let mut conn = cluster.get_async("default").await.unwrap();
+        diesel::insert_into(feelings::table)
+            .values((feelings::name.eq("grace"), feelings::mood.eq(Mood::Curious)))
+            .returning((feelings::id, feelings::name, feelings::mood))
+            .get_result(&mut conn)
+            .await
+            .unwrap()
+    }));
+    s.pg.wait_all_caught_up();
+    let cluster = s.cluster.clone();
+    let (one, any, none, routes, ghost) = rt.block_on(task::scope(async move {
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let one: (i64, String, Mood) = feelings::table
+            .filter(feelings::mood.eq(Mood::Curious))
+            .select((feelings::id, feelings::name, feelings::mood))
+            .first(&mut conn)
+            .await
+            .unwrap();
+        let first_route = conn.last_route().unwrap().reason;
+        // an array of the enum: its element type's OID is inside the bind's bytes
+        let any: i64 = feelings::table
+            .filter(feelings::mood.eq_any(vec![Mood::Sad, Mood::Curious]))
+            .count()
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        let second_route = conn.last_route().unwrap().reason;
+        // on another connection of the same cluster: resolved already
+        let mut other = cluster.get_async("default").await.unwrap();
+        let none: i64 = feelings::table
+            .filter(feelings::mood.eq(Mood::Happy))
+            .count()
+            .get_result(&mut other)
+            .await
+            .unwrap();
+        let ghost = diesel::sql_query("SELECT 1::bigint AS v WHERE $1::text IS NOT NULL")
+            .bind::<feelings_schema::sql_types::Missing, _>(Ghost::Boo)
+            .execute(&mut other)
+            .await
+            .expect_err("a bind of a type the database does not have");
+        (one, any, none, [first_route, second_route], ghost)
+    }));
+    assert_eq!(one, written);
+    assert_eq!((any, none), (1, 0));
+    assert_eq!(routes, [RouteReason::Replica, RouteReason::Replica]);
+    assert!(
+        ghost.to_string().contains("no_such_type"),
+        "the error does not name the type: {ghost}"
+    );
+    // the servers agree: the enum reads ran on the replica, and the type was looked up once
+    assert_eq!(
+        s.pg.statement_calls(Node::Replica(0), "SELECT %\"feelings\".\"mood\" = $1%"),
+        2
+    );
+    assert_eq!(
+        s.pg.statement_calls(Node::Replica(0), "SELECT %\"feelings\".\"mood\" = ANY($1)%"),
+        1
+    );
+    let lookups = s.pg.statement_calls(Node::Primary, "%FROM pg_type%")
+        + s.pg.statement_calls(Node::Replica(0), "%FROM pg_type%");
+    // `mood` once (and `no_such_type`, not found, each time it is bound)
+    assert_eq!(lookups, 2, "custom types looked up {lookups} times");
+}

@@ -94,7 +94,11 @@ impl SessionState {
 
     /// Was the physical connection of a replica handed out during this checkout?
     #[cfg_attr(
-        not(all(feature = "async", any(feature = "postgres", feature = "mysql"))),
+        not(all(
+            feature = "async",
+            any(feature = "postgres", feature = "mysql"),
+            any(feature = "bb8", feature = "deadpool")
+        )),
         allow(dead_code)
     )]
     pub(super) fn replica_handed_out_any(&self) -> bool {

@@ -35,7 +35,7 @@ use diesel_async::{
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 
-use self::query::{Keyed, Unkeyed};
+use self::query::{Keyed, Rendered, Unkeyed};
 
 use super::diesel_impls::record_effects;
 use super::reads::{self, ReadIo, ServerWait};
@@ -313,9 +313,15 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
 
     /// A read: on the replica the core chooses, else (or when that replica breaks or does
     /// not answer in time) on the primary.
-    async fn load_owned<Q>(&mut self, classified: Classified, query: Q) -> QueryResult<Rows<C>>
+    async fn load_owned<Q>(&mut self, classified: Classified, mut query: Q) -> QueryResult<Rows<C>>
     where
-        Q: QueryFragment<C::Backend> + QueryId + Query + Clone + Send + 'static,
+        Q: QueryFragment<C::Backend>
+            + QueryId
+            + Query
+            + Rendered<C::Collected>
+            + Clone
+            + Send
+            + 'static,
     {
         let reads = self
             .db
@@ -328,9 +334,13 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
                 let Some(replica) = self.replicas.get_mut(i).and_then(Option::as_mut) else {
                     return Err(diesel::result::Error::BrokenTransactionManager);
                 };
-                match tokio::time::timeout(timeout, C::load_rows(&mut replica.conn, query.clone()))
-                    .await
-                {
+                let db = self.db.clone();
+                let loaded = tokio::time::timeout(timeout, async {
+                    with_types::<C, _>(&mut replica.conn, &mut query, &db).await?;
+                    C::load_rows(&mut replica.conn, query.clone()).await
+                })
+                .await;
+                match loaded {
                     Ok(Ok(rows)) => {
                         replica_read(&self.db, &mut self.last, i, true);
                         return Ok(rows);
@@ -354,7 +364,15 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
                 }
             }
         };
-        let result = self.on_primary(move |conn| C::load_rows(conn, query)).await;
+        let db = self.db.clone();
+        let result = self
+            .on_primary(move |conn| {
+                Box::pin(async move {
+                    with_types::<C, _>(conn, &mut query, &db).await?;
+                    C::load_rows(conn, query).await
+                })
+            })
+            .await;
         let result = primary_ran(
             &self.db,
             &mut self.state,
@@ -375,6 +393,21 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
         result
     }
 
+    /// A statement that is not a read: on the primary.
+    async fn execute_owned<Q>(&mut self, classified: Classified, mut query: Q) -> QueryResult<usize>
+    where
+        Q: QueryFragment<C::Backend> + QueryId + Rendered<C::Collected> + Send + 'static,
+    {
+        let db = self.db.clone();
+        self.run_on_primary(&classified, move |conn| {
+            Box::pin(async move {
+                with_types::<C, _>(conn, &mut query, &db).await?;
+                conn.execute_returning_count(query).await
+            })
+        })
+        .await
+    }
+
     /// What a statement is (classified, as the sync connection does) and its owned form.
     #[allow(clippy::type_complexity)]
     fn prepare<T: QueryFragment<C::Backend> + QueryId>(
@@ -384,7 +417,7 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
         let classified =
             self.kinds
                 .classify::<C, _>(&self.db.classifier, query, self.db.wants_tables());
-        Ok((classified, Arc::new(C::collect(query)?)))
+        Ok((classified, Arc::new(C::collect(query, &self.db.types)?)))
     }
 
     fn drop_replica(&mut self, i: usize) {
@@ -394,6 +427,24 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
         if self.current_replica == Some(i) {
             self.current_replica = None;
         }
+    }
+}
+
+/// Finishes `query`'s rendering on `conn` before it is first sent: the custom types it binds
+/// that were not known when it was rendered.
+async fn with_types<C: AsyncRoutedBackend, Q: Rendered<C::Collected>>(
+    conn: &mut Physical<C>,
+    query: &mut Q,
+    db: &PrimaryState,
+) -> QueryResult<()> {
+    if !C::needs_types(query.rendered()) {
+        return Ok(());
+    }
+    match query.rendered_mut() {
+        Some(rendered) => C::resolve_types(conn, rendered, &db.types).await,
+        None => Err(diesel::result::Error::QueryBuilderError(
+            "a statement's custom types were not resolved before it was sent".into(),
+        )),
     }
 }
 
@@ -615,20 +666,9 @@ impl<C: AsyncRoutedBackend> AsyncConnectionCore for AsyncRoutedConnection<C> {
                 query: collected,
                 _id: PhantomData,
             };
-            Box::pin(async move {
-                self.run_on_primary(&classified, move |conn| {
-                    Box::pin(conn.execute_returning_count(keyed))
-                })
-                .await
-            })
+            Box::pin(self.execute_owned(classified, keyed))
         } else {
-            let unkeyed = Unkeyed { query: collected };
-            Box::pin(async move {
-                self.run_on_primary(&classified, move |conn| {
-                    Box::pin(conn.execute_returning_count(unkeyed))
-                })
-                .await
-            })
+            Box::pin(self.execute_owned(classified, Unkeyed { query: collected }))
         }
     }
 }
@@ -668,6 +708,7 @@ impl<C: AsyncRoutedBackend> AsyncConnection for AsyncRoutedConnection<C> {
     }
 }
 
+#[cfg(any(feature = "bb8", feature = "deadpool"))]
 impl<C: AsyncRoutedBackend> diesel_async::pooled_connection::PoolableConnection
     for AsyncRoutedConnection<C>
 {

@@ -28,7 +28,10 @@ impl AsyncBackend for MysqlConnection {
     type Collected = Collected;
     const READ_ONLY_SESSION: &'static str = "SET SESSION TRANSACTION READ ONLY";
 
-    fn collect<T: QueryFragment<Mysql> + QueryId + ?Sized>(query: &T) -> QueryResult<Collected> {
+    fn collect<T: QueryFragment<Mysql> + QueryId + ?Sized>(
+        query: &T,
+        _types: &crate::backend::private::TypeCache,
+    ) -> QueryResult<Collected> {
         let mut binds = RawBytesBindCollector::<Mysql>::new();
         query.collect_binds(&mut binds, &mut (), &Mysql)?;
         let mut sql = MysqlQueryBuilder::default();

@@ -3,8 +3,6 @@
 //!
 //! [`Cluster::get_async`]: crate::Cluster::get_async
 
-use diesel::result::ConnectionError;
-
 use super::AsyncRoutedConnection;
 use crate::backend::AsyncRoutedBackend;
 use crate::Cluster;
@@ -41,7 +39,7 @@ fn manager<C: AsyncRoutedBackend>(cluster: &Cluster<C>, name: &str) -> crate::Re
             cluster
                 .get_async(&name)
                 .await
-                .map_err(|e| ConnectionError::BadConnection(e.to_string()))
+                .map_err(|e| diesel::result::ConnectionError::BadConnection(e.to_string()))
         })
     });
     Ok(AsyncDieselConnectionManager::new_with_config(name, config))

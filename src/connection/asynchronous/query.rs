@@ -66,3 +66,31 @@ impl<Q: QueryFragment<DB>, DB: Backend> QueryFragment<DB> for Unkeyed<Q> {
         self.query.walk_ast(pass)
     }
 }
+
+/// A rendered statement in either form: its rendering, to finish (custom types) before it
+/// is first sent, while no copy of it is out.
+pub(super) trait Rendered<Q> {
+    fn rendered(&self) -> &Q;
+    /// `None` once a copy is out.
+    fn rendered_mut(&mut self) -> Option<&mut Q>;
+}
+
+impl<Id, Q> Rendered<Q> for Keyed<Id, Q> {
+    fn rendered(&self) -> &Q {
+        &self.query
+    }
+
+    fn rendered_mut(&mut self) -> Option<&mut Q> {
+        Arc::get_mut(&mut self.query)
+    }
+}
+
+impl<Q> Rendered<Q> for Unkeyed<Q> {
+    fn rendered(&self) -> &Q {
+        &self.query
+    }
+
+    fn rendered_mut(&mut self) -> Option<&mut Q> {
+        Arc::get_mut(&mut self.query)
+    }
+}
