@@ -120,10 +120,16 @@ pub(crate) mod private {
     #[derive(Debug, Default)]
     pub struct TypeCache(
         #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-        pub(crate)  std::sync::Mutex<
-            std::sync::Arc<std::collections::HashMap<(Option<String>, String), (u32, u32)>>,
-        >,
+        pub(crate)  std::sync::Mutex<std::sync::Arc<TypeOids>>,
     );
+
+    /// A custom type's schema (`None`: the search path) and name.
+    #[cfg(feature = "async")]
+    pub type TypeName = (Option<String>, String);
+
+    /// Custom types' OIDs and array OIDs.
+    #[cfg(feature = "async")]
+    pub type TypeOids = std::collections::HashMap<TypeName, (u32, u32)>;
 
     /// The router's side of a backend's diesel-async connection (feature `async`): what the
     /// async connection sends that differs between servers. The route decisions are the sync

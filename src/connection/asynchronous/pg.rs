@@ -13,7 +13,7 @@ use futures_util::stream::BoxStream;
 
 use crate::backend::pg as sql;
 use crate::backend::private::AsyncBackend;
-use crate::backend::private::TypeCache;
+use crate::backend::private::{TypeCache, TypeOids};
 use crate::consistency::Position;
 
 /// A statement as SQL and owned binds, with the custom types still to resolve.
@@ -38,7 +38,7 @@ impl std::fmt::Debug for Collected {
 /// carry stand-in OIDs, replaced once the server has named the real ones.
 struct Unresolved {
     /// The stand-in OID and array OID of each type, by schema and name.
-    stand_ins: HashMap<(Option<String>, String), (u32, u32)>,
+    stand_ins: TypeOids,
     /// Where a stand-in OID is inside a bind's bytes (arrays and records of custom types
     /// carry their element's OID): (bind, byte offset).
     in_bytes: Vec<(usize, usize)>,
@@ -211,14 +211,14 @@ fn collect_binds<T: QueryFragment<Pg> + QueryId + ?Sized>(
 }
 
 /// The custom types resolved so far (a snapshot of the database's).
-type Known = std::sync::Arc<HashMap<(Option<String>, String), (u32, u32)>>;
+type Known = std::sync::Arc<TypeOids>;
 
 /// The type lookup of a collect: known types by their OIDs, the others by stand-ins.
 struct Lookup<F: FnMut(&mut u32) -> (u32, u32)> {
     known: Known,
     missed: bool,
     /// The stand-ins given, by type (the second run).
-    stand_ins: Option<HashMap<(Option<String>, String), (u32, u32)>>,
+    stand_ins: Option<TypeOids>,
     next: F,
     counter: u32,
 }
@@ -247,7 +247,7 @@ impl<F: FnMut(&mut u32) -> (u32, u32)> PgMetadataLookup for Lookup<F> {
 
 /// A custom type's OIDs, as the server names them.
 #[derive(diesel::QueryableByName)]
-struct TypeOids {
+struct FoundType {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     oid: i64,
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -277,7 +277,7 @@ async fn resolve_types(
             Some(pair) => pair,
             None => {
                 let (schema, name) = key;
-                let found: Option<TypeOids> = match schema {
+                let found: Option<FoundType> = match schema {
                     Some(schema) => diesel::sql_query(
                         "SELECT pg_type.oid::bigint AS oid, pg_type.typarray::bigint AS array_oid                          FROM pg_type JOIN pg_namespace ON pg_type.typnamespace = pg_namespace.oid                          WHERE pg_type.typname = $1 AND pg_namespace.nspname = $2 LIMIT 1",
                     )
