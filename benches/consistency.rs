@@ -23,8 +23,9 @@
 //! (per policy, default 5), `BENCH_THREADS` (default 4), `BENCH_USERS` (default 5000),
 //! `BENCH_DELAY_MS` (default 200), `BENCH_POLICY` (one policy by name, such as `eventual`).
 //!
-//! Async: `BENCH_BACKEND=postgres-async cargo bench --features async,bb8 --bench consistency`:
-//! the same requests served by tokio tasks over a bb8 pool of routed async connections.
+//! Async: `BENCH_BACKEND=postgres-async cargo bench --features async,bb8 --bench consistency`
+//! (or `mariadb-async` with `--features mysql,async,bb8`): the same requests served by tokio
+//! tasks over a bb8 pool of routed async connections.
 //!
 //! MariaDB: `BENCH_BACKEND=mariadb cargo bench --features mysql --bench consistency`: a
 //! primary and two GTID replicas with `MASTER_DELAY` (whole seconds, default 1 s; the binlog
@@ -492,7 +493,7 @@ fn run<C: Rows>(
     counts.report(policy, servers, measured.elapsed().as_secs_f64())
 }
 
-/// The same requests as [`run`], served by tokio tasks (feature `async` and `bb8`, PostgreSQL):
+/// The same requests as [`run`], served by tokio tasks (features `async` and `bb8`):
 /// `BENCH_TASKS` tasks (default 32) on a runtime of `threads` worker threads, over a bb8 pool
 /// of routed async connections of `threads` connections; each request runs in
 /// `with_token_async` (and `use_primary_async` for a pinned user) inside a task scope.
@@ -502,39 +503,110 @@ mod async_driver {
     // would shadow `AtomicBool::load` and the like
     use super::*;
     use diesel::{ExpressionMethods, OptionalExtension, QueryDsl};
-    use diesel_sharding::{task, AsyncRoutedPgConnection};
+    use diesel_async::pooled_connection::bb8::Pool;
+    use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+    use diesel_sharding::{task, AsyncRoutedBackend, AsyncRoutedConnection};
+    use std::future::Future;
+
+    /// diesel-async's pool manager of routed connections.
+    type Manager<C> = AsyncDieselConnectionManager<AsyncRoutedConnection<C>>;
+
+    /// The bench's statements on a backend's routed async connection.
+    pub(super) trait AsyncRows: AsyncRoutedBackend {
+        fn pool(cluster: &Cluster<Self>) -> Pool<AsyncRoutedConnection<Self>>
+        where
+            Manager<Self>: bb8::ManageConnection<Connection = AsyncRoutedConnection<Self>>;
+        fn insert_kv(
+            conn: &mut AsyncRoutedConnection<Self>,
+            id: i64,
+            owner: i64,
+            val: i64,
+        ) -> impl Future<Output = ()> + Send;
+        fn read(
+            conn: &mut AsyncRoutedConnection<Self>,
+            target: Target,
+        ) -> impl Future<Output = Option<i64>> + Send;
+    }
+
+    macro_rules! async_rows {
+        ($conn:ty) => {
+            impl AsyncRows for $conn {
+                fn pool(cluster: &Cluster<Self>) -> Pool<AsyncRoutedConnection<Self>>
+                where
+                    Manager<Self>: bb8::ManageConnection<Connection = AsyncRoutedConnection<Self>>,
+                {
+                    cluster.bb8_pool("default").unwrap()
+                }
+
+                fn insert_kv(
+                    conn: &mut AsyncRoutedConnection<Self>,
+                    id: i64,
+                    owner: i64,
+                    val: i64,
+                ) -> impl Future<Output = ()> + Send {
+                    async move {
+                        diesel_async::RunQueryDsl::execute(
+                            diesel::insert_into(kv::table).values((
+                                kv::id.eq(id),
+                                kv::owner.eq(owner),
+                                kv::val.eq(val),
+                            )),
+                            conn,
+                        )
+                        .await
+                        .unwrap();
+                    }
+                }
+
+                fn read(
+                    conn: &mut AsyncRoutedConnection<Self>,
+                    target: Target,
+                ) -> impl Future<Output = Option<i64>> + Send {
+                    use diesel_async::RunQueryDsl;
+                    async move {
+                        match target {
+                            Target::Kv(id) => {
+                                RunQueryDsl::first(kv::table.find(id).select(kv::val), conn)
+                                    .await
+                                    .optional()
+                                    .unwrap()
+                            }
+                            Target::Catalog(id) => RunQueryDsl::first(
+                                catalog::table.find(id).select(catalog::val),
+                                conn,
+                            )
+                            .await
+                            .optional()
+                            .unwrap(),
+                        }
+                    }
+                }
+            }
+        };
+    }
+    async_rows!(PgConnection);
+    #[cfg(feature = "mysql")]
+    async_rows!(diesel::mysql::MysqlConnection);
 
     /// The row any user wrote last (the lock is not held across an await).
     fn last_written(latest: &Mutex<Option<(i64, i64, Instant)>>) -> Option<(i64, i64, Instant)> {
         *latest.lock().unwrap()
     }
 
-    async fn read(
-        conn: &mut AsyncRoutedPgConnection,
+    async fn read<C: AsyncRows>(
+        conn: &mut AsyncRoutedConnection<C>,
         counts: &Counts,
         target: Target,
         expect: Option<(i64, Instant, bool)>,
         delay: Duration,
     ) {
-        use diesel_async::RunQueryDsl;
         let read_started = Instant::now();
-        let got: Option<i64> = match target {
-            Target::Kv(id) => RunQueryDsl::first(kv::table.find(id).select(kv::val), conn)
-                .await
-                .optional()
-                .unwrap(),
-            Target::Catalog(id) => {
-                RunQueryDsl::first(catalog::table.find(id).select(catalog::val), conn)
-                    .await
-                    .optional()
-                    .unwrap()
-            }
-        };
+        let got = C::read(conn, target).await;
         let on_replica = conn.last_route().map(|r| r.reason) == Some(RouteReason::Replica);
         account(counts, got, on_replica, expect, delay, read_started);
     }
 
-    pub(super) fn run_async(
+    pub(super) fn run_async<C: AsyncRows>(
         servers: &dyn Servers,
         policy: Policy,
         seconds: u64,
@@ -542,8 +614,11 @@ mod async_driver {
         threads: u64,
         users: u64,
         delay: Duration,
-    ) -> Vec<String> {
-        let cluster = Cluster::<PgConnection>::new(settings_for(servers, policy, threads)).unwrap();
+    ) -> Vec<String>
+    where
+        Manager<C>: bb8::ManageConnection<Connection = AsyncRoutedConnection<C>>,
+    {
+        let cluster = Cluster::<C>::new(settings_for(servers, policy, threads)).unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads as usize)
             .enable_all()
@@ -551,7 +626,7 @@ mod async_driver {
             .unwrap();
         let pool = {
             let _in = rt.enter();
-            cluster.bb8_pool("default").unwrap()
+            C::pool(&cluster)
         };
         let cookies: Arc<Vec<Mutex<Cookie>>> =
             Arc::new((0..users).map(|_| Mutex::new(Cookie::default())).collect());
@@ -592,30 +667,27 @@ mod async_driver {
                             if roll < 0.15 {
                                 let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                                 let val = id * 7;
-                                diesel_async::RunQueryDsl::execute(
-                                    diesel::insert_into(kv::table).values((
-                                        kv::id.eq(id),
-                                        kv::owner.eq(user as i64),
-                                        kv::val.eq(val),
-                                    )),
-                                    &mut *conn,
-                                )
-                                .await
-                                .unwrap();
+                                C::insert_kv(&mut *conn, id, user as i64, val).await;
                                 let committed = Instant::now();
                                 *latest.lock().unwrap() = Some((id, val, committed));
                                 let expect = Some((val, committed, policy.own));
-                                read(&mut conn, &counts, Target::Kv(id), expect, delay).await;
+                                read::<C>(&mut *conn, &counts, Target::Kv(id), expect, delay).await;
                                 wrote = true;
                             } else if let (true, Some((id, val, committed))) =
                                 (roll < 0.25, last_written(&latest))
                             {
                                 let expect = Some((val, committed, policy.all));
-                                read(&mut conn, &counts, Target::Kv(id), expect, delay).await;
+                                read::<C>(&mut *conn, &counts, Target::Kv(id), expect, delay).await;
                             } else {
                                 let expect = Some((target * 7, epoch, true));
-                                read(&mut conn, &counts, Target::Catalog(target), expect, delay)
-                                    .await;
+                                read::<C>(
+                                    &mut *conn,
+                                    &counts,
+                                    Target::Catalog(target),
+                                    expect,
+                                    delay,
+                                )
+                                .await;
                             }
                             drop(conn);
                             (wrote, cluster.token())
@@ -718,7 +790,11 @@ fn main() {
         #[cfg(all(feature = "async", feature = "bb8"))]
         "postgres-async" => {
             let delay = Duration::from_millis(env("BENCH_DELAY_MS", 200));
-            (Box::new(postgres(delay)), async_driver::run_async, delay)
+            (
+                Box::new(postgres(delay)),
+                async_driver::run_async::<PgConnection>,
+                delay,
+            )
         }
         #[cfg(feature = "mysql")]
         "mariadb" => {
@@ -730,9 +806,19 @@ fn main() {
                 delay,
             )
         }
+        #[cfg(all(feature = "mysql", feature = "async", feature = "bb8"))]
+        "mariadb-async" => {
+            let delay = Duration::from_millis(env("BENCH_DELAY_MS", 1000));
+            let delay = Duration::from_secs(delay.as_millis().div_ceil(1000) as u64);
+            (
+                Box::new(mariadb(delay)),
+                async_driver::run_async::<diesel::mysql::MysqlConnection>,
+                delay,
+            )
+        }
         other => panic!(
             "BENCH_BACKEND: {other}? postgres, postgres-async (with --features async,bb8), \
-             or mariadb (with --features mysql)"
+             mariadb (with --features mysql) or mariadb-async (with --features mysql,async,bb8)"
         ),
     };
     let mut rows = Vec::new();

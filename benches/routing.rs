@@ -10,8 +10,9 @@
 //! * `mariadb/*` (with feature `mysql`): the same against a MariaDB server the bench starts,
 //!   routed `MysqlConnection` against plain `MysqlConnection` through `diesel::r2d2`.
 //!
-//! * `postgres_async*` (features `async`, `bb8`): a routed bb8 pool of async connections
-//!   against diesel-async's bb8 pool of `AsyncPgConnection` (both without a ping at checkout),
+//! * `postgres_async*`, `mariadb_async*` (features `async`, `bb8`; `mysql` for MariaDB): a
+//!   routed bb8 pool of async connections against diesel-async's bb8 pool of
+//!   `AsyncPgConnection` (`AsyncMysqlConnection`), both without a ping at checkout,
 //!   a checkout and one statement per call, each driven to completion on a current-thread
 //!   runtime of its side.
 //!
@@ -348,6 +349,94 @@ mod async_bench {
     };
     use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
+    /// Point selects and one-row inserts, plain against routed, in each `(mode, group)`:
+    /// `$plain` is diesel-async's own bb8 pool, the routed pool comes from a `Cluster<$conn>`
+    /// whose replica is the same server.
+    macro_rules! async_pairs {
+        ($c:expr, $rt:expr, $rt2:expr, $plain:expr, $url:expr, $conn:ty, $groups:expr) => {
+            for (mode, group) in $groups {
+                let routed_cluster = routed_on_itself::<$conn>(&$url, mode);
+                let routed = {
+                    let _runtime = $rt.enter();
+                    routed_cluster.bb8_pool("default").unwrap()
+                };
+                let mut g = $c.benchmark_group(group);
+                let (mut i, mut j) = (0i64, 0i64);
+                let (p, r) = ($plain.clone(), routed.clone());
+                interleaved(
+                    &mut g,
+                    "point_select",
+                    || {
+                        i = i % ROWS + 1;
+                        $rt.block_on(async {
+                            let mut conn = p.get().await.unwrap();
+                            let name: String = items::table
+                                .find(i)
+                                .select(items::name)
+                                .first(&mut *conn)
+                                .await
+                                .unwrap();
+                            std::hint::black_box(name);
+                        })
+                    },
+                    || {
+                        j = j % ROWS + 1;
+                        $rt2.block_on(diesel_sharding::task::scope(async {
+                            let mut conn = r.get().await.unwrap();
+                            let name: String = items::table
+                                .find(j)
+                                .select(items::name)
+                                .first(&mut *conn)
+                                .await
+                                .unwrap();
+                            std::hint::black_box(name);
+                        }))
+                    },
+                );
+                let mut n = 5_000_000_000i64;
+                let n2 = std::cell::Cell::new(6_000_000_000i64);
+                interleaved(
+                    &mut g,
+                    "insert_one",
+                    || {
+                        n += 1;
+                        $rt.block_on(async {
+                            let mut conn = p.get().await.unwrap();
+                            diesel::insert_into(items::table)
+                                .values((items::name.eq(format!("n{n}")), items::qty.eq(1)))
+                                .execute(&mut *conn)
+                                .await
+                                .unwrap();
+                        })
+                    },
+                    || {
+                        n2.set(n2.get() + 1);
+                        $rt2.block_on(diesel_sharding::task::scope(async {
+                            let mut conn = r.get().await.unwrap();
+                            diesel::insert_into(items::table)
+                                .values((
+                                    items::name.eq(format!("n{}", n2.get())),
+                                    items::qty.eq(1),
+                                ))
+                                .execute(&mut *conn)
+                                .await
+                                .unwrap();
+                        }))
+                    },
+                );
+                g.finish();
+            }
+        };
+    }
+
+    /// No ping at checkout, as the routed pool (diesel-async's default pings each time).
+    fn fast_recycling<C: diesel_async::pooled_connection::PoolableConnection + 'static>(
+    ) -> ManagerConfig<C> {
+        let mut config = ManagerConfig::default();
+        config.recycling_method = RecyclingMethod::Fast;
+        config
+    }
+
     pub(super) fn postgres_async(c: &mut Criterion) {
         let cluster = pg_cluster::PgCluster::start(0);
         cluster.create_database("bench");
@@ -375,88 +464,78 @@ mod async_bench {
             bb8::Pool::builder()
                 .max_size(1)
                 .build(
-                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(&url, {
-                        // no ping at checkout, as the routed pool (the default pings each time)
-                        let mut config = ManagerConfig::default();
-                        config.recycling_method = RecyclingMethod::Fast;
-                        config
-                    }),
+                    AsyncDieselConnectionManager::<AsyncPgConnection>::new_with_config(
+                        &url,
+                        fast_recycling(),
+                    ),
                 )
                 .await
                 .unwrap()
         });
-        for (mode, group) in [
-            ("pin", "postgres_async"),
-            ("read_your_writes", "postgres_async_read_your_writes"),
-        ] {
-            let routed_cluster = routed_on_itself::<PgConnection>(&url, mode);
-            let routed = {
-                let _runtime = rt.enter();
-                routed_cluster.bb8_pool("default").unwrap()
-            };
-            let mut g = c.benchmark_group(group);
-            let (mut i, mut j) = (0i64, 0i64);
-            let (p, r) = (plain.clone(), routed.clone());
-            interleaved(
-                &mut g,
-                "point_select",
-                || {
-                    i = i % ROWS + 1;
-                    rt.block_on(async {
-                        let mut conn = p.get().await.unwrap();
-                        let name: String = items::table
-                            .find(i)
-                            .select(items::name)
-                            .first(&mut *conn)
-                            .await
-                            .unwrap();
-                        std::hint::black_box(name);
-                    })
-                },
-                || {
-                    j = j % ROWS + 1;
-                    rt2.block_on(diesel_sharding::task::scope(async {
-                        let mut conn = r.get().await.unwrap();
-                        let name: String = items::table
-                            .find(j)
-                            .select(items::name)
-                            .first(&mut *conn)
-                            .await
-                            .unwrap();
-                        std::hint::black_box(name);
-                    }))
-                },
-            );
-            let mut n = 5_000_000_000i64;
-            let n2 = std::cell::Cell::new(6_000_000_000i64);
-            interleaved(
-                &mut g,
-                "insert_one",
-                || {
-                    n += 1;
-                    rt.block_on(async {
-                        let mut conn = p.get().await.unwrap();
-                        diesel::insert_into(items::table)
-                            .values((items::name.eq(format!("n{n}")), items::qty.eq(1)))
-                            .execute(&mut *conn)
-                            .await
-                            .unwrap();
-                    })
-                },
-                || {
-                    n2.set(n2.get() + 1);
-                    rt2.block_on(diesel_sharding::task::scope(async {
-                        let mut conn = r.get().await.unwrap();
-                        diesel::insert_into(items::table)
-                            .values((items::name.eq(format!("n{}", n2.get())), items::qty.eq(1)))
-                            .execute(&mut *conn)
-                            .await
-                            .unwrap();
-                    }))
-                },
-            );
-            g.finish();
-        }
+        async_pairs!(
+            c,
+            rt,
+            rt2,
+            plain,
+            url,
+            PgConnection,
+            [
+                ("pin", "postgres_async"),
+                ("read_your_writes", "postgres_async_read_your_writes"),
+            ]
+        );
+    }
+
+    /// The same on MariaDB: diesel-async's `AsyncMysqlConnection` on both sides.
+    #[cfg(feature = "mysql")]
+    pub(super) fn mariadb_async(c: &mut Criterion) {
+        use super::mariadb_cluster::{MariaCluster, Node};
+        use diesel::mysql::MysqlConnection;
+        use diesel_async::AsyncMysqlConnection;
+        let m = MariaCluster::start(0);
+        m.try_sql_as(
+            Node::Primary,
+            "app",
+            &format!(
+                "CREATE TABLE items (id BIGINT AUTO_INCREMENT PRIMARY KEY, name TEXT NOT NULL, qty INT NOT NULL);
+                 SET SESSION max_recursive_iterations = {ROWS};
+                 INSERT INTO items (name, qty) WITH RECURSIVE n(i) AS \
+                 (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) SELECT CONCAT('item', i), i FROM n;"
+            ),
+        )
+        .unwrap();
+        let url = m.url(Node::Primary);
+        let runtime = || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+        };
+        let (rt, rt2) = (runtime(), runtime());
+        let plain: bb8::Pool<AsyncMysqlConnection> = rt.block_on(async {
+            bb8::Pool::builder()
+                .max_size(1)
+                .build(
+                    AsyncDieselConnectionManager::<AsyncMysqlConnection>::new_with_config(
+                        &url,
+                        fast_recycling(),
+                    ),
+                )
+                .await
+                .unwrap()
+        });
+        async_pairs!(
+            c,
+            rt,
+            rt2,
+            plain,
+            url,
+            MysqlConnection,
+            [
+                ("pin", "mariadb_async"),
+                ("read_your_writes", "mariadb_async_read_your_writes"),
+            ]
+        );
     }
 }
 
@@ -466,6 +545,12 @@ use async_bench::postgres_async;
 #[cfg(not(all(feature = "async", feature = "bb8")))]
 fn postgres_async(_: &mut Criterion) {}
 
+#[cfg(all(feature = "async", feature = "bb8", feature = "mysql"))]
+use async_bench::mariadb_async;
+
+#[cfg(not(all(feature = "async", feature = "bb8", feature = "mysql")))]
+fn mariadb_async(_: &mut Criterion) {}
+
 criterion_group! {
     name = benches;
     // (criterion's generated function carries no docs)
@@ -473,6 +558,6 @@ criterion_group! {
         .sample_size(40)
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
-    targets = classify, sqlite, postgres, mariadb, postgres_async
+    targets = classify, sqlite, postgres, mariadb, postgres_async, mariadb_async
 }
 criterion_main!(benches);

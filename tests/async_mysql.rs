@@ -481,3 +481,61 @@ fn a_routed_async_connection_cannot_be_established_from_a_url() {
         .expect_err("established from a URL");
     assert!(err.to_string().contains("Cluster::get_async"), "{err}");
 }
+
+#[test]
+fn a_routed_statement_is_one_command_on_the_server_and_prepared_once() {
+    let m = start("INSERT INTO users (name) VALUES ('seed');");
+    m.log_statements(Node::Primary);
+    m.log_statements(Node::Replica(0));
+    for mode in ["pin", "read_your_writes"] {
+        let cluster = cluster_on(&m, &format!("[consistency]\nmode = \"{mode}\""));
+        m.clear_statement_log(Node::Primary);
+        m.clear_statement_log(Node::Replica(0));
+        let rt = runtime();
+        rt.block_on(task::scope(async {
+            let mut conn = cluster.get_async("default").await.unwrap();
+            for i in 0..20 {
+                add(&mut conn, &format!("{mode}{i}")).await;
+            }
+        }));
+        rt.block_on(task::scope(async {
+            let mut conn = cluster.get_async("default").await.unwrap();
+            for _ in 0..20 {
+                count(&mut conn, "seed").await;
+            }
+        }));
+        let inserts = m.logged(Node::Primary, "app", "INSERT");
+        let prepared = m.logged_commands(Node::Primary, "app", &["Prepare"], "INSERT");
+        let selects = m.logged(Node::Replica(0), "app", "SELECT COUNT(*)");
+        let prepared_selects =
+            m.logged_commands(Node::Replica(0), "app", &["Prepare"], "SELECT COUNT(*)");
+        assert_eq!((inserts, prepared), (20, 1), "{mode}: inserts, prepares");
+        assert_eq!(
+            (selects, prepared_selects),
+            (20, 1),
+            "{mode}: reads on the replica, prepares"
+        );
+        // nothing else per statement: each connection's setup (diesel-async's and
+        // mysql_async's `SET`s and variables, the monitor's socket and status checks and
+        // probes) and a position check or two, never one per statement
+        let per_connection = [
+            "SET ",
+            "SELECT @@max_allowed_packet",
+            "SELECT (SELECT HOST FROM information_schema.PROCESSLIST",
+            "SHOW SLAVE STATUS",
+            "SELECT @@global.",
+        ];
+        for (node, served) in [(Node::Primary, inserts), (Node::Replica(0), selects)] {
+            let others = m.logged(node, "app", "")
+                - served
+                - per_connection
+                    .iter()
+                    .map(|p| m.logged(node, "app", p))
+                    .sum::<i64>();
+            assert!(
+                others <= 3,
+                "{mode}: {others} other statements on {node:?} for 20 statements"
+            );
+        }
+    }
+}
