@@ -68,6 +68,46 @@ fn assert_hidden(what: &str, form: &str, text: &str) {
     }
 }
 
+/// The async connection's errors and `Debug` (feature `async`).
+#[cfg(feature = "async")]
+macro_rules! async_paths {
+    ($rt:expr, $cluster:expr, $url:expr) => {
+        $rt.block_on(async {
+            let mut conn = $cluster.get_async("default").await.unwrap();
+            let err = diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut conn)
+                .await
+                .expect_err("nothing listens there");
+            assert_hidden("an async query error", $url, &format!("{err} {err:?}"));
+            let Err(err) = conn.primary().await.map(drop) else {
+                panic!("nothing listens there")
+            };
+            assert_hidden("an async connect error", $url, &format!("{err} {err:?}"));
+            let Err(err) = conn.replica().await.map(drop) else {
+                panic!("nothing listens there")
+            };
+            assert_hidden("an async replica error", $url, &format!("{err} {err:?}"));
+            assert_hidden("Debug of the async connection", $url, &format!("{conn:?}"));
+        })
+    };
+}
+
+/// A bb8 pool's `Debug` and its connection's error (features `async`, `bb8`).
+#[cfg(feature = "bb8")]
+macro_rules! bb8_paths {
+    ($rt:expr, $cluster:expr, $url:expr) => {
+        $rt.block_on(async {
+            // (no ping at checkout: the checkout succeeds, the first statement fails)
+            let pool = $cluster.bb8_pool("default").unwrap();
+            assert_hidden("Debug of the bb8 pool", $url, &format!("{pool:?}"));
+            let mut conn = pool.get().await.unwrap();
+            let err = diesel_async::RunQueryDsl::execute(diesel::sql_query("SELECT 1"), &mut *conn)
+                .await
+                .expect_err("nothing listens there");
+            assert_hidden("a bb8 connection's error", $url, &format!("{err} {err:?}"));
+        })
+    };
+}
+
 #[test]
 fn no_output_path_shows_a_password_in_any_url_form() {
     let captured = Captured::default();
@@ -79,6 +119,11 @@ fn no_output_path_shows_a_password_in_any_url_form() {
 
     let forms = forms();
     assert!(forms.len() >= 20);
+    #[cfg(feature = "async")]
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for url in &forms {
         let settings = Settings::new()
             .database("default", DatabaseSettings::primary(url.clone()))
@@ -116,6 +161,10 @@ fn no_output_path_shows_a_password_in_any_url_form() {
             Ok(_) => panic!("nothing listens there"),
             Err(e) => assert_hidden("a standalone connect error", url, &format!("{e} {e:?}")),
         }
+        #[cfg(feature = "async")]
+        async_paths!(rt, cluster, url);
+        #[cfg(feature = "bb8")]
+        bb8_paths!(rt, cluster, url);
     }
     let log = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
     assert!(
@@ -123,6 +172,64 @@ fn no_output_path_shows_a_password_in_any_url_form() {
         "events were captured:\n{log}"
     );
     assert_hidden("a tracing event", "(all forms)", &log);
+}
+
+/// MySQL/MariaDB URLs (feature `mysql`): the same outputs, sync and async.
+#[cfg(feature = "mysql")]
+#[test]
+fn no_output_path_shows_a_password_of_a_mysql_url() {
+    use diesel::mysql::MysqlConnection;
+    let s = SECRET;
+    let forms = [
+        format!("mysql://u:{s}@127.0.0.1:1/db"),
+        "mysql://u:Hunter%32Zq@127.0.0.1:1/db".to_owned(),
+        format!("mysql://u:{s}@127.0.0.1:1/db?ssl_mode=DISABLED"),
+        format!("mysql://u:{s}:with:colons@127.0.0.1:1/db"),
+        format!("mysql://u%40x:{s}@127.0.0.1:1/db"),
+    ];
+    #[cfg(feature = "async")]
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut built = 0;
+    for url in &forms {
+        let settings = Settings::new()
+            .database("default", DatabaseSettings::primary(url.clone()))
+            .database(
+                "default_replica",
+                DatabaseSettings::replica(url.clone(), "default"),
+            );
+        assert_hidden("Debug of Settings", url, &format!("{settings:?}"));
+        built += 1;
+        let cluster = match Cluster::<MysqlConnection>::new(settings) {
+            Ok(c) => c,
+            Err(e) => {
+                assert_hidden("a settings error", url, &format!("{e} {e:?}"));
+                built -= 1;
+                continue;
+            }
+        };
+        assert_hidden("Debug of Cluster", url, &format!("{cluster:?}"));
+        let mut conn = cluster.get("default").unwrap();
+        let err = diesel::sql_query("SELECT 1")
+            .execute(&mut conn)
+            .expect_err("nothing listens there");
+        assert_hidden("a query error", url, &format!("{err} {err:?}"));
+        match RoutedConnection::<MysqlConnection>::establish(url) {
+            Ok(_) => panic!("nothing listens there"),
+            Err(e) => assert_hidden("a standalone connect error", url, &format!("{e} {e:?}")),
+        }
+        #[cfg(feature = "async")]
+        async_paths!(rt, cluster, url);
+        #[cfg(feature = "bb8")]
+        bb8_paths!(rt, cluster, url);
+    }
+    assert_eq!(
+        built,
+        forms.len(),
+        "every form made a cluster, whose paths were checked"
+    );
 }
 
 #[test]
