@@ -621,3 +621,117 @@ fn binds_of_custom_types_are_resolved_once_and_run_on_the_replica() {
     // `mood` once (and `no_such_type`, not found, each time it is bound)
     assert_eq!(lookups, 2, "custom types looked up {lookups} times");
 }
+
+#[test]
+fn writes_locking_reads_write_functions_ctes_and_session_state_run_on_the_primary() {
+    let s = setup(
+        "[pinning]\nseconds = 0\n[consistency]\nmode = \"eventual\"\nmonitor_interval = \"50ms\"",
+        false,
+    );
+    PgCluster::execute(&s.pg, Node::Primary, DB, "CREATE SEQUENCE tickets;");
+    s.pg.wait_all_caught_up();
+    s.pg.reset_all_statement_stats();
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let reasons = rt.block_on(task::scope(async move {
+        use diesel::sql_types::BigInt;
+        let mut reasons = Vec::new();
+        // each on a fresh connection: none inherits another's session
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let id: i64 = diesel::insert_into(users::table)
+            .values(users::name.eq("ada"))
+            .returning(users::id)
+            .get_result(&mut conn)
+            .await
+            .unwrap();
+        assert!(id > 0);
+        reasons.push(("INSERT ... RETURNING", conn.last_route().unwrap().reason));
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let locked: Vec<i64> = users::table
+            .select(users::id)
+            .filter(users::name.eq("seed"))
+            .for_update()
+            .load(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(locked.len(), 1);
+        reasons.push(("FOR UPDATE", conn.last_route().unwrap().reason));
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let ticket: i64 = diesel::select(diesel::dsl::sql::<BigInt>(
+            "/* a comment first */ nextval('tickets')",
+        ))
+        .get_result(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(ticket, 1);
+        reasons.push(("nextval", conn.last_route().unwrap().reason));
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let moved: Vec<i64> = diesel::dsl::sql::<BigInt>(
+            "-- a data-modifying CTE\nWITH moved AS (INSERT INTO users (name) VALUES ('cte') \
+             RETURNING id) SELECT id FROM moved",
+        )
+        .load(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(moved.len(), 1);
+        reasons.push(("a data-modifying CTE", conn.last_route().unwrap().reason));
+        // session state: the session's later reads follow it to the primary
+        let mut conn = cluster.get_async("default").await.unwrap();
+        conn.batch_execute(
+            "CREATE TEMPORARY TABLE scratch (x int); INSERT INTO scratch VALUES (1)",
+        )
+        .await
+        .unwrap();
+        let scratch: Vec<i32> =
+            diesel::dsl::sql::<diesel::sql_types::Integer>("SELECT x FROM scratch")
+                .load(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(scratch, vec![1]);
+        reasons.push((
+            "a temporary table's read",
+            conn.last_route().unwrap().reason,
+        ));
+        let mut conn = cluster.get_async("default").await.unwrap();
+        let _: Vec<bool> =
+            diesel::dsl::sql::<diesel::sql_types::Bool>("SELECT pg_try_advisory_lock(7)")
+                .load(&mut conn)
+                .await
+                .unwrap();
+        reasons.push(("an advisory lock", conn.last_route().unwrap().reason));
+        let n = count(&mut conn, "seed").await;
+        reasons.push(("a read after the lock", n.1));
+        reasons
+    }));
+    assert_eq!(
+        reasons,
+        vec![
+            ("INSERT ... RETURNING", RouteReason::Write),
+            ("FOR UPDATE", RouteReason::Locking),
+            ("nextval", RouteReason::WriteFunction),
+            ("a data-modifying CTE", RouteReason::Write),
+            ("a temporary table's read", RouteReason::Session),
+            ("an advisory lock", RouteReason::WriteFunction),
+            // a lock does not change what reads see (as for the sync connection)
+            ("a read after the lock", RouteReason::Replica),
+        ]
+    );
+    for (what, pattern) in [
+        ("INSERT ... RETURNING", "INSERT INTO \"users\"%RETURNING%"),
+        ("FOR UPDATE", "%FOR UPDATE%"),
+        ("nextval", "%nextval%"),
+        ("the CTE", "%WITH moved%"),
+        ("the temporary table", "%scratch%"),
+        ("the advisory lock", "%advisory%"),
+    ] {
+        assert!(
+            s.pg.statement_calls(Node::Primary, pattern) >= 1,
+            "{what} ran on the primary"
+        );
+        assert_eq!(
+            s.pg.statement_calls(Node::Replica(0), pattern),
+            0,
+            "{what} ran on the replica"
+        );
+    }
+}
