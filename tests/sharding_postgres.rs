@@ -155,3 +155,82 @@ fn the_ticket_sequence_hands_out_increasing_ids() {
     let b = cluster.ticket_id("directory").unwrap();
     assert!(b > a);
 }
+
+/// The sharding API's async connections (feature `async`): a row's shard, every shard at
+/// once, a deadline per shard.
+#[cfg(feature = "async")]
+#[test]
+fn async_work_on_every_shard_and_on_a_rows_shard_runs_there() {
+    let (pg, cluster) = setup(3, "bucketing = \"mod\"");
+    for id in 0..3 {
+        pg.execute(
+            Node::Primary,
+            &format!("users_{id}"),
+            &format!("CREATE TABLE marks (shard INT NOT NULL); INSERT INTO marks VALUES ({id});"),
+        );
+    }
+    pg.wait_all_caught_up();
+    pg.reset_all_statement_stats();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (each, of_row, timed) = rt.block_on(diesel_sharding::task::scope(async {
+        let mark = "SELECT shard::bigint AS v FROM marks";
+        let each = cluster
+            .on_all_shards_async("users", async |conn| {
+                diesel_async::RunQueryDsl::get_result::<i64>(diesel::dsl::sql::<BigInt>(mark), conn)
+                    .await
+            })
+            .await
+            .unwrap();
+        // user 4 lives on shard 4 mod 3 = 1
+        let mut conn = cluster.get_async_for(&Post { user_id: 4 }).await.unwrap();
+        let of_row: i64 =
+            diesel_async::RunQueryDsl::get_result(diesel::dsl::sql::<BigInt>(mark), &mut conn)
+                .await
+                .unwrap();
+        // shard 2 sleeps past the deadline; the others answer at once
+        let timed = cluster
+            .on_all_shards_async_within(
+                "users",
+                std::time::Duration::from_millis(300),
+                async |conn| {
+                    diesel_async::RunQueryDsl::get_result::<i64>(
+                        diesel::dsl::sql::<BigInt>(
+                            "SELECT shard::bigint AS v FROM marks, \
+                             LATERAL (SELECT pg_sleep(CASE WHEN shard = 2 THEN 2 ELSE 0 END)) s",
+                        ),
+                        conn,
+                    )
+                    .await
+                },
+            )
+            .await
+            .unwrap();
+        (each, of_row, timed)
+    }));
+    let got: Vec<i64> = each.into_iter().map(|r| r.result.unwrap()).collect();
+    assert_eq!(
+        got,
+        vec![0, 1, 2],
+        "each shard answered from its own database"
+    );
+    assert_eq!(of_row, 1);
+    let timed: Vec<String> = timed
+        .into_iter()
+        .map(|r| match r.result {
+            Ok(v) => v.to_string(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert_eq!(timed[..2], ["0".to_owned(), "1".to_owned()]);
+    assert!(timed[2].contains("users_2"), "{timed:?}");
+    // the reads ran on the shards' replica, not their primaries
+    assert_eq!(
+        pg.statement_calls(Node::Primary, "SELECT shard::bigint%"),
+        0
+    );
+    assert!(pg.statement_calls(Node::Replica(0), "SELECT shard::bigint AS v FROM marks") >= 4);
+}

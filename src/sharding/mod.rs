@@ -11,6 +11,8 @@ pub mod ids;
 mod model;
 mod runtime;
 pub(crate) mod storage;
+#[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
+mod tasks;
 
 pub(crate) use self::bucketing::Bucketer;
 pub use self::bucketing::{jump_hash, mod_bucket, Bucketing};

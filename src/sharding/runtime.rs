@@ -288,7 +288,7 @@ impl<C: RoutedBackend> Cluster<C> {
         self.get(&shard.database)
     }
 
-    fn database_of<M: ShardedModel>(&self, row: &M) -> Result<String> {
+    pub(crate) fn database_of<M: ShardedModel>(&self, row: &M) -> Result<String> {
         match M::SHARDING {
             Sharding::Database { .. } => self.database_for::<M>(),
             _ => self.shard_of(row).map(|s| s.database),
