@@ -72,6 +72,8 @@ pub mod sharding;
 mod stats;
 #[cfg(feature = "async")]
 pub mod task;
+#[cfg(feature = "tower")]
+pub mod web;
 
 #[cfg(feature = "async")]
 pub use crate::backend::AsyncRoutedBackend;

@@ -123,3 +123,54 @@ where
 {
     tokio::spawn(carry(future))
 }
+
+/// Runs blocking work (sync Diesel on a [`Cluster`](crate::Cluster)'s r2d2 pool) on tokio's
+/// blocking threads as part of the current scope: `f` starts with a copy of the scope's state
+/// (what it must see, its pin and mode), and what `f` writes joins the scope when it returns,
+/// as if it had run in place, so that a token taken afterwards
+/// ([`Cluster::token`](crate::Cluster::token), the web middleware's cookie) carries it.
+/// (`tokio::task::spawn_blocking` alone runs `f` on a thread with none of the scope.)
+///
+/// A panic in `f` is resumed in the caller.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use diesel_sharding::{pin, task};
+///
+/// task::scope(async {
+///     pin::pin_this_thread();
+///     assert!(task::spawn_blocking(pin::this_thread_is_pinned).await);
+/// })
+/// .await;
+/// # }
+/// # #[cfg(not(feature = "sqlite"))]
+/// # fn main() {}
+/// ```
+pub async fn spawn_blocking<F, R>(f: F) -> R
+where
+    F: FnOnce() -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let mut layer = Layer::fork();
+    let done = tokio::task::spawn_blocking(move || {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| layer.apply(f)));
+        (result, layer)
+    })
+    .await;
+    match done {
+        Ok((result, layer)) => {
+            layer.join();
+            match result {
+                Ok(value) => value,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        // the blocking thread was cancelled (the runtime shuts down) or panicked outside `f`
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("task::spawn_blocking: {e}"),
+        },
+    }
+}

@@ -349,7 +349,10 @@ fn thousands_of_tasks_over_a_small_bb8_pool_under_lag_never_read_stale() {
     });
     assert_eq!(stale, 0, "stale reads");
     assert!(own_on_primary > 0);
-    assert!(later_on_replica > 0, "no later read went back to the replica");
+    assert!(
+        later_on_replica > 0,
+        "no later read went back to the replica"
+    );
     // the servers agree: every insert on the primary, none on the replica
     assert_eq!(s.pg.statement_calls(Node::Primary, INSERT), 2000);
     assert_eq!(s.pg.statement_calls(Node::Replica(0), INSERT), 0);

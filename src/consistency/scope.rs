@@ -535,6 +535,32 @@ impl Layer {
         f()
     }
 
+    /// A forked state's work, awaited in place of the current scope's own (a blocking call),
+    /// is done: what it wrote (also writes whose position is not known yet) and its pin
+    /// windows join the current scope, as if the work had run here.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    pub(crate) fn join(self) {
+        let Layer::Own(own) = self else {
+            return self.finish();
+        };
+        let own = *own;
+        let _ = with_state(|s| {
+            if s.scopes.is_empty() {
+                s.scopes.push(Scope::default());
+            }
+            let last = s.scopes.len() - 1;
+            for scope in own.scopes {
+                s.scopes[last].absorb(scope);
+            }
+            for (db, until) in own.pin.writes {
+                match s.pin.writes.iter_mut().find(|(d, _)| *d == db) {
+                    Some((_, u)) => *u = (*u).max(until),
+                    None => s.pin.writes.push((db, until)),
+                }
+            }
+        });
+    }
+
     /// The future finished: a request scope's writes join the enclosing scope.
     pub(crate) fn finish(self) {
         if let Layer::Request(scope) = self {
