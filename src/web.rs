@@ -1,5 +1,6 @@
-//! Consistency tokens carried by HTTP requests (feature `tower`): a [tower](https://docs.rs/tower) layer for axum,
-//! tonic, hyper and anything else built on tower services.
+//! Consistency tokens carried by HTTP requests (feature `tower`): a
+//! [tower](https://docs.rs/tower) layer for axum, tonic, hyper and anything else built on
+//! tower services.
 //!
 //! [`ConsistencyLayer`] reads the token a client sent back (a cookie, or a request header),
 //! runs the request inside [`Cluster::with_token_async`] in a [task scope](crate::task::scope)
