@@ -54,6 +54,8 @@ struct Inner<C: RoutedBackend> {
     /// holds every pooled one (as a request handler that takes its token at the end does):
     /// as many as the pool's size, each opened when first needed, not per token.
     learners: BTreeMap<String, Vec<Learner<C>>>,
+    /// The keyed-sticking store, once set.
+    sticking: std::sync::OnceLock<crate::stick::Sticking>,
 }
 
 /// A connection [`Cluster::token`] may use, while no other thread does.
@@ -161,6 +163,7 @@ impl<C: RoutedBackend> Cluster<C> {
         Ok(Cluster {
             inner: Arc::new(Inner {
                 learners,
+                sticking: std::sync::OnceLock::new(),
                 primaries,
                 replicas,
                 groups: topology
@@ -491,6 +494,16 @@ impl<C: RoutedBackend> Cluster<C> {
                 },
             )
             .collect()
+    }
+
+    /// Every primary's shared state.
+    pub(crate) fn primary_states(&self) -> impl Iterator<Item = &Arc<PrimaryState>> {
+        self.inner.primaries.values().map(|(state, _)| state)
+    }
+
+    /// Where the keyed-sticking store is kept.
+    pub(crate) fn sticking_cell(&self) -> &std::sync::OnceLock<crate::stick::Sticking> {
+        &self.inner.sticking
     }
 
     /// The shared state of primary `name`.

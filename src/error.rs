@@ -83,6 +83,23 @@ pub enum Error {
         /// The bucketing.
         bucketing: &'static str,
     },
+    /// [`Cluster::stick`](crate::Cluster::stick) could not record the scope's token: the
+    /// store is down. The write is done and this scope reads it; work elsewhere under `key`
+    /// will not know of it.
+    #[error("cannot stick key `{key}`: {source}")]
+    StickStore {
+        /// The key.
+        key: String,
+        /// What the store said.
+        source: crate::stick::StoreError,
+    },
+    /// Keyed sticking without a store: call
+    /// [`Cluster::set_stick_store`](crate::Cluster::set_stick_store) first.
+    #[error("no stick store: call Cluster::set_stick_store before stick or with_key")]
+    NoStickStore,
+    /// [`Cluster::set_stick_store`](crate::Cluster::set_stick_store) was called twice.
+    #[error("the cluster has a stick store already")]
+    StickStoreSet,
     /// An async pool was built outside a tokio runtime (its reaper needs one).
     #[error("{what} needs a tokio runtime: build it inside one (`#[tokio::main]`, `Runtime::block_on`, `Runtime::enter`)")]
     NoRuntime {

@@ -70,6 +70,7 @@ mod routing;
 mod settings;
 pub mod sharding;
 mod stats;
+pub mod stick;
 #[cfg(feature = "async")]
 pub mod task;
 #[cfg(feature = "tower")]

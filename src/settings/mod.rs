@@ -51,6 +51,8 @@ use serde::Deserialize;
 use crate::error::SettingsError;
 
 pub(crate) use self::groups::GroupSpec;
+#[cfg(feature = "redis")]
+pub(crate) use self::url::secrets as url_secrets;
 #[cfg(feature = "postgres")]
 pub(crate) use self::url::with_libpq_option;
 pub(crate) use self::url::{scheme, scrub_text, SecretUrl};

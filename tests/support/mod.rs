@@ -4,3 +4,4 @@ pub(crate) mod mariadb_cluster;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql_users;
 pub(crate) mod pg_cluster;
+pub(crate) mod redis_server;
