@@ -3,7 +3,7 @@
 //! (another web process, an API client without cookies, a job) reads no older data.
 //!
 //! [`Cluster::stick`] adds the current scope's token (what it wrote and read) to the key's
-//! entries; [`Cluster::with_key`] (and [`Cluster::with_key_async`]) runs a closure under all
+//! entries; [`Cluster::with_key`] (and `with_key_async`, feature `async`) runs a closure under all
 //! of the key's entries merged, as [`Cluster::with_token`] does. An entry is removed once
 //! every replica of each of its databases has replayed it (it costs nothing any more), and at
 //! the latest when its key has seen no [`stick`](Cluster::stick) for the store's TTL.
@@ -90,7 +90,7 @@ impl<C: RoutedBackend> Cluster<C> {
     /// [`token`](Self::token)) under `key`, for [`with_key`](Self::with_key) anywhere that
     /// shares the store. Nothing is stored when the token is empty.
     ///
-    /// A blocking call to the store (use [`stick_async`](Self::stick_async) in async code).
+    /// A blocking call to the store (in async code, `stick_async`: feature `async`).
     pub fn stick(&self, key: &str) -> Result<()> {
         let sticking = self.sticking()?;
         let token = self.token();
@@ -103,8 +103,8 @@ impl<C: RoutedBackend> Cluster<C> {
     /// Runs `f` under everything stuck under `key` (as [`with_token`](Self::with_token) with
     /// the entries merged); with the store down, pinned to the primary, with a warning.
     ///
-    /// A blocking call to the store (use [`with_key_async`](Self::with_key_async) in async
-    /// code). Without a store set, [`Error::NoStickStore`].
+    /// A blocking call to the store (in async code, `with_key_async`: feature `async`).
+    /// Without a store set, [`Error::NoStickStore`].
     pub fn with_key<R>(&self, key: &str, f: impl FnOnce() -> R) -> Result<R> {
         let sticking = self.sticking()?;
         Ok(match self.entries(sticking, key) {
