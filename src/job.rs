@@ -32,6 +32,52 @@ pub enum DataConsistency {
     Delayed(Duration),
 }
 
+/// A job's payload with the token of the code that enqueued it, for job queues that store
+/// a serialisable payload (serde: the token travels as its string form, signed when the
+/// cluster has a `token_secret`). Make one with [`Cluster::job_payload`] where the job is
+/// enqueued, and run it with [`Cluster::run_payload`] in the worker.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use diesel_sharding::{Cluster, DataConsistency, JobPayload, Settings};
+/// use diesel::sqlite::SqliteConnection;
+///
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct SendWelcome {
+///     user_id: i64,
+/// }
+///
+/// let cluster: Cluster<SqliteConnection> =
+///     Cluster::new(Settings::from_toml_str("[databases.default]\nurl = \":memory:\"")?)?;
+/// // where the job is enqueued (after the user's row was written):
+/// let payload = cluster.job_payload(SendWelcome { user_id: 42 });
+/// let stored = toml::to_string(&payload)?; // or JSON, or the queue's own format
+/// // in the worker:
+/// let payload: JobPayload<SendWelcome> = toml::from_str(&stored)?;
+/// let sent = cluster.run_payload(&payload, DataConsistency::Sticky, |job| job.user_id)?;
+/// assert_eq!(sent, 42);
+/// # Ok(())
+/// # }
+/// # #[cfg(not(feature = "sqlite"))]
+/// # fn main() {}
+/// ```
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[non_exhaustive]
+pub struct JobPayload<T> {
+    /// What the job must see: [`Cluster::token`] where it was enqueued.
+    pub token: ConsistencyToken,
+    /// The job's own data.
+    pub job: T,
+}
+
+impl<T> JobPayload<T> {
+    /// `job` with `token` (usually [`Cluster::job_payload`] takes the token itself).
+    pub fn new(token: ConsistencyToken, job: T) -> Self {
+        JobPayload { token, job }
+    }
+}
+
 /// A `Delayed` job whose token no replica has replayed yet: retry it later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("no replica of `{database}` has replayed position {position} yet (waited {waited:?}): retry the job later")]
@@ -89,6 +135,23 @@ impl<C: RoutedBackend> Cluster<C> {
                 job()
             }
         })
+    }
+
+    /// `job` with this scope's [`token`](Self::token): what the job must see.
+    pub fn job_payload<T>(&self, job: T) -> JobPayload<T> {
+        JobPayload::new(self.token(), job)
+    }
+
+    /// Runs `f` on the payload's job under its token, as [`run_job`](Self::run_job) does. A
+    /// token signed with another secret (or not signed, where the cluster has one) is
+    /// ignored with a warning: the job then reads as one without a token.
+    pub fn run_payload<T, R>(
+        &self,
+        payload: &JobPayload<T>,
+        policy: DataConsistency,
+        f: impl FnOnce(&T) -> R,
+    ) -> Result<R, JobDelayed> {
+        self.run_job(&payload.token, policy, || f(&payload.job))
     }
 
     /// The mode a job reads in, if not the configured one: a job honours its token even

@@ -111,7 +111,7 @@ pub use crate::consistency::{
     Consistency, ConsistencyToken, Granularity, GtidSet, Position, PositionError, TokenError,
 };
 pub use crate::error::{Error, PositionUnknown, Result, SettingsError};
-pub use crate::job::{DataConsistency, JobDelayed};
+pub use crate::job::{DataConsistency, JobDelayed, JobPayload};
 pub use crate::manager::RoutedConnectionManager;
 pub use crate::routing::RouteReason;
 pub use crate::settings::{
