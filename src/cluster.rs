@@ -50,6 +50,8 @@ struct Inner<C: RoutedBackend> {
     _monitor: Monitor,
     /// Tokens are signed with it and must carry its signature.
     token_secret: Option<crate::consistency::TokenSecret>,
+    /// Retired secrets whose signatures are still accepted.
+    previous_secrets: Vec<crate::consistency::TokenSecret>,
     /// Per primary, connections of the cluster's own for [`Cluster::token`] when the caller
     /// holds every pooled one (as a request handler that takes its token at the end does):
     /// as many as the pool's size, each opened when first needed, not per token.
@@ -173,6 +175,7 @@ impl<C: RoutedBackend> Cluster<C> {
                     .collect(),
                 _monitor: monitor,
                 token_secret: topology.consistency.token_secret.clone(),
+                previous_secrets: topology.consistency.previous_secrets.clone(),
             }),
         })
     }
@@ -257,12 +260,23 @@ impl<C: RoutedBackend> Cluster<C> {
         Ok(token)
     }
 
-    /// Checks a token's signature when the cluster has a `token_secret` (else accepts it).
+    /// Checks a token's signature when the cluster has a `token_secret` (else accepts it):
+    /// signed with it, or with one of the `token_previous_secrets` being retired.
     pub fn check_token(&self, token: &ConsistencyToken) -> std::result::Result<(), TokenError> {
-        match &self.inner.token_secret {
-            Some(secret) => token.verify(&secret.0),
-            None => Ok(()),
+        let Some(secret) = &self.inner.token_secret else {
+            return Ok(());
+        };
+        let current = token.verify(&secret.0);
+        if current.is_err()
+            && self
+                .inner
+                .previous_secrets
+                .iter()
+                .any(|old| token.verify(&old.0).is_ok())
+        {
+            return Ok(());
         }
+        current
     }
 
     /// Learns the positions a token must carry that the scope does not know exactly yet.
@@ -613,6 +627,56 @@ mod tests {
         let forged: ConsistencyToken = "default-10".parse().unwrap();
         assert!(cluster.positions_of(&forged).is_empty(), "ignored");
         assert!(!format!("{cluster:?}").contains("a secret"));
+    }
+
+    #[test]
+    fn a_retired_secret_still_verifies_and_never_signs() {
+        let with = |toml: &str| {
+            Cluster::<SqliteConnection>::new(
+                Settings::from_toml_str(&format!(
+                    "{toml}\n[databases.default]\nurl = \":memory:\"\n"
+                ))
+                .unwrap(),
+            )
+        };
+        let old = with("[consistency]\ntoken_secret = \"the old secret, 16+ bytes\"").unwrap();
+        let new = with(
+            "[consistency]\ntoken_secret = \"the new secret, 16+ bytes\"\n\
+             token_previous_secrets = [\"the old secret, 16+ bytes\"]",
+        )
+        .unwrap();
+        let other = with("[consistency]\ntoken_secret = \"another secret, 16+ bytes\"").unwrap();
+        let mut token: ConsistencyToken = "default-10".parse().unwrap();
+        token.sign(b"the old secret, 16+ bytes");
+        let text = token.to_string();
+        old.parse_token(&text).unwrap();
+        new.parse_token(&text)
+            .expect("the retired secret still verifies");
+        assert!(other.parse_token(&text).is_err(), "a secret it never had");
+        // what the new cluster signs, the old one does not accept
+        let mut fresh: ConsistencyToken = "default-10".parse().unwrap();
+        fresh.sign(b"the new secret, 16+ bytes");
+        assert!(new.token().is_signed());
+        new.parse_token(&fresh.to_string()).unwrap();
+        assert!(old.parse_token(&fresh.to_string()).is_err());
+        // previous secrets are checked like the secret, and need one
+        let e = with("[consistency]\ntoken_previous_secrets = [\"the old secret, 16+ bytes\"]")
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("consistency.token_previous_secrets"),
+            "{e}"
+        );
+        let e = with(
+            "[consistency]\ntoken_secret = \"the new secret, 16+ bytes\"\n\
+             token_previous_secrets = [\"short\"]",
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string().contains("consistency.token_previous_secrets"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("short"), "{e}");
+        assert!(!format!("{new:?}").contains("old secret"));
     }
 
     #[test]

@@ -140,6 +140,8 @@ pub(crate) struct ConsistencySpec {
     pub(crate) granularity: Granularity,
     /// Tokens are signed with this, and must carry a valid signature (`token_secret`).
     pub(crate) token_secret: Option<TokenSecret>,
+    /// Secrets being retired: their signatures are still accepted.
+    pub(crate) previous_secrets: Vec<TokenSecret>,
 }
 
 /// Defaults of the `[consistency]` keys.
@@ -157,6 +159,7 @@ impl Default for ConsistencySpec {
             monitor_interval: DEFAULT_MONITOR_INTERVAL,
             granularity: Granularity::Database,
             token_secret: None,
+            previous_secrets: Vec::new(),
         }
     }
 }

@@ -200,6 +200,9 @@ struct ConsistencySettings {
     mode: Option<Choice<crate::Consistency>>,
     token_secret: Option<SecretString>,
     token_secret_env: Option<String>,
+    /// Secrets that signed tokens before `token_secret` did: still accepted, never used to
+    /// sign (a secret's rotation).
+    token_previous_secrets: Option<Vec<SecretString>>,
     max_lag: Option<DurationValue>,
     max_lag_bytes: Option<u64>,
     replica_wait: Option<DurationValue>,
@@ -327,7 +330,7 @@ const PINNING_KEYS: &str = "seconds";
 const ROUTING_KEYS: &str = "write_functions, unknown_functions, read_functions, replica_retry, \
      connect_timeout, replica_timeout, primary_timeout";
 const CONSISTENCY_KEYS: &str = "mode, max_lag, max_lag_bytes, replica_wait, monitor_interval, \
-     granularity, token_secret, token_secret_env";
+     granularity, token_secret, token_secret_env, token_previous_secrets";
 const DATABASE_KEYS: &str =
     "url, url_env, primary, pool_size, min_idle, connection_timeout, idle_timeout, max_lifetime, \
      read_strategy, weight, shard_group, shard_id";
@@ -470,6 +473,19 @@ impl Settings {
     #[must_use]
     pub fn token_secret(mut self, secret: impl Into<String>) -> Self {
         self.consistency.token_secret = Some(SecretString(secret.into()));
+        self
+    }
+
+    /// Also accepts tokens signed with `secret` (at least 16 bytes), a `token_secret` being
+    /// retired: the new secret signs every token from now on, and tokens signed with the old
+    /// one stay valid until their cookies, stuck keys and jobs are gone, when it is removed
+    /// from the settings. Needs a `token_secret`. Defaults to none.
+    #[must_use]
+    pub fn token_previous_secret(mut self, secret: impl Into<String>) -> Self {
+        self.consistency
+            .token_previous_secrets
+            .get_or_insert_with(Vec::new)
+            .push(SecretString(secret.into()));
         self
     }
 

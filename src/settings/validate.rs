@@ -543,8 +543,33 @@ impl Settings {
             }
             Some(s) => Some(crate::consistency::TokenSecret(s.into_bytes().into())),
         };
+        let mut previous_secrets = Vec::new();
+        for s in c.token_previous_secrets.iter().flatten() {
+            if token_secret.is_none() {
+                p.push(SettingsError::InvalidValue {
+                    database: None,
+                    key: "consistency.token_previous_secrets",
+                    value: "[\"***\"]".into(),
+                    reason: "previous secrets only verify tokens: set token_secret too".into(),
+                });
+                break;
+            }
+            if s.0.len() < 16 {
+                p.push(SettingsError::InvalidValue {
+                    database: None,
+                    key: "consistency.token_previous_secrets",
+                    value: "\"***\"".into(),
+                    reason: "each must be at least 16 bytes".into(),
+                });
+                continue;
+            }
+            previous_secrets.push(crate::consistency::TokenSecret(
+                s.0.clone().into_bytes().into(),
+            ));
+        }
         ConsistencySpec {
             token_secret,
+            previous_secrets,
             mode,
             max_lag: p.or(
                 duration(
