@@ -12,8 +12,10 @@
 //!
 //! On PostgreSQL the router also tracks WAL positions: a read goes to a replica only once it
 //! has replayed what the reader must see ([`consistency`]: read-your-writes by default,
-//! causal, strong; [`ConsistencyToken`]s carry that across requests and jobs). Models spread
-//! over shard groups with `#[derive(ShardedModel)]` ([`sharding`]).
+//! causal, strong; [`ConsistencyToken`]s carry that across requests and jobs: in cookies or
+//! headers with the `web` layer (feature `tower`), under a key in a shared store with
+//! [`stick`], in job payloads with [`JobPayload`]). Models spread over shard groups with
+//! `#[derive(ShardedModel)]` ([`sharding`]).
 //!
 //! ```
 //! use diesel::prelude::*;
