@@ -63,6 +63,18 @@ struct Inner<C: RoutedBackend> {
 /// A connection [`Cluster::token`] may use, while no other thread does.
 type Learner<C> = std::sync::Mutex<Option<crate::connection::RoutedConnection<C>>>;
 
+/// A server of the cluster as the settings declare it ([`Cluster::servers`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Server {
+    /// Its name in the settings.
+    pub name: String,
+    /// The primary it belongs to (its own name for a primary).
+    pub primary: String,
+    /// Is it a replica?
+    pub replica: bool,
+}
+
 impl<C: RoutedBackend> Clone for Cluster<C> {
     fn clone(&self) -> Self {
         Cluster {
@@ -508,6 +520,64 @@ impl<C: RoutedBackend> Cluster<C> {
                 },
             )
             .collect()
+    }
+
+    /// Every server of the cluster as the settings declare it: each primary, then its
+    /// replicas, primaries in name order.
+    pub fn servers(&self) -> Vec<Server> {
+        let mut out = Vec::new();
+        for (name, (state, _)) in &self.inner.primaries {
+            out.push(Server {
+                name: name.clone(),
+                primary: name.clone(),
+                replica: false,
+            });
+            for replica in state.replicas.iter() {
+                out.push(Server {
+                    name: replica.name.clone(),
+                    primary: name.clone(),
+                    replica: true,
+                });
+            }
+        }
+        out
+    }
+
+    /// A plain Diesel connection to server `name` (a primary or a replica), outside the
+    /// router and its pools: for tools that must reach one server in particular (the
+    /// command line's `check` and `status`). Opening it gives up after `connect_timeout`; a
+    /// replica's session is read-only. Errors name the server, never a password.
+    pub fn connect_to(&self, name: &str) -> Result<C> {
+        let (url, timeout, replica) = if let Some((state, _)) = self.inner.primaries.get(name) {
+            (state.open_url.clone(), state.connect_timeout, false)
+        } else {
+            let primary = self
+                .inner
+                .replicas
+                .get(name)
+                .ok_or_else(|| Error::UnknownDatabase {
+                    name: name.to_owned(),
+                })?;
+            let (state, _) = self.database(primary)?;
+            let replica = state
+                .replicas
+                .iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| Error::UnknownDatabase {
+                    name: name.to_owned(),
+                })?;
+            (replica.url.clone(), state.connect_timeout, true)
+        };
+        let failed = |message: String| Error::Connect {
+            database: name.to_owned(),
+            message,
+        };
+        let mut conn = C::connect(url.expose(), timeout)
+            .map_err(|e| failed(crate::connection::scrub_connection_error(e, &url).to_string()))?;
+        if replica {
+            C::prepare_replica(&mut conn).map_err(|e| failed(url.scrub(&e.to_string())))?;
+        }
+        Ok(conn)
     }
 
     /// Every primary's shared state.

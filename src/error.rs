@@ -159,6 +159,15 @@ pub enum Error {
         /// Where.
         database: String,
     },
+    /// A server could not be connected to ([`Cluster::connect_to`](crate::Cluster::connect_to));
+    /// the message is the driver's, without secrets.
+    #[error("cannot connect to `{database}`: {message}")]
+    Connect {
+        /// The server's name in the settings.
+        database: String,
+        /// Why.
+        message: String,
+    },
     /// The connection pool could not hand out a connection.
     #[error("connection pool of database `{database}`")]
     Pool {

@@ -81,7 +81,7 @@ pub mod web;
 #[cfg(feature = "async")]
 pub use crate::backend::AsyncRoutedBackend;
 pub use crate::backend::{RoutedBackend, RoutedLoad};
-pub use crate::cluster::{Cluster, Pool, PooledConnection};
+pub use crate::cluster::{Cluster, Pool, PooledConnection, Server};
 #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
 pub use crate::connection::asynchronous::AsyncRoutedConnection;
 pub use crate::connection::{Route, RoutedConnection};

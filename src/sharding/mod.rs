@@ -19,7 +19,7 @@ pub use self::bucketing::{jump_hash, mod_bucket, Bucketing};
 pub(crate) use self::group::Group;
 pub use self::group::Shard;
 pub use self::model::{fnv1a64, ShardBy, ShardKey, ShardedModel, Sharding, StoredShard};
-pub use self::runtime::{MigrationReport, ShardResult, DEFAULT_SHARD_PARALLELISM};
+pub use self::runtime::{DecodedId, MigrationReport, ShardResult, DEFAULT_SHARD_PARALLELISM};
 
 /// The uuid crate, whose `Uuid` [`ids::new_uuid`] returns: a well-kept crate for UUIDs, so
 /// callers name the same type without depending on a matching version themselves.

@@ -24,6 +24,18 @@ pub struct ShardResult<T> {
     pub result: Result<T>,
 }
 
+/// A global id taken apart ([`Cluster::decode_id`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecodedId {
+    /// The shard the id was made on.
+    pub shard: Shard,
+    /// When it was made (to the millisecond, by the group's clock).
+    pub made: std::time::SystemTime,
+    /// Its number within that millisecond on that shard.
+    pub sequence: u32,
+}
+
 /// What migrations did, per database, in the order they ran.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -119,6 +131,27 @@ impl<C: RoutedBackend> Cluster<C> {
         }
         let group = self.group(group_name, Some(model_name::<M>()))?;
         self.shard_of_key(group, key)
+    }
+
+    /// The shard of `key` in shard group `group`, without a model type (tools, the command
+    /// line): the same answer as [`shard_for`](Self::shard_for) gives a model of the group
+    /// whose key has `key`'s type.
+    pub fn shard_for_key<K: ShardKey + ?Sized>(&self, group: &str, key: &K) -> Result<Shard> {
+        let group = self.group(group, None)?;
+        self.shard_of_key(group, key)
+    }
+
+    /// What a global id of `group` holds: the shard it was made on, when, and its sequence
+    /// number within that millisecond. Refused as [`shard_of_id`](Self::shard_of_id) refuses.
+    pub fn decode_id(&self, group: &str, id: i64) -> Result<DecodedId> {
+        let shard = self.shard_of_id(group, id)?;
+        let g = self.group(group, None)?;
+        let millis = ids::millis_of_id(id);
+        Ok(DecodedId {
+            shard,
+            made: g.epoch + std::time::Duration::from_millis(millis),
+            sequence: ids::sequence_of_id(id),
+        })
     }
 
     /// The shard of `key` in `group`.

@@ -1,0 +1,176 @@
+//! What the command line asks each server, per backend: its version, whether it is read-only,
+//! and how far a replica is behind.
+
+use diesel::prelude::*;
+use diesel::sql_types::{BigInt, Bool, Nullable, Text};
+
+/// One server as it describes itself.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Described {
+    /// `PostgreSQL 15.19`, `SQLite 3.40.1`.
+    pub(crate) version: String,
+    /// Does the server refuse writes (a replica in recovery, a read-only SQLite file)?
+    pub(crate) read_only: bool,
+    /// A replica that replays (`in recovery`), or a primary.
+    pub(crate) in_recovery: bool,
+    /// Replication, in a few words: replicas attached to a primary, a replica's receiver.
+    pub(crate) replication: String,
+}
+
+/// A replica's distance from its primary.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct Lag {
+    /// Time since the last replayed transaction, while it has not replayed all it received
+    /// (0 when caught up); `None` where the server cannot tell.
+    pub(crate) lag_ms: Option<i64>,
+    /// Bytes of WAL the primary has written that it has not replayed.
+    pub(crate) lag_bytes: Option<i64>,
+    /// Is replay paused?
+    pub(crate) paused: bool,
+}
+
+/// The servers' side of `check` and `status`, per Diesel connection type.
+pub(crate) trait Probe: diesel_sharding::RoutedBackend {
+    const BACKEND: &'static str;
+
+    fn describe(conn: &mut Self) -> QueryResult<Described>;
+
+    /// The primary's write position in bytes (for lag in bytes).
+    fn written_bytes(conn: &mut Self) -> QueryResult<Option<i64>>;
+
+    fn lag(conn: &mut Self, primary_position: Option<i64>) -> QueryResult<Lag>;
+}
+
+#[derive(QueryableByName)]
+struct PgDescribed {
+    #[diesel(sql_type = Text)]
+    version: String,
+    #[diesel(sql_type = Bool)]
+    in_recovery: bool,
+    #[diesel(sql_type = Bool)]
+    read_only: bool,
+    #[diesel(sql_type = BigInt)]
+    attached: i64,
+    #[diesel(sql_type = Nullable<Text>)]
+    receiver: Option<String>,
+}
+
+#[derive(QueryableByName)]
+struct PgLag {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    replay: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    lag_ms: Option<i64>,
+    #[diesel(sql_type = Bool)]
+    paused: bool,
+}
+
+#[derive(QueryableByName)]
+struct Position {
+    #[diesel(sql_type = Nullable<BigInt>)]
+    position: Option<i64>,
+}
+
+impl Probe for diesel::pg::PgConnection {
+    const BACKEND: &'static str = "PostgreSQL";
+
+    fn describe(conn: &mut Self) -> QueryResult<Described> {
+        let d: PgDescribed = diesel::sql_query(
+            "SELECT current_setting('server_version') AS version, \
+                    pg_is_in_recovery() AS in_recovery, \
+                    (pg_is_in_recovery() OR current_setting('default_transaction_read_only') = 'on') \
+                        AS read_only, \
+                    (SELECT count(*) FROM pg_stat_replication) AS attached, \
+                    (SELECT status FROM pg_stat_wal_receiver LIMIT 1) AS receiver",
+        )
+        .get_result(conn)?;
+        let replication = if d.in_recovery {
+            match d.receiver {
+                Some(status) => format!("replica, receiver {status}"),
+                None => "replica, no WAL receiver".to_owned(),
+            }
+        } else {
+            format!("primary, {} replica(s) attached", d.attached)
+        };
+        Ok(Described {
+            // `15.20 (Debian 15.20-0+deb12u1)`: the number
+            version: format!(
+                "{} {}",
+                Self::BACKEND,
+                d.version.split_whitespace().next().unwrap_or_default()
+            ),
+            read_only: d.read_only,
+            in_recovery: d.in_recovery,
+            replication,
+        })
+    }
+
+    fn written_bytes(conn: &mut Self) -> QueryResult<Option<i64>> {
+        let p: Position =
+            diesel::sql_query("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint AS position")
+                .get_result(conn)?;
+        Ok(p.position)
+    }
+
+    fn lag(conn: &mut Self, primary_position: Option<i64>) -> QueryResult<Lag> {
+        let l: PgLag = diesel::sql_query(
+            "SELECT (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint AS replay, \
+                    CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0 \
+                         ELSE (extract(epoch FROM now() - pg_last_xact_replay_timestamp()) * 1000)::bigint \
+                    END AS lag_ms, \
+                    pg_is_wal_replay_paused() AS paused",
+        )
+        .get_result(conn)?;
+        Ok(Lag {
+            lag_ms: l.lag_ms.map(|ms| ms.max(0)),
+            lag_bytes: match (primary_position, l.replay) {
+                (Some(primary), Some(replay)) => Some((primary - replay).max(0)),
+                _ => None,
+            },
+            paused: l.paused,
+        })
+    }
+}
+
+#[derive(QueryableByName)]
+struct SqliteVersion {
+    #[diesel(sql_type = Text)]
+    version: String,
+}
+
+impl Probe for diesel::sqlite::SqliteConnection {
+    const BACKEND: &'static str = "SQLite";
+
+    fn describe(conn: &mut Self) -> QueryResult<Described> {
+        let v: SqliteVersion =
+            diesel::sql_query("SELECT sqlite_version() AS version").get_result(conn)?;
+        // a replica's file is opened read-only: taking the write lock (and letting it go at
+        // once, writing nothing) tells
+        let read_only = {
+            use diesel::connection::SimpleConnection;
+            let refused = conn.batch_execute("BEGIN IMMEDIATE").is_err();
+            if !refused {
+                conn.batch_execute("ROLLBACK")?;
+            }
+            refused
+        };
+        Ok(Described {
+            version: format!("{} {}", Self::BACKEND, v.version),
+            read_only,
+            in_recovery: false,
+            replication: "a file (replicas read the same file)".to_owned(),
+        })
+    }
+
+    fn written_bytes(_conn: &mut Self) -> QueryResult<Option<i64>> {
+        Ok(None)
+    }
+
+    fn lag(_conn: &mut Self, _primary_position: Option<i64>) -> QueryResult<Lag> {
+        Ok(Lag {
+            lag_ms: Some(0),
+            lag_bytes: None,
+            paused: false,
+        })
+    }
+}
