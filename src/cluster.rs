@@ -201,11 +201,21 @@ impl<C: RoutedBackend> Cluster<C> {
 
     /// A routed connection from the pool of the primary `name`.
     pub fn get(&self, name: &str) -> Result<PooledConnection<C>> {
-        let (_, pool) = self.database(name)?;
-        pool.get().map_err(|source| Error::Pool {
+        let (db, pool) = self.database(name)?;
+        let conn = pool.get().map_err(|source| Error::Pool {
             database: name.to_owned(),
             source,
-        })
+        })?;
+        #[cfg(feature = "metrics")]
+        {
+            let state = pool.state();
+            db.counters
+                .meters
+                .pool(state.connections, state.idle_connections);
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = db;
+        Ok(conn)
     }
 
     /// The shard groups by name.

@@ -66,6 +66,7 @@ pub mod consistency;
 mod error;
 pub mod job;
 mod manager;
+pub mod metrics;
 pub mod pin;
 mod primary;
 mod routing;

@@ -165,7 +165,14 @@ impl PrimaryState {
             coarse_written: PositionCell::default(),
             primary_check: SharedCheck::default(),
             table_written: RwLock::new(HashMap::new()),
-            counters: Counters::new(spec.replicas.len()),
+            counters: Counters::new(
+                &spec.name,
+                &spec
+                    .replicas
+                    .iter()
+                    .map(|r| r.name.clone())
+                    .collect::<Vec<_>>(),
+            ),
             pool_size: spec.pool_size,
             pool: spec.pool,
             #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]

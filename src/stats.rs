@@ -12,21 +12,25 @@ pub(crate) struct Counters {
     by_replica: Vec<AtomicU64>,
     replica_failures: AtomicU64,
     failed: AtomicU64,
+    /// The same, and more, for the `metrics` facade (feature `metrics`).
+    pub(crate) meters: crate::metrics::Meters,
 }
 
 impl Counters {
-    pub(crate) fn new(replicas: usize) -> Self {
+    pub(crate) fn new(database: &str, replicas: &[String]) -> Self {
         Counters {
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
-            by_replica: (0..replicas).map(|_| AtomicU64::new(0)).collect(),
+            by_replica: (0..replicas.len()).map(|_| AtomicU64::new(0)).collect(),
             replica_failures: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            meters: crate::metrics::Meters::new(database, replicas),
         }
     }
 
     /// A routed statement returned an error (it is counted by its route too).
     pub(crate) fn failed(&self) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        self.meters.error();
     }
 
     pub(crate) fn count(&self, reason: RouteReason, replica: Option<usize>) {
@@ -34,10 +38,12 @@ impl Counters {
         if let Some(c) = replica.and_then(|i| self.by_replica.get(i)) {
             c.fetch_add(1, Ordering::Relaxed);
         }
+        self.meters.statement(reason, replica);
     }
 
     pub(crate) fn replica_failed(&self) {
         self.replica_failures.fetch_add(1, Ordering::Relaxed);
+        self.meters.replica_failure();
     }
 
     pub(crate) fn snapshot<'a>(

@@ -158,6 +158,14 @@ fn replica_read(
 fn replica_lost(db: &PrimaryState, i: usize) {
     db.replicas.mark_down(i);
     db.counters.replica_failed();
+    db.counters.meters.up(i, false);
+}
+
+/// A connection to replica `i` opened: it takes reads again.
+fn replica_back(db: &PrimaryState, i: usize) {
+    db.replicas.mark_up(i);
+    db.replicas.set_hung(i, false);
+    db.counters.meters.up(i, true);
 }
 
 /// Replica `i` of `db` could not be opened: [`replica_lost`], and reported.
@@ -313,6 +321,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// The primary's write position now (for a token whose writes' positions are not known
     /// yet): at or past every commit that has returned.
     pub(crate) fn current_write_position(&mut self) -> Option<Position> {
+        self.db.counters.meters.position_query();
         self.primary_call(C::write_position).ok().flatten()
     }
 

@@ -273,6 +273,7 @@ async fn wait_on_replica(io: &mut impl ReadIo, need: &Position, left: Duration) 
     if !io.open_replica(i).await {
         return false;
     }
+    db.counters.meters.replica_wait();
     match io.wait_on(i, need, left).await {
         ServerWait::Unsupported => false,
         ServerWait::Reached => {
@@ -542,6 +543,7 @@ impl<C: RoutedBackend> ReadIo for RoutedConnection<C> {
         &mut self,
         flush: bool,
     ) -> impl Future<Output = diesel::QueryResult<Option<Position>>> + Send {
+        self.db.counters.meters.position_query();
         std::future::ready(if flush {
             self.primary_call(C::flush_position)
         } else {
@@ -629,8 +631,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
         self.replicas[i] = None;
         match open_replica::<C>(&self.db, i, &self.instrumentation, self.cache_size) {
             Ok(conn) => {
-                self.db.replicas.mark_up(i);
-                self.db.replicas.set_hung(i, false);
+                super::replica_back(&self.db, i);
                 self.replicas[i] = Some(conn);
                 if self.db.has_positions {
                     // learns the position, and whether another server answers now

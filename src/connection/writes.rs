@@ -42,6 +42,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Reads the primary's position for the last committed write. If that fails, the write
     /// stays pending: this scope reads that database from the primary until it is known.
     pub(super) fn capture_position(&mut self, tables: &[TableId]) {
+        self.db.counters.meters.position_query();
         let position = match self.primary_call(C::write_position) {
             Ok(position) => position,
             Err(e) => {

@@ -81,6 +81,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 if let Target::Replica(i) = self.target {
                     // a server that takes no connection within connect_timeout answers nothing
                     database.replicas.set_hung(i, true);
+                    database.counters.meters.up(i, false);
                 }
             }
         }
@@ -107,6 +108,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                             probe.lag,
                             probe.identity,
                         );
+                        let bytes = database
+                            .known_primary_position()
+                            .and_then(|primary| primary.bytes_ahead_of(&probe.replay));
+                        database.counters.meters.lag(i, probe.lag, bytes);
                         true
                     }
                     Ok(None) => true,
@@ -116,6 +121,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             drop(call);
             if let Target::Replica(i) = self.target {
                 database.replicas.set_hung(i, !ok && watch.was_cut());
+                database
+                    .counters
+                    .meters
+                    .up(i, ok && database.replicas.is_healthy(i));
             }
             if !ok {
                 self.conn = None;

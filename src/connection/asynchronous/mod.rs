@@ -516,8 +516,7 @@ impl<C: AsyncRoutedBackend> ReadIo for AsyncRoutedConnection<C> {
         };
         match opened {
             Ok(conn) => {
-                self.db.replicas.mark_up(i);
-                self.db.replicas.set_hung(i, false);
+                super::replica_back(&self.db, i);
                 let conn = self.configured(conn);
                 self.replicas[i] = Some(Replica {
                     conn,
@@ -600,6 +599,7 @@ impl<C: AsyncRoutedBackend> ReadIo for AsyncRoutedConnection<C> {
     }
 
     async fn primary_position(&mut self, flush: bool) -> QueryResult<Option<Position>> {
+        self.db.counters.meters.position_query();
         self.on_primary(move |conn| C::primary_position_async(conn, flush))
             .await
     }
