@@ -98,7 +98,10 @@ pub(crate) mod private {
         /// On a replica: its replay position alone, for checks on a connection whose server
         /// incarnation is known (see [`probe_replica`](Backend::probe_replica)).
         fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
-            Ok(Self::probe_replica(conn)?.map(|p| p.replay))
+            // a promoted server's positions are of another history: none learned from it
+            Ok(Self::probe_replica(conn)?
+                .filter(|p| !p.promoted)
+                .map(|p| p.replay))
         }
 
         /// On a replica: waits on the server until it has applied `position`, at most
@@ -280,6 +283,9 @@ pub struct ReplicaProbe {
     /// Which incarnation of the server answered (its start time; 0: not known). Another
     /// value means a restart or another server behind the address: positions start over.
     pub identity: u64,
+    /// The server is not replaying (promoted, or a primary behind a replica's address): its
+    /// positions belong to another history, and it takes no replica reads.
+    pub promoted: bool,
 }
 
 /// The outcome of a load tried on a replica.
@@ -436,6 +442,7 @@ pub(crate) mod pg {
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
             diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
             diesel::sql_types::BigInt,
+            diesel::sql_types::Bool,
         ),
     > + QueryFragment<Pg>
            + QueryId
@@ -456,17 +463,19 @@ pub(crate) mod pg {
             diesel::dsl::sql::<BigInt>(
                 "(extract(epoch FROM pg_postmaster_start_time()) * 1000000)::bigint",
             ),
+            diesel::dsl::sql::<diesel::sql_types::Bool>("pg_is_in_recovery()"),
         ))
     }
 
     /// [`replica_probe_query`]'s row as a probe.
     pub(crate) fn replica_probe(
-        (replay, lag_ms, started): (Option<i64>, Option<i64>, i64),
+        (replay, lag_ms, started, in_recovery): (Option<i64>, Option<i64>, i64, bool),
     ) -> Option<ReplicaProbe> {
         replay.map(|r| ReplicaProbe {
             replay: Position::Lsn(r.max(0) as u64),
             lag: std::time::Duration::from_millis(lag_ms.unwrap_or(0).max(0) as u64),
             identity: started.max(1) as u64,
+            promoted: !in_recovery,
         })
     }
 
@@ -928,6 +937,9 @@ pub(crate) mod mysql {
                 replay,
                 lag: replication_lag(conn)?,
                 identity: identity_of(started, server_id),
+                // (MySQL: a replica whose replication was stopped and made writable is not
+                // told apart yet; its stopped replication keeps it past `max_lag`)
+                promoted: false,
             }))
         }
 

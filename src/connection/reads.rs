@@ -655,7 +655,8 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             if replica.identity == 0 {
                 // the connection's first check: which server incarnation it talks to, too
                 C::probe_replica(&mut replica.conn).map(|p| {
-                    p.map(|p| {
+                    // a promoted server's positions are of another history: none learned
+                    p.filter(|p| !p.promoted).map(|p| {
                         replica.identity = p.identity;
                         p.replay
                     })

@@ -100,7 +100,27 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                     Err(_) => false,
                 },
                 Target::Replica(i) => match C::probe_replica(c) {
+                    Ok(Some(probe)) if probe.promoted => {
+                        if database.replicas.set_promoted(i, true) {
+                            let name = database.replicas.get(i).map_or("?", |r| r.name.as_str());
+                            tracing::error!(
+                                target: "diesel_sharding::monitor",
+                                database = %database.name,
+                                replica = name,
+                                "a replica is not replaying (promoted?): it takes no reads, and \
+                                 its positions are not trusted, until it replays again"
+                            );
+                        }
+                        true
+                    }
                     Ok(Some(probe)) => {
+                        if database.replicas.set_promoted(i, false) {
+                            tracing::info!(
+                                target: "diesel_sharding::monitor",
+                                database = %database.name,
+                                "a replica replays again: it takes reads"
+                            );
+                        }
                         database.replicas.probed(
                             i,
                             started_ms,
@@ -121,10 +141,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             drop(call);
             if let Target::Replica(i) = self.target {
                 database.replicas.set_hung(i, !ok && watch.was_cut());
-                database
-                    .counters
-                    .meters
-                    .up(i, ok && database.replicas.is_healthy(i));
+                database.counters.meters.up(
+                    i,
+                    ok && database.replicas.is_healthy(i) && !database.replicas.is_promoted(i),
+                );
             }
             if !ok {
                 self.conn = None;

@@ -90,6 +90,9 @@ pub(crate) struct Replica {
     generation: AtomicU64,
     /// Its probe went unanswered past `replica_timeout`: calls in progress on it are cut.
     hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// The server behind the address does not replay (promoted): no replica reads, no
+    /// positions, until a probe finds it replaying again.
+    promoted: std::sync::atomic::AtomicBool,
     /// When a new incarnation was last seen (restarted, rebuilt, replaced), in milliseconds
     /// after the epoch (0: never): positions seen before it say nothing about it.
     renewed_ms: AtomicU64,
@@ -160,6 +163,7 @@ impl ReplicaSet {
                 replay: PositionCell::default(),
                 check: SharedCheck::default(),
                 lag_ms: AtomicU64::new(0),
+                promoted: std::sync::atomic::AtomicBool::new(false),
                 probed_ms: AtomicU64::new(0),
                 identity: AtomicU64::new(0),
                 hung: Default::default(),
@@ -206,6 +210,27 @@ impl ReplicaSet {
             r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
             r.probed_ms.store(self.now_ms(), Ordering::Relaxed);
         }
+    }
+
+    /// A probe found replica `index` replaying (`false`) or not (`true`: promoted). Returns
+    /// whether that changed. A promoted replica takes no reads, and the connections opened to
+    /// it are reopened when it replays again.
+    pub(crate) fn set_promoted(&self, index: usize, promoted: bool) -> bool {
+        let Some(r) = self.replicas.get(index) else {
+            return false;
+        };
+        let was = r.promoted.swap(promoted, Ordering::Relaxed);
+        if was != promoted {
+            r.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        was != promoted
+    }
+
+    /// Was replica `index` last found promoted?
+    pub(crate) fn is_promoted(&self, index: usize) -> bool {
+        self.replicas
+            .get(index)
+            .is_some_and(|r| r.promoted.load(Ordering::Relaxed))
     }
 
     /// A position covering every replay position seen on a replica.
@@ -337,7 +362,10 @@ impl ReplicaSet {
         let Some(r) = self.replicas.get(index) else {
             return Usability::Down;
         };
-        if !self.is_healthy(index) || r.hung.load(Ordering::Relaxed) {
+        if !self.is_healthy(index)
+            || r.hung.load(Ordering::Relaxed)
+            || r.promoted.load(Ordering::Relaxed)
+        {
             // skipped after a failure, or not answering its probe (until it answers again)
             return Usability::Down;
         }

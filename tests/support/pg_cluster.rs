@@ -1049,6 +1049,20 @@ impl PgCluster {
         }
     }
 
+    /// Promotes replica `i` (`pg_ctl promote -w`): it leaves recovery and takes writes, on
+    /// a timeline of its own (a failover, or an operator's mistake).
+    pub(crate) fn promote_replica(&self, i: usize) {
+        let k = self.index(Node::Replica(i));
+        let pg = install();
+        if let Err(e) = run(pg
+            .cmd("pg_ctl")
+            .args(["promote", "-w", "-t", "30", "-D"])
+            .arg(&self.nodes[k].data))
+        {
+            panic!("promoting replica {i} failed: {e}");
+        }
+    }
+
     /// Starts a stopped node (`pg_ctl start -w`); for a replica, also waits until its WAL
     /// receiver streams from the primary.
     pub(crate) fn start_node(&self, node: Node) {

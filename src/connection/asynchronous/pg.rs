@@ -105,9 +105,13 @@ impl AsyncBackend for PgConnection {
         // one statement tells both
         Box::pin(async move {
             let row = sql::replica_probe_query()
-                .get_result::<(Option<i64>, Option<i64>, i64)>(conn)
+                .get_result::<(Option<i64>, Option<i64>, i64, bool)>(conn)
                 .await?;
-            Ok(sql::replica_probe(row).map(|p| (p.replay, p.identity)))
+            // a promoted server's positions are of another history: none learned from it
+            // (the monitor takes it out of the reads)
+            Ok(sql::replica_probe(row)
+                .filter(|p| !p.promoted)
+                .map(|p| (p.replay, p.identity)))
         })
     }
 
