@@ -46,15 +46,11 @@ use diesel_sharding::{
 };
 use rand::Rng;
 
-#[allow(unreachable_pub)]
-#[path = "../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 use pg_cluster::PgCluster;
 
 #[cfg(feature = "mysql")]
-#[allow(unreachable_pub)]
-#[path = "../tests/support/mariadb_cluster.rs"]
-mod mariadb_cluster;
+use diesel_sharding_testing::mariadb as mariadb_cluster;
 
 mod schema {
     diesel::table! {

@@ -34,9 +34,7 @@ use diesel::prelude::*;
 use diesel_sharding::{Cluster, Settings};
 use rand::Rng;
 
-#[allow(unreachable_pub)]
-#[path = "../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 use pg_cluster::{Node, PgCluster};
 
 mod schema {

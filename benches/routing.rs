@@ -33,14 +33,10 @@ use diesel::sqlite::SqliteConnection;
 use diesel_sharding::__bench::CachedClassifier;
 use diesel_sharding::{pin, Cluster, Settings};
 
-#[allow(unreachable_pub)]
-#[path = "../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 
 #[cfg(feature = "mysql")]
-#[allow(unreachable_pub)]
-#[path = "../tests/support/mariadb_cluster.rs"]
-mod mariadb_cluster;
+use diesel_sharding_testing::mariadb as mariadb_cluster;
 
 mod schema {
     diesel::table! {

@@ -18,9 +18,7 @@ use diesel::prelude::*;
 use diesel_async::RunQueryDsl;
 use diesel_sharding::{task, AsyncRoutedPgConnection, Cluster, Settings};
 
-#[allow(unreachable_pub)]
-#[path = "../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 
 mod schema {
     diesel::table! {

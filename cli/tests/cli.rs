@@ -2,15 +2,11 @@
 //! streaming replica with two shard databases, its output and exit codes checked, and what
 //! `migrate` did checked on the servers.
 
-#[allow(unreachable_pub)]
-#[path = "../../tests/support/pg_cluster.rs"]
-mod pg_cluster;
-
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-use pg_cluster::{Node, PgCluster};
+use diesel_sharding_testing::postgres::{Node, PgCluster};
 
 /// The cluster: `default` (+ replica), shards `users_0`, `users_1` (+ replicas), and the
 /// settings file that declares them.

@@ -29,9 +29,7 @@ use std::time::Duration;
 use diesel::pg::PgConnection;
 use diesel_sharding::{Cluster, Settings};
 
-#[allow(unreachable_pub)]
-#[path = "../../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error>> {

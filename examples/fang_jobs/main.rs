@@ -21,9 +21,7 @@ use std::time::{Duration, Instant};
 use diesel::pg::PgConnection;
 use diesel_sharding::{Cluster, Settings};
 
-#[allow(unreachable_pub)]
-#[path = "../../tests/support/pg_cluster.rs"]
-mod pg_cluster;
+use diesel_sharding_testing::postgres as pg_cluster;
 
 fn main() -> Result<(), Box<dyn Error>> {
     println!("starting a PostgreSQL primary and streaming replica");
