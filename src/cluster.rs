@@ -268,10 +268,16 @@ impl<C: RoutedBackend> Cluster<C> {
                 None => token.require(name.clone(), position),
             }
         }
+        self.sign(&mut token);
+        token
+    }
+
+    /// Signs `token` with the cluster's secret, if it has one: for tokens it issues, and
+    /// for tokens it built from ones it verified (a merge drops their signatures).
+    pub(crate) fn sign(&self, token: &mut ConsistencyToken) {
         if let Some(secret) = &self.inner.token_secret {
             token.sign(&secret.0);
         }
-        token
     }
 
     /// Parses a token that came back from a cookie, a header or a job payload, and checks

@@ -44,10 +44,15 @@ fn start_pg() -> PgCluster {
 
 /// A cluster on `pg` (another "process" each time).
 fn cluster(pg: &PgCluster) -> Cluster<PgConnection> {
+    cluster_with(pg, "")
+}
+
+/// [`cluster`] with more `[consistency]` keys.
+fn cluster_with(pg: &PgCluster, consistency: &str) -> Cluster<PgConnection> {
     Cluster::new(
         Settings::from_toml_str(&format!(
             "[pinning]\nseconds = 0\n\
-             [consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"\n\
+             [consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"\n{consistency}\n\
              [databases.default]\nurl = \"{}\"\n\
              [databases.default_replica]\nurl = \"{}\"\nprimary = \"default\"\n",
             pg.primary_url(DB),
@@ -256,4 +261,32 @@ fn async_tasks_stick_and_read_under_a_key() {
     pg.resume_replay(0);
     assert_eq!(under_key, (1, RouteReason::Behind));
     assert_eq!(without, (0, RouteReason::Replica));
+}
+
+#[test]
+fn with_a_token_secret_the_stuck_entries_still_hold_reads_back() {
+    let pg = start_pg();
+    let store = MemoryStore::new();
+    let secret = "token_secret = \"a shared secret of 16+ bytes\"";
+    let (writer, reader) = (cluster_with(&pg, secret), cluster_with(&pg, secret));
+    writer
+        .set_stick_store(store.clone(), Duration::from_secs(60))
+        .unwrap();
+    reader
+        .set_stick_store(store, Duration::from_secs(60))
+        .unwrap();
+    pg.pause_replay(0);
+    writer.with_token(&ConsistencyToken::default(), || {
+        add(&writer, "ada");
+        add(&writer, "bob");
+        writer.stick("user:42").unwrap();
+    });
+    // a second entry under the key: the entries are merged, and the merge must still count
+    writer.with_token(&ConsistencyToken::default(), || {
+        add(&writer, "cy");
+        writer.stick("user:42").unwrap();
+    });
+    let under_key = reader.with_key("user:42", || count(&reader, "cy")).unwrap();
+    pg.resume_replay(0);
+    assert_eq!(under_key, (1, RouteReason::Behind));
 }

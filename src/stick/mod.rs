@@ -142,6 +142,8 @@ impl<C: RoutedBackend> Cluster<C> {
                 }
             }
         }
+        // every entry merged was verified: the merge (which drops signatures) is vouched for
+        self.sign(&mut merged);
         if !passed.is_empty() {
             if let Err(e) = sticking.store.forget(key, &passed) {
                 // harmless: they stay until the TTL
