@@ -95,6 +95,21 @@ pub(crate) mod private {
         /// On a replica: replay position and time lag, for the monitor.
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>>;
 
+        /// On the primary: the history it writes (PostgreSQL's timeline; `None` where the
+        /// backend has none). Another value than before means a failover, a restore or a
+        /// rebuild: positions seen before belong to another history.
+        fn primary_timeline(conn: &mut Self) -> QueryResult<Option<u32>> {
+            let _ = conn;
+            Ok(None)
+        }
+
+        /// On a replica: the history it replays (the timeline it streams, else the one of
+        /// its last restart point; `None` where the backend has none).
+        fn replica_timeline(conn: &mut Self) -> QueryResult<Option<u32>> {
+            let _ = conn;
+            Ok(None)
+        }
+
         /// On a replica: its replay position alone, for checks on a connection whose server
         /// incarnation is known (see [`probe_replica`](Backend::probe_replica)).
         fn replay_position(conn: &mut Self) -> QueryResult<Option<Position>> {
@@ -210,6 +225,14 @@ pub(crate) mod private {
             conn: &mut Self::Async,
             flush: bool,
         ) -> futures_util::future::BoxFuture<'_, QueryResult<Option<Position>>>;
+
+        /// On the primary: [`Backend::primary_timeline`].
+        fn primary_timeline_async(
+            conn: &mut Self::Async,
+        ) -> futures_util::future::BoxFuture<'_, QueryResult<Option<u32>>> {
+            let _ = conn;
+            Box::pin(std::future::ready(Ok(None)))
+        }
 
         /// On a replica: [`Backend::wait_for_replay`].
         fn wait_for_replay_async<'c>(
@@ -432,6 +455,54 @@ pub(crate) mod pg {
         fn probe_replica(conn: &mut Self) -> QueryResult<Option<ReplicaProbe>> {
             Ok(replica_probe(replica_probe_query().get_result(conn)?))
         }
+
+        fn primary_timeline(conn: &mut Self) -> QueryResult<Option<u32>> {
+            Ok(timeline_of(primary_timeline_query().get_result(conn)?))
+        }
+
+        fn replica_timeline(conn: &mut Self) -> QueryResult<Option<u32>> {
+            Ok(timeline_of(replica_timeline_query().get_result(conn)?))
+        }
+    }
+
+    /// The primary's timeline: the first 8 hex digits of the name of the WAL file it writes
+    /// (`pg_walfile_name` names it with the timeline being written, right after a promotion
+    /// too, where `pg_control_checkpoint()` shows the old one until the next checkpoint).
+    pub(crate) fn primary_timeline_query() -> impl diesel::query_builder::Query<
+        SqlType = diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    > + QueryFragment<Pg>
+           + QueryId
+           + RunQueryDsl<PgConnection>
+           + Send
+           + 'static {
+        diesel::select(diesel::dsl::sql::<diesel::sql_types::Nullable<diesel::sql_types::BigInt>>(
+            "CASE WHEN pg_is_in_recovery() THEN NULL \
+             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_flush_lsn()), 1, 8))::bit(32)::int::bigint END",
+        ))
+    }
+
+    /// A replica's timeline: the one its WAL receiver streams, else (not streaming, or the
+    /// receiver's details hidden from the role) the one of its last restart point.
+    pub(crate) fn replica_timeline_query() -> impl diesel::query_builder::Query<
+        SqlType = diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+    > + QueryFragment<Pg>
+           + QueryId
+           + RunQueryDsl<PgConnection>
+           + Send
+           + 'static {
+        diesel::select(diesel::dsl::sql::<
+            diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+        >(
+            "CASE WHEN pg_is_in_recovery() THEN coalesce(\
+               (SELECT received_tli FROM pg_stat_wal_receiver WHERE status = 'streaming'), \
+               (SELECT timeline_id FROM pg_control_checkpoint()))::bigint END",
+        ))
+    }
+
+    /// A timeline as the queries above give it.
+    pub(crate) fn timeline_of(value: Option<i64>) -> Option<u32> {
+        let tli = u32::try_from(value?).ok()?;
+        (tli != 0).then_some(tli)
     }
 
     /// What a replica has replayed (in bytes), its lag in milliseconds (0 when it has

@@ -390,6 +390,27 @@ impl PrimaryState {
         self.primary_position.get()
     }
 
+    /// The primary was found writing `timeline` (on a new connection to it, and by the
+    /// monitor). A change is a failover (or a restore): see
+    /// [`ReplicaSet::saw_primary_timeline`]; the primary's position is learned anew too.
+    /// What the process wrote keeps counting: a write the new primary has sits at or
+    /// before the new timeline's start, and a position the new primary has not reached is
+    /// clamped to its own when a read asks for it.
+    pub(crate) fn saw_primary_timeline(&self, timeline: u32) {
+        if let Some(before) = self.replicas.saw_primary_timeline(timeline) {
+            self.primary_position.clear();
+            tracing::error!(
+                target: "diesel_sharding::monitor",
+                database = %self.name,
+                before,
+                now = timeline,
+                "the primary writes another timeline (failover, or a restored primary): \
+                 replica positions are learned anew, and a replica takes reads again once \
+                 it replays the new timeline"
+            );
+        }
+    }
+
     /// The primary was seen at `position`.
     pub(crate) fn saw_primary_at(&self, position: &Position) {
         self.primary_position.raise(position);

@@ -759,6 +759,7 @@ fn open_primary<'a, C: RoutedBackend>(
             conn.set_prepared_statement_cache_size(size);
         }
         let watch = watch_of(&mut conn, None);
+        learn_primary_timeline(&mut conn, &watch, db)?;
         *slot = Some(Physical {
             conn,
             watch,
@@ -772,6 +773,36 @@ fn open_primary<'a, C: RoutedBackend>(
             "primary connection vanished".into(),
         )),
     }
+}
+
+/// On a new connection to the primary of a database with replicas, before anything else
+/// runs on it: which timeline the primary writes, so that after a failover no position of
+/// the old history is trusted for what this connection writes (see
+/// [`PrimaryState::saw_primary_timeline`]). Bounded by `primary_timeline`; a primary that
+/// does not answer is an error, a failed query only leaves the timeline to the monitor.
+fn learn_primary_timeline<C: RoutedBackend>(
+    conn: &mut C,
+    watch: &Watched,
+    db: &PrimaryState,
+) -> ConnectionResult<()> {
+    if !db.has_positions || db.replicas.len() == 0 {
+        return Ok(());
+    }
+    let timeline = {
+        let _call = watch.call(db.primary_timeout);
+        C::primary_timeline(conn)
+    };
+    match timeline {
+        Ok(Some(t)) => db.saw_primary_timeline(t),
+        Ok(None) => {}
+        Err(_) if watch.was_cut() => {
+            return Err(ConnectionError::BadConnection(
+                "the primary did not answer within routing.primary_timeout".into(),
+            ))
+        }
+        Err(_) => {}
+    }
+    Ok(())
 }
 
 /// The run step on the primary, for every entry point: opens it if needed (a failure to

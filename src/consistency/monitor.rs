@@ -90,7 +90,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             let started_ms = database.replicas.clock_ms();
             let call = watch.call(Some(database.replica_timeout));
             let ok = match self.target {
-                Target::Primary => match C::probe_primary(c) {
+                Target::Primary => match C::primary_timeline(c)
+                    .map(|t| t.map(|t| database.saw_primary_timeline(t)))
+                    .and_then(|_| C::probe_primary(c))
+                {
                     Ok(Some(pos)) => {
                         // covers every write that returned before the probe started
                         database.primary_probed(started_ms, &pos);
@@ -114,6 +117,20 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                         true
                     }
                     Ok(Some(probe)) => {
+                        // a timeline it cannot tell is not a failed probe
+                        let timeline = C::replica_timeline(c).ok().flatten();
+                        if database.replicas.set_timeline(i, timeline) {
+                            let name = database.replicas.get(i).map_or("?", |r| r.name.as_str());
+                            tracing::error!(
+                                target: "diesel_sharding::monitor",
+                                database = %database.name,
+                                replica = name,
+                                timeline,
+                                "a replica replays another timeline than the primary's (it \
+                                 follows a former primary): it takes no reads until it \
+                                 replays the primary's"
+                            );
+                        }
                         if database.replicas.set_promoted(i, false) {
                             tracing::info!(
                                 target: "diesel_sharding::monitor",
@@ -121,13 +138,15 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                                 "a replica replays again: it takes reads"
                             );
                         }
-                        database.replicas.probed(
-                            i,
-                            started_ms,
-                            &probe.replay,
-                            probe.lag,
-                            probe.identity,
-                        );
+                        if !database.replicas.is_on_other_timeline(i) {
+                            database.replicas.probed(
+                                i,
+                                started_ms,
+                                &probe.replay,
+                                probe.lag,
+                                probe.identity,
+                            );
+                        }
                         let bytes = database
                             .known_primary_position()
                             .and_then(|primary| primary.bytes_ahead_of(&probe.replay));
@@ -143,7 +162,9 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 database.replicas.set_hung(i, !ok && watch.was_cut());
                 database.counters.meters.up(
                     i,
-                    ok && database.replicas.is_healthy(i) && !database.replicas.is_promoted(i),
+                    ok && database.replicas.is_healthy(i)
+                        && !database.replicas.is_promoted(i)
+                        && !database.replicas.is_on_other_timeline(i),
                 );
             }
             if !ok {

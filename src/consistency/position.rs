@@ -663,6 +663,14 @@ impl PositionCell {
         }
     }
 
+    /// Forgets the position held (it belonged to another history).
+    pub(crate) fn clear(&self) {
+        if let Ok(mut other) = self.other.write() {
+            *other = None;
+            self.lsn.store(0, Relaxed);
+        }
+    }
+
     /// How many bytes of history the position held trails `primary`, where the backend
     /// counts bytes (an LSN; none held counts as 0).
     pub(crate) fn bytes_behind(&self, primary: &Position) -> Option<u64> {

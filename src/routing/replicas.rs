@@ -1,6 +1,6 @@
 //! A primary's replicas: which one takes the next read, and which are skipped after a failure.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -93,6 +93,8 @@ pub(crate) struct Replica {
     /// The server behind the address does not replay (promoted): no replica reads, no
     /// positions, until a probe finds it replaying again.
     promoted: std::sync::atomic::AtomicBool,
+    /// The timeline it was last found replaying (PostgreSQL; 0: not known).
+    timeline: AtomicU32,
     /// When a new incarnation was last seen (restarted, rebuilt, replaced), in milliseconds
     /// after the epoch (0: never): positions seen before it say nothing about it.
     renewed_ms: AtomicU64,
@@ -144,6 +146,11 @@ pub(crate) struct ReplicaSet {
     retry_after: Duration,
     epoch: Instant,
     limits: Limits,
+    /// The primary's timeline as last seen (PostgreSQL; 0: not known).
+    primary_timeline: AtomicU32,
+    /// The primary's timeline changed while the process ran (a failover): a replica whose
+    /// timeline is not known takes no reads until a probe finds it on the primary's.
+    timeline_changed: AtomicBool,
 }
 
 impl ReplicaSet {
@@ -170,6 +177,7 @@ impl ReplicaSet {
                 generation: AtomicU64::new(0),
                 renewed_ms: AtomicU64::new(0),
                 answered_ms: AtomicU64::new(0),
+                timeline: AtomicU32::new(0),
             })
             .collect::<Vec<_>>();
         // Round-robin starts at a random replica, so that every process does not hit the
@@ -186,6 +194,8 @@ impl ReplicaSet {
             retry_after,
             epoch: Instant::now(),
             limits: Limits::default(),
+            primary_timeline: AtomicU32::new(0),
+            timeline_changed: AtomicBool::new(false),
         }
     }
 
@@ -226,6 +236,62 @@ impl ReplicaSet {
         was != promoted
     }
 
+    /// The primary was found writing timeline `timeline`. Returns the one it wrote before
+    /// when that differs (a failover, or a primary restored or rebuilt): every replica's
+    /// positions are then forgotten and a replica takes reads again only once a probe finds
+    /// it on the new timeline, so that none serves a history the primary does not have.
+    pub(crate) fn saw_primary_timeline(&self, timeline: u32) -> Option<u32> {
+        let before = self.primary_timeline.swap(timeline, Ordering::Relaxed);
+        if before == 0 || before == timeline {
+            return None;
+        }
+        self.timeline_changed.store(true, Ordering::Relaxed);
+        let now = self.now_ms();
+        for r in &self.replicas {
+            r.timeline.store(0, Ordering::Relaxed);
+            r.replay.clear();
+            r.generation.fetch_add(1, Ordering::Relaxed);
+            r.renewed_ms.store(now, Ordering::Relaxed);
+        }
+        Some(before)
+    }
+
+    /// A probe found replica `index` replaying `timeline` (`None`: it could not tell).
+    /// Returns whether it is now found replaying another timeline than the primary's, and
+    /// was not found on that one before (to report it once).
+    pub(crate) fn set_timeline(&self, index: usize, timeline: Option<u32>) -> bool {
+        let Some(r) = self.replicas.get(index) else {
+            return false;
+        };
+        let was = self.on_other_timeline(r);
+        let timeline = timeline.unwrap_or(0);
+        let before = r.timeline.swap(timeline, Ordering::Relaxed);
+        let is = self.on_other_timeline(r);
+        if is != was {
+            r.generation.fetch_add(1, Ordering::Relaxed);
+        }
+        is && timeline != 0 && timeline != before
+    }
+
+    /// Is replica `index` known to replay another history than the primary's, or (after a
+    /// failover) not known to replay the primary's?
+    pub(crate) fn is_on_other_timeline(&self, index: usize) -> bool {
+        self.replicas
+            .get(index)
+            .is_some_and(|r| self.on_other_timeline(r))
+    }
+
+    fn on_other_timeline(&self, r: &Replica) -> bool {
+        let primary = self.primary_timeline.load(Ordering::Relaxed);
+        if primary == 0 {
+            return false;
+        }
+        match r.timeline.load(Ordering::Relaxed) {
+            0 => self.timeline_changed.load(Ordering::Relaxed),
+            replica => replica != primary,
+        }
+    }
+
     /// Was replica `index` last found promoted?
     pub(crate) fn is_promoted(&self, index: usize) -> bool {
         self.replicas
@@ -236,7 +302,12 @@ impl ReplicaSet {
     /// A position covering every replay position seen on a replica.
     pub(crate) fn max_replay(&self) -> Option<Position> {
         let mut max: Option<Position> = None;
-        for p in self.replicas.iter().filter_map(|r| r.replay.get()) {
+        let positions = self
+            .replicas
+            .iter()
+            .filter(|r| !self.on_other_timeline(r))
+            .filter_map(|r| r.replay.get());
+        for p in positions {
             match &mut max {
                 Some(m) => m.raise(&p),
                 None => max = Some(p),
@@ -365,6 +436,7 @@ impl ReplicaSet {
         if !self.is_healthy(index)
             || r.hung.load(Ordering::Relaxed)
             || r.promoted.load(Ordering::Relaxed)
+            || self.on_other_timeline(r)
         {
             // skipped after a failure, or not answering its probe (until it answers again)
             return Usability::Down;
@@ -567,6 +639,33 @@ mod tests {
         s.saw_replay(0, s.clock_ms(), &lsn(150), 7);
         assert!(s.has_replayed(0, &lsn(150)));
         assert_eq!(s.generation(0), 0);
+    }
+
+    #[test]
+    fn after_the_primary_changes_timeline_only_replicas_found_on_the_new_one_take_reads() {
+        let s = set(ReadStrategy::RoundRobin, &[1, 1, 1]);
+        let usable = |i| s.usability(i, None) == Usability::Usable;
+        // before any failover: an unknown timeline is trusted, another one is not
+        assert_eq!(s.saw_primary_timeline(1), None);
+        s.set_timeline(0, Some(1));
+        s.set_timeline(2, Some(7));
+        assert!(usable(0) && usable(1) && !usable(2));
+        s.saw_replay(0, s.clock_ms(), &lsn(500), 7);
+        let generation = s.generation(0);
+
+        // a failover: positions forgotten, connections reopened, no replica trusted
+        assert_eq!(s.saw_primary_timeline(2), Some(1));
+        assert_eq!(s.replay(0), None, "kept a position of the old timeline");
+        assert_ne!(s.generation(0), generation);
+        assert!(!usable(0) && !usable(1) && !usable(2));
+        assert_eq!(s.max_replay(), None);
+        // a replica left on the old timeline stays out; one on the new one comes back
+        assert!(s.set_timeline(0, Some(1)), "the divergence is not reported");
+        assert!(!s.set_timeline(0, Some(1)), "reported twice");
+        assert!(!s.set_timeline(1, Some(2)));
+        assert!(!usable(0) && usable(1));
+        assert!(s.is_on_other_timeline(0) && !s.is_on_other_timeline(1));
+        assert_eq!(s.saw_primary_timeline(2), None, "the same timeline again");
     }
 
     #[test]

@@ -1059,6 +1059,57 @@ impl PgCluster {
         }
     }
 
+    /// Fails over to replica `i`, as an orchestrator (Patroni, a managed service) does:
+    /// crashes the primary, promotes replica `i` (it writes a new timeline from where its
+    /// WAL ends) and moves it to the primary's address, so that every URL of the primary
+    /// now reaches it.
+    ///
+    /// Afterwards [`Node::Primary`] is the promoted server and `Node::Replica(i)` the former
+    /// primary's data directory, stopped (its port is replica `i`'s old one; a crashed
+    /// primary cannot rejoin without `pg_rewind`). The other replicas stream from the
+    /// primary's address: one whose WAL does not go past where replica `i`'s ended follows
+    /// the new timeline by itself (a stopped one once started again); one that replayed
+    /// further, which is a history the new primary does not have, cannot, and stays on the
+    /// old timeline. Replica `i` must be running; the primary may be stopped already.
+    pub fn fail_over(&mut self, i: usize) {
+        let k = self.index(Node::Replica(i));
+        if self.postmaster_pid(Node::Primary).is_some() {
+            self.kill_node(Node::Primary);
+        }
+        self.promote_replica(i);
+        let pg = install();
+        if let Err(e) = run(pg
+            .cmd("pg_ctl")
+            .args(["stop", "-m", "fast", "-w", "-t", "30", "-D"])
+            .arg(&self.nodes[k].data))
+        {
+            panic!("stopping the promoted replica {i} failed: {e}");
+        }
+        let (primary_port, replica_port) = (self.nodes[0].port, self.nodes[k].port);
+        append(
+            &self.nodes[k].data.join("postgresql.auto.conf"),
+            &format!("port = {primary_port}\n"),
+        );
+        append(
+            &self.nodes[0].data.join("postgresql.conf"),
+            &format!("port = {replica_port}\n"),
+        );
+        self.nodes.swap(0, k);
+        self.nodes[0].port = primary_port;
+        self.nodes[k].port = replica_port;
+        {
+            let mut frozen = self.lock_frozen();
+            frozen.remove(&0);
+            frozen.remove(&k);
+        }
+        if let Err(e) = self.pg_ctl_start(0).wait() {
+            panic!(
+                "starting the promoted replica at the primary's address failed: {e}\n{}",
+                self.log_tails(&[Node::Primary])
+            );
+        }
+    }
+
     /// Starts a stopped node (`pg_ctl start -w`); for a replica, also waits until its WAL
     /// receiver streams from the primary.
     pub fn start_node(&self, node: Node) {

@@ -197,7 +197,27 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
             let conn = connect::<C>(&url, self.db.connect_timeout)
                 .await
                 .map_err(|e| connection_error(&self.db.url, e))?;
-            self.primary = Some(self.configured(conn));
+            let mut conn = self.configured(conn);
+            if self.db.has_positions && self.db.replicas.len() > 0 {
+                // as the sync connection's `learn_primary_timeline`
+                let timeline = C::primary_timeline_async(&mut conn);
+                let timeline = match self.db.primary_timeout {
+                    None => timeline.await,
+                    Some(t) => tokio::time::timeout(t, timeline).await.map_err(|_| {
+                        diesel::result::Error::DatabaseError(
+                            diesel::result::DatabaseErrorKind::UnableToSendCommand,
+                            Box::new(
+                                "the primary did not answer within routing.primary_timeout"
+                                    .to_owned(),
+                            ),
+                        )
+                    })?,
+                };
+                if let Ok(Some(t)) = timeline {
+                    self.db.saw_primary_timeline(t);
+                }
+            }
+            self.primary = Some(conn);
         }
         match self.primary.as_mut() {
             Some(conn) => Ok(conn),

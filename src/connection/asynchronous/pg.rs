@@ -129,6 +129,15 @@ impl AsyncBackend for PgConnection {
             }
         })
     }
+
+    fn primary_timeline_async(
+        conn: &mut AsyncPgConnection,
+    ) -> BoxFuture<'_, QueryResult<Option<u32>>> {
+        Box::pin(async move {
+            let text = sql::primary_timeline_query().get_result(conn).await?;
+            Ok(sql::timeline_of(text))
+        })
+    }
     // PostgreSQL 15 has no wait for a replay position: the core polls
 }
 
