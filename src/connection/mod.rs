@@ -57,6 +57,9 @@ pub struct RoutedConnection<C: RoutedBackend> {
     dead_replica: Option<usize>,
     /// The primary connection broke (its server went away): reopened at the next call.
     dead_primary: bool,
+    /// Checked in since the last call: the first call of the next checkout looks whether
+    /// the server closed the idle primary connection.
+    look_at_idle_primary: bool,
     /// The last checkout left state in the primary's session: reset before the next call.
     reset_primary: bool,
     /// ... and in these replicas' sessions.
@@ -204,6 +207,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             current_replica: None,
             dead_replica: None,
             dead_primary: false,
+            look_at_idle_primary: false,
             reset_primary: false,
             reset_replicas: Vec::new(),
             placeholder_tm: AnsiTransactionManager::default(),
@@ -387,6 +391,7 @@ impl<C: RoutedBackend> RoutedConnection<C> {
             }
         }
         self.state = SessionState::default();
+        self.look_at_idle_primary = true;
         true
     }
 
@@ -721,6 +726,22 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     fn drop_dead_replica(&mut self) {
         if std::mem::take(&mut self.dead_primary) {
             self.primary = None;
+        }
+        if std::mem::take(&mut self.look_at_idle_primary) {
+            // closed by the server while in the pool (a restart, a failover): reopened, to
+            // whatever the address reaches now, instead of failing this checkout's first
+            // statement. Nothing of the session is lost: no transaction is open, and what
+            // the last checkout set is reset anyway.
+            let closed = self.primary.as_ref().is_some_and(|p| p.watch.peer_closed());
+            if closed && !self.in_transaction() {
+                tracing::debug!(
+                    target: "diesel_sharding::route",
+                    database = %self.db.name,
+                    "the primary closed this idle connection: reopened"
+                );
+                self.primary = None;
+                self.reset_primary = false;
+            }
         }
         if self.reset_primary || !self.reset_replicas.is_empty() {
             self.reset_sessions();

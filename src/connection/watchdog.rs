@@ -131,6 +131,25 @@ impl Watched {
         }
     }
 
+    /// Has the server closed the connection while it was idle (a restart, a failover, an
+    /// idle timeout)? One `poll(2)` that does not wait; `false` when the socket is not known.
+    #[allow(unsafe_code)]
+    pub(crate) fn peer_closed(&self) -> bool {
+        let Some(fd) = self.inner.fd else {
+            return false;
+        };
+        let mut p = libc::pollfd {
+            fd,
+            events: libc::POLLIN | libc::POLLRDHUP,
+            revents: 0,
+        };
+        // SAFETY: one valid `pollfd` for a descriptor this connection owns, and it is open:
+        // the caller holds the connection, no call is in progress on it, and a zero timeout
+        // returns at once.
+        let ready = unsafe { libc::poll(&mut p, 1, 0) };
+        ready == 1 && p.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+    }
+
     /// Was the socket shut by the watchdog (the last call ran past its bound)?
     pub(crate) fn was_cut(&self) -> bool {
         self.inner.call.lock().map(|c| c.cut).unwrap_or(false)
