@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 
 use crate::backend::RoutedBackend;
 use crate::consistency::{scope, Consistency, ConsistencyToken, Monitor, TokenError};
@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::manager::RoutedConnectionManager;
 use crate::primary::{Options, PrimaryState};
 use crate::routing::Classifier;
-use crate::settings::Settings;
+use crate::settings::{PrimarySpec, Settings, Topology};
 use crate::sharding::Group;
 use crate::stats::Stats;
 
@@ -41,9 +41,13 @@ pub struct Cluster<C: RoutedBackend> {
 }
 
 struct Inner<C: RoutedBackend> {
-    primaries: BTreeMap<String, (Arc<PrimaryState>, Pool<C>)>,
+    /// Each primary's shared state and pool (a reload that changes the pool's size or
+    /// options puts a new pool here).
+    primaries: BTreeMap<String, (Arc<PrimaryState>, RwLock<Pool<C>>)>,
     /// Replica name -> its primary's name.
-    replicas: BTreeMap<String, String>,
+    replicas: RwLock<BTreeMap<String, String>>,
+    /// What [`Cluster::reload`] compares with and builds from; one reload at a time.
+    reloading: Mutex<Reloading<C>>,
     /// Shard groups by name.
     groups: BTreeMap<String, Group>,
     /// Stops the replica monitor when the cluster goes away.
@@ -58,6 +62,24 @@ struct Inner<C: RoutedBackend> {
     learners: BTreeMap<String, Vec<Learner<C>>>,
     /// The keyed-sticking store, once set.
     sticking: std::sync::OnceLock<crate::stick::Sticking>,
+}
+
+/// The settings in force and what builds a pool, for [`Cluster::reload`].
+struct Reloading<C: RoutedBackend> {
+    topology: Topology,
+    configure: Arc<Configure<C>>,
+    workers: Arc<scheduled_thread_pool::ScheduledThreadPool>,
+}
+
+/// The hook of [`Cluster::with_pools`].
+type Configure<C> = dyn Fn(&str, r2d2::Builder<RoutedConnectionManager<C>>) -> r2d2::Builder<RoutedConnectionManager<C>>
+    + Send
+    + Sync;
+
+/// Reads a lock, also one a panicking thread held (what it guards is replaced whole).
+fn read_lock<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A connection [`Cluster::token`] may use, while no other thread does.
@@ -93,6 +115,8 @@ impl<C: RoutedBackend> Cluster<C> {
     /// [`new`](Self::new), with a hook that may change each primary's r2d2 pool builder
     /// (named by the primary) beyond the settings: an error or event handler, a connection
     /// customizer (its statements go through the routed connection like any other), ...
+    /// The cluster keeps the hook: a [`reload`](Self::reload) that changes a pool's size
+    /// builds that pool with it again.
     ///
     /// ```no_run
     /// # use diesel_sharding::{Cluster, Settings};
@@ -105,10 +129,14 @@ impl<C: RoutedBackend> Cluster<C> {
     pub fn with_pools(
         settings: Settings,
         configure: impl Fn(
-            &str,
-            r2d2::Builder<RoutedConnectionManager<C>>,
-        ) -> r2d2::Builder<RoutedConnectionManager<C>>,
+                &str,
+                r2d2::Builder<RoutedConnectionManager<C>>,
+            ) -> r2d2::Builder<RoutedConnectionManager<C>>
+            + Send
+            + Sync
+            + 'static,
     ) -> Result<Self> {
+        let configure: Arc<Configure<C>> = Arc::new(configure);
         let topology = settings.validate(C::NAME, C::check_url)?;
         let options = Options {
             classifier: Classifier::with_write_functions(&topology.write_functions)
@@ -149,22 +177,11 @@ impl<C: RoutedBackend> Cluster<C> {
                 // probed from when the process first uses the database
                 monitor.watch::<C>(&db, topology.consistency.monitor_interval);
             }
-            let builder = r2d2::Pool::builder()
-                .max_size(spec.pool_size)
-                .min_idle(Some(spec.pool.min_idle))
-                .connection_timeout(spec.pool.connection_timeout)
-                .idle_timeout(spec.pool.idle_timeout)
-                .max_lifetime(spec.pool.max_lifetime)
-                // no ping at checkout: a hung primary would hold every checkout, also of
-                // work that only reads; a broken connection shows on use and is reopened
-                .test_on_check_out(false)
-                .thread_pool(workers.clone());
-            let pool = configure(&spec.name, builder)
-                .build_unchecked(RoutedConnectionManager::new(db.clone()));
+            let pool = build_pool(spec, &db, &workers, &*configure);
             for r in &spec.replicas {
                 replicas.insert(r.name.clone(), spec.name.clone());
             }
-            primaries.insert(spec.name.clone(), (db, pool));
+            primaries.insert(spec.name.clone(), (db, RwLock::new(pool)));
         }
         let learners = topology
             .primaries
@@ -179,7 +196,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 learners,
                 sticking: std::sync::OnceLock::new(),
                 primaries,
-                replicas,
+                replicas: RwLock::new(replicas),
                 groups: topology
                     .groups
                     .iter()
@@ -188,6 +205,11 @@ impl<C: RoutedBackend> Cluster<C> {
                 _monitor: monitor,
                 token_secret: topology.consistency.token_secret.clone(),
                 previous_secrets: topology.consistency.previous_secrets.clone(),
+                reloading: Mutex::new(Reloading {
+                    topology,
+                    configure,
+                    workers,
+                }),
             }),
         })
     }
@@ -196,12 +218,13 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// An unknown name, or a replica's name, is an error that names it.
     pub fn pool(&self, name: &str) -> Result<Pool<C>> {
-        self.database(name).map(|(_, pool)| pool.clone())
+        self.database(name).map(|(_, pool)| read_lock(pool).clone())
     }
 
     /// A routed connection from the pool of the primary `name`.
     pub fn get(&self, name: &str) -> Result<PooledConnection<C>> {
         let (db, pool) = self.database(name)?;
+        let pool = read_lock(pool).clone();
         let conn = pool.get().map_err(|source| Error::Pool {
             database: name.to_owned(),
             source,
@@ -343,6 +366,7 @@ impl<C: RoutedBackend> Cluster<C> {
             // them all), else the cluster's learning connection if no other thread is using
             // it (never wait for that either: a hung server would hold everyone), else a
             // connection of its own
+            let pool = read_lock(pool).clone();
             if let Some(mut conn) = pool.try_get() {
                 self.learn_on(name, db, &mut conn, wrote, read);
                 continue;
@@ -548,7 +572,7 @@ impl<C: RoutedBackend> Cluster<C> {
                 primary: name.clone(),
                 replica: false,
             });
-            for replica in state.replicas.iter() {
+            for replica in state.replicas.all().iter().filter(|r| !r.is_retired()) {
                 out.push(Server {
                     name: replica.name.clone(),
                     primary: name.clone(),
@@ -567,18 +591,19 @@ impl<C: RoutedBackend> Cluster<C> {
         let (url, timeout, replica) = if let Some((state, _)) = self.inner.primaries.get(name) {
             (state.open_url.clone(), state.connect_timeout, false)
         } else {
-            let primary = self
-                .inner
-                .replicas
+            let primary = read_lock(&self.inner.replicas)
                 .get(name)
+                .cloned()
                 .ok_or_else(|| Error::UnknownDatabase {
                     name: name.to_owned(),
                 })?;
-            let (state, _) = self.database(primary)?;
+            let (state, _) = self.database(&primary)?;
             let replica = state
                 .replicas
+                .all()
                 .iter()
-                .find(|r| r.name == name)
+                .find(|r| r.name == name && !r.is_retired())
+                .cloned()
                 .ok_or_else(|| Error::UnknownDatabase {
                     name: name.to_owned(),
                 })?;
@@ -615,11 +640,11 @@ impl<C: RoutedBackend> Cluster<C> {
         Ok(self.database(name)?.0.clone())
     }
 
-    fn database(&self, name: &str) -> Result<&(Arc<PrimaryState>, Pool<C>)> {
+    fn database(&self, name: &str) -> Result<&(Arc<PrimaryState>, RwLock<Pool<C>>)> {
         if let Some(entry) = self.inner.primaries.get(name) {
             return Ok(entry);
         }
-        match self.inner.replicas.get(name) {
+        match read_lock(&self.inner.replicas).get(name) {
             Some(primary) => Err(Error::NotAPrimary {
                 name: name.to_owned(),
                 primary: primary.clone(),
@@ -628,6 +653,198 @@ impl<C: RoutedBackend> Cluster<C> {
                 name: name.to_owned(),
             }),
         }
+    }
+}
+
+/// The r2d2 pool of primary `spec`, from the settings and then the hook.
+fn build_pool<C: RoutedBackend>(
+    spec: &PrimarySpec,
+    db: &Arc<PrimaryState>,
+    workers: &Arc<scheduled_thread_pool::ScheduledThreadPool>,
+    configure: &Configure<C>,
+) -> Pool<C> {
+    let builder = r2d2::Pool::builder()
+        .max_size(spec.pool_size)
+        .min_idle(Some(spec.pool.min_idle))
+        .connection_timeout(spec.pool.connection_timeout)
+        .idle_timeout(spec.pool.idle_timeout)
+        .max_lifetime(spec.pool.max_lifetime)
+        // no ping at checkout: a hung primary would hold every checkout, also of
+        // work that only reads; a broken connection shows on use and is reopened
+        .test_on_check_out(false)
+        .thread_pool(workers.clone());
+    configure(&spec.name, builder).build_unchecked(RoutedConnectionManager::new(db.clone()))
+}
+
+/// What differs between `old` and `new` that a reload cannot change, if anything: the
+/// primaries and their URLs, the shard groups, and every setting but the replicas, their
+/// weights, the read strategies, the lag limits and the pools.
+fn not_reloadable(old: &Topology, new: &Topology) -> Option<String> {
+    let names = |t: &Topology| {
+        t.primaries
+            .iter()
+            .map(|p| p.name.clone())
+            .collect::<Vec<_>>()
+    };
+    if names(old) != names(new) {
+        return Some(format!(
+            "the set of primaries (now {:?}, asked {:?})",
+            names(old),
+            names(new)
+        ));
+    }
+    for (a, b) in old.primaries.iter().zip(&new.primaries) {
+        if a.url.expose() != b.url.expose() {
+            return Some(format!("the URL of primary `{}`", a.name));
+        }
+    }
+    if format!("{:?}", old.groups) != format!("{:?}", new.groups) {
+        return Some("`[shard_groups]` (a shard's database, a group's bucketing)".into());
+    }
+    let (c, d) = (&old.consistency, &new.consistency);
+    let secrets = |t: &Topology| {
+        let c = &t.consistency;
+        let mut all: Vec<&[u8]> = c.token_secret.iter().map(|s| &*s.0).collect();
+        all.extend(c.previous_secrets.iter().map(|s| &*s.0));
+        all.into_iter().map(<[u8]>::to_vec).collect::<Vec<_>>()
+    };
+    let checks: [(&str, bool); 13] = [
+        ("`pinning.seconds`", old.pin_window == new.pin_window),
+        (
+            "`routing.write_functions`",
+            old.write_functions == new.write_functions,
+        ),
+        (
+            "`routing.read_functions`",
+            old.read_functions == new.read_functions,
+        ),
+        (
+            "`routing.unknown_functions`",
+            old.unknown_functions == new.unknown_functions,
+        ),
+        (
+            "`routing.replica_retry`",
+            old.replica_retry == new.replica_retry,
+        ),
+        (
+            "`routing.connect_timeout`",
+            old.connect_timeout == new.connect_timeout,
+        ),
+        (
+            "`routing.replica_timeout`",
+            old.replica_timeout == new.replica_timeout,
+        ),
+        (
+            "`routing.primary_timeout`",
+            old.primary_timeout == new.primary_timeout,
+        ),
+        ("`consistency.mode`", c.mode == d.mode),
+        (
+            "`consistency.replica_wait`",
+            c.replica_wait == d.replica_wait,
+        ),
+        (
+            "`consistency.monitor_interval`",
+            c.monitor_interval == d.monitor_interval,
+        ),
+        ("`consistency.granularity`", c.granularity == d.granularity),
+        (
+            "`consistency.token_secret` (or its previous secrets)",
+            secrets(old) == secrets(new),
+        ),
+    ];
+    checks
+        .into_iter()
+        .find(|(_, same)| !same)
+        .map(|(what, _)| what.to_owned())
+}
+
+impl<C: RoutedBackend> Cluster<C> {
+    /// Applies new settings without a restart: each primary's replicas (added, removed, a
+    /// changed URL), their weights, the read strategies, the lag limits
+    /// (`consistency.max_lag`, `max_lag_bytes`) and the pools' sizes and options.
+    ///
+    /// The settings are validated as [`new`](Self::new) validates them, and compared with
+    /// the ones in force: an invalid file, or one that changes what cannot change while the
+    /// process runs (a primary's name or URL, the shard groups, the other `[routing]`,
+    /// `[pinning]` and `[consistency]` keys) is an error, and nothing changes.
+    ///
+    /// A replica kept (same name and URL) keeps what the router knows of it (positions,
+    /// health, counters). A removed replica takes no read once `reload` returns; a
+    /// connection on it finishes the statement it runs. Every replica's statement count in
+    /// [`stats`](Self::stats) stays under its name. A changed pool size or pool option
+    /// builds a new pool for the primary, with the [`with_pools`](Self::with_pools) hook:
+    /// [`pool`](Self::pool) and [`get`](Self::get) hand it out from then on, and a `Pool`
+    /// taken before keeps its size (its connections route with the new replicas and
+    /// limits all the same). Positions recorded by any thread or token stay valid.
+    ///
+    /// ```no_run
+    /// # use diesel_sharding::{Cluster, Settings};
+    /// # fn f(cluster: &Cluster<diesel::pg::PgConnection>) -> diesel_sharding::Result<()> {
+    /// // on SIGHUP, say
+    /// cluster.reload(Settings::from_file("databases.toml")?)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn reload(&self, settings: Settings) -> Result<()> {
+        let topology = settings.validate(C::NAME, C::check_url)?;
+        let mut reloading = self
+            .inner
+            .reloading
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(what) = not_reloadable(&reloading.topology, &topology) {
+            return Err(Error::Reload { what });
+        }
+        let connect_timeout = topology.connect_timeout;
+        let open_url = |url: &str| C::with_connect_timeout(&C::replica_url(url), connect_timeout);
+        let limits = crate::primary::limits(&topology.consistency, connect_timeout);
+        let interval = topology.consistency.monitor_interval;
+        let mut names = BTreeMap::new();
+        for spec in &topology.primaries {
+            let Some((db, pool)) = self.inner.primaries.get(&spec.name) else {
+                continue; // (the same primaries: checked above)
+            };
+            let had_replicas = db.replicas.len() > 0;
+            let added = db.replicas.reconcile(&spec.replicas, &open_url);
+            db.replicas.set_policy(spec.read_strategy, limits);
+            if C::HAS_POSITIONS && !added.is_empty() {
+                if !had_replicas {
+                    self.inner._monitor.watch::<C>(db, interval);
+                    if db.in_use() {
+                        db.activate_monitor();
+                    }
+                } else if db.in_use() {
+                    self.inner
+                        ._monitor
+                        .watch_replicas::<C>(db, &added, interval);
+                }
+            }
+            if db.pool_settings() != (spec.pool_size, spec.pool) {
+                db.set_pool_settings(spec.pool_size, spec.pool);
+                let new_pool = build_pool(spec, db, &reloading.workers, &*reloading.configure);
+                *pool
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = new_pool;
+            }
+            for r in &spec.replicas {
+                names.insert(r.name.clone(), spec.name.clone());
+            }
+            tracing::info!(
+                target: "diesel_sharding::settings",
+                database = %spec.name,
+                replicas = spec.replicas.len(),
+                added = added.len(),
+                pool_size = spec.pool_size,
+                "settings reloaded"
+            );
+        }
+        *self
+            .inner
+            .replicas
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = names;
+        reloading.topology = topology;
+        Ok(())
     }
 }
 
@@ -644,8 +861,10 @@ impl<C: RoutedBackend> fmt::Debug for Cluster<C> {
                         &self
                             .0
                             .replicas
+                            .all()
                             .iter()
-                            .map(|r| (r.name.as_str(), &r.url))
+                            .filter(|r| !r.is_retired())
+                            .map(|r| (r.name.clone(), r.url.clone()))
                             .collect::<BTreeMap<_, _>>(),
                     )
                     .finish()
@@ -659,7 +878,7 @@ impl<C: RoutedBackend> fmt::Debug for Cluster<C> {
                     .inner
                     .primaries
                     .iter()
-                    .map(|(n, (db, pool))| (n.as_str(), Primary(db, pool.max_size())))
+                    .map(|(n, (db, pool))| (n.as_str(), Primary(db, read_lock(pool).max_size())))
                     .collect::<BTreeMap<_, _>>(),
             )
             .finish()

@@ -168,6 +168,13 @@ pub enum Error {
         /// Why.
         message: String,
     },
+    /// [`Cluster::reload`](crate::Cluster::reload) was given settings that change what
+    /// cannot change while the process runs; nothing was changed.
+    #[error("cannot reload: {what} cannot change while the process runs (restart it for that); nothing was changed")]
+    Reload {
+        /// The setting, or the database, that differs.
+        what: String,
+    },
     /// The connection pool could not hand out a connection.
     #[error("connection pool of database `{database}`")]
     Pool {

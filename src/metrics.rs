@@ -34,35 +34,22 @@ pub(crate) struct Meters {
 struct Handles {
     /// Per reason, statements the primary ran.
     on_primary: Vec<metrics::Counter>,
-    /// Per replica, the statements it ran.
-    on_replica: Vec<metrics::Counter>,
     errors: metrics::Counter,
     replica_failures: metrics::Counter,
     position_queries: metrics::Counter,
     replica_waits: metrics::Counter,
-    lag_seconds: Vec<metrics::Gauge>,
-    lag_bytes: Vec<metrics::Gauge>,
-    up: Vec<metrics::Gauge>,
     pool_connections: metrics::Gauge,
     pool_idle: metrics::Gauge,
 }
 
 impl Meters {
-    /// The handles of primary `database` and its `replicas`, registered with the installed
-    /// recorder.
-    pub(crate) fn new(database: &str, replicas: &[String]) -> Self {
+    /// The handles of primary `database`, registered with the installed recorder (its
+    /// replicas' are [`ReplicaMeters`]).
+    pub(crate) fn new(database: &str) -> Self {
         #[cfg(feature = "metrics")]
         {
             let db = database.to_owned();
             let by_db = |name: &'static str| metrics::counter!(name, "database" => db.clone());
-            let per_replica = |name: &'static str| -> Vec<metrics::Gauge> {
-                replicas
-                    .iter()
-                    .map(
-                        |r| metrics::gauge!(name, "database" => db.clone(), "replica" => r.clone()),
-                    )
-                    .collect()
-            };
             let handles = Handles {
                 on_primary: RouteReason::ALL
                     .iter()
@@ -75,55 +62,37 @@ impl Meters {
                         )
                     })
                     .collect(),
-                on_replica: replicas
-                    .iter()
-                    .map(|r| {
-                        metrics::counter!(
-                            "diesel_sharding_statements_total",
-                            "database" => db.clone(),
-                            "server" => r.clone(),
-                            "reason" => RouteReason::Replica.as_str()
-                        )
-                    })
-                    .collect(),
                 errors: by_db("diesel_sharding_statement_errors_total"),
                 replica_failures: by_db("diesel_sharding_replica_failures_total"),
                 position_queries: by_db("diesel_sharding_position_queries_total"),
                 replica_waits: by_db("diesel_sharding_replica_waits_total"),
-                lag_seconds: per_replica("diesel_sharding_replica_lag_seconds"),
-                lag_bytes: per_replica("diesel_sharding_replica_lag_bytes"),
-                up: per_replica("diesel_sharding_replica_up"),
                 pool_connections: metrics::gauge!("diesel_sharding_pool_connections", "database" => db.clone()),
                 pool_idle: metrics::gauge!("diesel_sharding_pool_idle_connections", "database" => db.clone()),
             };
-            for up in &handles.up {
-                up.set(1.0);
-            }
             Meters {
                 handles: Some(Box::new(handles)),
             }
         }
         #[cfg(not(feature = "metrics"))]
         {
-            let _ = (database, replicas);
+            let _ = database;
             Meters {}
         }
     }
 
+    /// A statement the primary ran.
     #[inline]
-    pub(crate) fn statement(&self, reason: RouteReason, replica: Option<usize>) {
+    pub(crate) fn statement(&self, reason: RouteReason) {
         #[cfg(feature = "metrics")]
-        if let Some(h) = &self.handles {
-            let counter = match replica {
-                Some(i) => h.on_replica.get(i),
-                None => h.on_primary.get(reason.index()),
-            };
-            if let Some(c) = counter {
-                c.increment(1);
-            }
+        if let Some(c) = self
+            .handles
+            .as_ref()
+            .and_then(|h| h.on_primary.get(reason.index()))
+        {
+            c.increment(1);
         }
         #[cfg(not(feature = "metrics"))]
-        let _ = (reason, replica);
+        let _ = reason;
     }
 
     #[inline]
@@ -158,31 +127,6 @@ impl Meters {
         }
     }
 
-    /// Replica `i`'s lag at a probe: in time, and in bytes where known.
-    pub(crate) fn lag(&self, i: usize, lag: Duration, bytes: Option<u64>) {
-        #[cfg(feature = "metrics")]
-        if let Some(h) = &self.handles {
-            if let Some(g) = h.lag_seconds.get(i) {
-                g.set(lag.as_secs_f64());
-            }
-            if let (Some(g), Some(b)) = (h.lag_bytes.get(i), bytes) {
-                g.set(b as f64);
-            }
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = (i, lag, bytes);
-    }
-
-    /// Replica `i` takes reads (`true`) or is skipped.
-    pub(crate) fn up(&self, i: usize, up: bool) {
-        #[cfg(feature = "metrics")]
-        if let Some(g) = self.handles.as_ref().and_then(|h| h.up.get(i)) {
-            g.set(if up { 1.0 } else { 0.0 });
-        }
-        #[cfg(not(feature = "metrics"))]
-        let _ = (i, up);
-    }
-
     /// The pool's state at a checkout.
     #[cfg(feature = "metrics")]
     pub(crate) fn pool(&self, connections: u32, idle: u32) {
@@ -190,5 +134,85 @@ impl Meters {
             h.pool_connections.set(f64::from(connections));
             h.pool_idle.set(f64::from(idle));
         }
+    }
+}
+
+/// One replica's metric handles.
+#[derive(Debug, Default)]
+pub(crate) struct ReplicaMeters {
+    #[cfg(feature = "metrics")]
+    handles: Option<Box<ReplicaHandles>>,
+}
+
+#[cfg(feature = "metrics")]
+#[derive(Debug)]
+struct ReplicaHandles {
+    statements: metrics::Counter,
+    lag_seconds: metrics::Gauge,
+    lag_bytes: metrics::Gauge,
+    up: metrics::Gauge,
+}
+
+impl ReplicaMeters {
+    /// The handles of replica `replica` of `database`, registered with the installed
+    /// recorder; it counts as up.
+    pub(crate) fn new(database: &str, replica: &str) -> Self {
+        #[cfg(feature = "metrics")]
+        {
+            let (db, r) = (database.to_owned(), replica.to_owned());
+            let gauge = |name: &'static str| metrics::gauge!(name, "database" => db.clone(), "replica" => r.clone());
+            let handles = ReplicaHandles {
+                statements: metrics::counter!(
+                    "diesel_sharding_statements_total",
+                    "database" => db.clone(),
+                    "server" => r.clone(),
+                    "reason" => RouteReason::Replica.as_str()
+                ),
+                lag_seconds: gauge("diesel_sharding_replica_lag_seconds"),
+                lag_bytes: gauge("diesel_sharding_replica_lag_bytes"),
+                up: gauge("diesel_sharding_replica_up"),
+            };
+            handles.up.set(1.0);
+            ReplicaMeters {
+                handles: Some(Box::new(handles)),
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        {
+            let _ = (database, replica);
+            ReplicaMeters {}
+        }
+    }
+
+    /// A statement the replica ran.
+    #[inline]
+    pub(crate) fn statement(&self) {
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &self.handles {
+            h.statements.increment(1);
+        }
+    }
+
+    /// The replica's lag at a probe: in time, and in bytes where known.
+    pub(crate) fn lag(&self, lag: Duration, bytes: Option<u64>) {
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &self.handles {
+            h.lag_seconds.set(lag.as_secs_f64());
+            if let Some(b) = bytes {
+                h.lag_bytes.set(b as f64);
+            }
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = (lag, bytes);
+    }
+
+    /// The replica takes reads (`true`) or is skipped.
+    pub(crate) fn up(&self, up: bool) {
+        #[cfg(feature = "metrics")]
+        if let Some(h) = &self.handles {
+            h.up.set(if up { 1.0 } else { 0.0 });
+        }
+        #[cfg(not(feature = "metrics"))]
+        let _ = up;
     }
 }

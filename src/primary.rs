@@ -77,6 +77,8 @@ pub(crate) struct PrimaryState {
     /// Starts the monitor's probes of this database's servers, once (`None` when it has none,
     /// or they started).
     monitor_activation: Activation,
+    /// A connection of its pool was opened ([`activate_monitor`](Self::activate_monitor)).
+    in_use: std::sync::atomic::AtomicBool,
     /// The monitor's last probe of the primary: when it started, and the position it read.
     /// That position covers every write that returned before the probe started.
     primary_probe: std::sync::Mutex<Option<(u64, Position)>>,
@@ -97,19 +99,23 @@ pub(crate) struct PrimaryState {
         )),
         allow(dead_code)
     )]
-    pub(crate) pool_size: u32,
-    #[cfg_attr(
-        not(all(
-            feature = "async",
-            any(feature = "postgres", feature = "mysql"),
-            any(feature = "bb8", feature = "deadpool")
-        )),
-        allow(dead_code)
-    )]
-    pub(crate) pool: crate::settings::PoolSpec,
+    pool_settings: RwLock<(u32, crate::settings::PoolSpec)>,
     /// The async connections' custom types resolved so far.
     #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
     pub(crate) types: crate::backend::private::TypeCache,
+}
+
+/// The lag limits of `[consistency]`, and when a replica's last probe is too old.
+pub(crate) fn limits(c: &ConsistencySpec, connect_timeout: Duration) -> Limits {
+    Limits {
+        max_lag: c.max_lag,
+        max_lag_bytes: c.max_lag_bytes,
+        stale_after: c
+            .monitor_interval
+            .saturating_mul(2)
+            .saturating_add(connect_timeout)
+            .saturating_add(Duration::from_millis(500)),
+    }
 }
 
 /// The least position covering both (the newer, `b`, where they do not combine).
@@ -125,16 +131,7 @@ pub(crate) fn join(a: Option<Position>, b: Option<Position>) -> Option<Position>
 
 impl PrimaryState {
     pub(crate) fn new(spec: &PrimarySpec, o: &Options) -> Self {
-        let c = &o.consistency;
-        let limits = Limits {
-            max_lag: c.max_lag,
-            max_lag_bytes: c.max_lag_bytes,
-            stale_after: c
-                .monitor_interval
-                .saturating_mul(2)
-                .saturating_add(o.connect_timeout)
-                .saturating_add(Duration::from_millis(500)),
-        };
+        let limits = limits(&o.consistency, o.connect_timeout);
         let open_url = |url: &str| (o.connect_url)(&(o.replica_url)(url), o.connect_timeout);
         PrimaryState {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -142,6 +139,7 @@ impl PrimaryState {
             url: spec.url.clone(),
             open_url: SecretUrl::new((o.connect_url)(spec.url.expose(), o.connect_timeout)),
             replicas: ReplicaSet::new(
+                &spec.name,
                 &spec.replicas,
                 spec.read_strategy,
                 o.replica_retry,
@@ -161,20 +159,13 @@ impl PrimaryState {
             lazy_coarse_ms: AtomicU64::new(0),
             lazy_table_ms: RwLock::new(HashMap::new()),
             monitor_activation: Activation(std::sync::Mutex::new(None)),
+            in_use: std::sync::atomic::AtomicBool::new(false),
             primary_probe: std::sync::Mutex::new(None),
             coarse_written: PositionCell::default(),
             primary_check: SharedCheck::default(),
             table_written: RwLock::new(HashMap::new()),
-            counters: Counters::new(
-                &spec.name,
-                &spec
-                    .replicas
-                    .iter()
-                    .map(|r| r.name.clone())
-                    .collect::<Vec<_>>(),
-            ),
-            pool_size: spec.pool_size,
-            pool: spec.pool,
+            counters: Counters::new(&spec.name),
+            pool_settings: RwLock::new((spec.pool_size, spec.pool)),
             #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]
             types: Default::default(),
         }
@@ -208,6 +199,22 @@ impl PrimaryState {
         )
     }
 
+    /// The pool's size and options, as last configured (a reload changes them).
+    pub(crate) fn pool_settings(&self) -> (u32, crate::settings::PoolSpec) {
+        match self.pool_settings.read() {
+            Ok(p) => *p,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
+    /// Sets the pool's size and options (a reload).
+    pub(crate) fn set_pool_settings(&self, size: u32, pool: crate::settings::PoolSpec) {
+        match self.pool_settings.write() {
+            Ok(mut p) => *p = (size, pool),
+            Err(poisoned) => *poisoned.into_inner() = (size, pool),
+        }
+    }
+
     /// The mode in force given the caller's scope override (`with_consistency`): the
     /// override, else the settings, else the backend's default. Without positions, position
     /// modes fall back to `pin`.
@@ -239,19 +246,26 @@ impl PrimaryState {
 
     /// Counts a routed statement and reports it to `tracing`.
     pub(crate) fn routed(&self, reason: RouteReason, replica: Option<usize>) {
-        self.counters.count(reason, replica);
-        let server = match replica.and_then(|i| self.replicas.get(i)) {
-            Some(r) => r.name.as_str(),
-            None => self.name.as_str(),
+        self.counters.count(reason, replica.is_some());
+        let event = |server: &str, role: &str| {
+            tracing::debug!(
+                target: "diesel_sharding::route",
+                database = %self.name,
+                server,
+                role,
+                reason = reason.as_str(),
+                "routed statement"
+            );
         };
-        tracing::debug!(
-            target: "diesel_sharding::route",
-            database = %self.name,
-            server,
-            role = if replica.is_some() { "replica" } else { "primary" },
-            reason = reason.as_str(),
-            "routed statement"
-        );
+        match replica {
+            Some(i) => {
+                self.replicas.with(i, |r| {
+                    r.count_statement();
+                    event(&r.name, "replica");
+                });
+            }
+            None => event(&self.name, "primary"),
+        }
     }
 
     /// Until when a write committed now pins its writer's reads here (mode `pin`), if at all.
@@ -294,8 +308,14 @@ impl PrimaryState {
         }
     }
 
+    /// Has the process used this database (opened a connection of its pool)?
+    pub(crate) fn in_use(&self) -> bool {
+        self.in_use.load(Ordering::Relaxed)
+    }
+
     /// The process uses this database: its servers are probed from now on.
     pub(crate) fn activate_monitor(&self) {
+        self.in_use.store(true, Ordering::Relaxed);
         let start = self
             .monitor_activation
             .0
@@ -447,7 +467,12 @@ impl PrimaryState {
     }
 
     pub(crate) fn stats(&self) -> DatabaseStats {
-        self.counters
-            .snapshot(self.replicas.iter().map(|r| r.name.as_str()))
+        self.counters.snapshot(
+            self.replicas
+                .all()
+                .iter()
+                .filter(|r| !r.is_retired() || r.statements() > 0)
+                .map(|r| (r.name.clone(), r.statements())),
+        )
     }
 }

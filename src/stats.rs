@@ -9,7 +9,6 @@ use crate::routing::RouteReason;
 #[derive(Debug)]
 pub(crate) struct Counters {
     by_reason: [AtomicU64; RouteReason::ALL.len()],
-    by_replica: Vec<AtomicU64>,
     replica_failures: AtomicU64,
     failed: AtomicU64,
     /// The same, and more, for the `metrics` facade (feature `metrics`).
@@ -17,13 +16,12 @@ pub(crate) struct Counters {
 }
 
 impl Counters {
-    pub(crate) fn new(database: &str, replicas: &[String]) -> Self {
+    pub(crate) fn new(database: &str) -> Self {
         Counters {
             by_reason: std::array::from_fn(|_| AtomicU64::new(0)),
-            by_replica: (0..replicas.len()).map(|_| AtomicU64::new(0)).collect(),
             replica_failures: AtomicU64::new(0),
             failed: AtomicU64::new(0),
-            meters: crate::metrics::Meters::new(database, replicas),
+            meters: crate::metrics::Meters::new(database),
         }
     }
 
@@ -33,12 +31,12 @@ impl Counters {
         self.meters.error();
     }
 
-    pub(crate) fn count(&self, reason: RouteReason, replica: Option<usize>) {
+    /// Counts a routed statement by its reason (the replica that ran it counts it too).
+    pub(crate) fn count(&self, reason: RouteReason, on_replica: bool) {
         self.by_reason[reason.index()].fetch_add(1, Ordering::Relaxed);
-        if let Some(c) = replica.and_then(|i| self.by_replica.get(i)) {
-            c.fetch_add(1, Ordering::Relaxed);
+        if !on_replica {
+            self.meters.statement(reason);
         }
-        self.meters.statement(reason, replica);
     }
 
     pub(crate) fn replica_failed(&self) {
@@ -46,10 +44,8 @@ impl Counters {
         self.meters.replica_failure();
     }
 
-    pub(crate) fn snapshot<'a>(
-        &self,
-        replica_names: impl Iterator<Item = &'a str>,
-    ) -> DatabaseStats {
+    /// The counters, with each replica's `(name, statements)`.
+    pub(crate) fn snapshot(&self, replicas: impl Iterator<Item = (String, u64)>) -> DatabaseStats {
         let by_reason: BTreeMap<RouteReason, u64> = RouteReason::ALL
             .iter()
             .map(|r| (*r, self.by_reason[r.index()].load(Ordering::Relaxed)))
@@ -61,10 +57,11 @@ impl Counters {
             primary,
             replica,
             by_reason,
-            replicas: replica_names
-                .zip(&self.by_replica)
-                .map(|(n, c)| (n.to_owned(), c.load(Ordering::Relaxed)))
-                .collect(),
+            replicas: replicas.fold(BTreeMap::new(), |mut all, (name, n)| {
+                // a replica whose URL a reload changed: both slots under its name
+                *all.entry(name).or_insert(0) += n;
+                all
+            }),
             replica_failures: self.replica_failures.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
         }

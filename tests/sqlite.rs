@@ -758,12 +758,14 @@ fn connection_timeout_bounds_a_checkout_from_a_full_pool() {
 #[test]
 fn a_hook_may_configure_each_pool_beyond_the_settings() {
     let files = Files::new();
-    let named = std::sync::Mutex::new(Vec::new());
-    let cluster = Cluster::<SqliteConnection>::with_pools(files.settings(""), |name, builder| {
-        named.lock().unwrap().push(name.to_owned());
-        builder.max_size(3)
-    })
-    .unwrap();
+    let named = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = named.clone();
+    let cluster =
+        Cluster::<SqliteConnection>::with_pools(files.settings(""), move |name, builder| {
+            seen.lock().unwrap().push(name.to_owned());
+            builder.max_size(3)
+        })
+        .unwrap();
     assert_eq!(*named.lock().unwrap(), ["default"]);
     assert_eq!(cluster.pool("default").unwrap().max_size(), 3);
 }

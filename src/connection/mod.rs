@@ -161,20 +161,21 @@ fn replica_read(
 fn replica_lost(db: &PrimaryState, i: usize) {
     db.replicas.mark_down(i);
     db.counters.replica_failed();
-    db.counters.meters.up(i, false);
+    db.replicas.meter_up(i, false);
 }
 
 /// A connection to replica `i` opened: it takes reads again.
 fn replica_back(db: &PrimaryState, i: usize) {
     db.replicas.mark_up(i);
     db.replicas.set_hung(i, false);
-    db.counters.meters.up(i, true);
+    db.replicas.meter_up(i, true);
 }
 
 /// Replica `i` of `db` could not be opened: [`replica_lost`], and reported.
 fn replica_unreachable(db: &PrimaryState, i: usize, error: &dyn std::fmt::Display) {
     replica_lost(db, i);
-    let name = db.replicas.get(i).map(|r| r.name.as_str()).unwrap_or("?");
+    let replica = db.replicas.get(i);
+    let name = replica.as_ref().map_or("?", |r| r.name.as_str());
     tracing::warn!(
         target: "diesel_sharding::route",
         database = %db.name,

@@ -617,6 +617,10 @@ impl<C: RoutedBackend> RoutedConnection<C> {
     /// Opens replica `i` if needed; on failure it is skipped for the backoff.
     #[inline]
     fn ensure_replica_open(&mut self, i: usize) -> bool {
+        if i >= self.replicas.len() {
+            // a replica a reload added after this connection opened
+            self.replicas.resize_with(i + 1, || None);
+        }
         match &self.replicas[i] {
             Some(r) if r.generation == self.db.replicas.generation(i) => true,
             // opened before the replica last went down, hung or was replaced: reopen

@@ -63,8 +63,9 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
         let url = match self.target {
             Target::Primary => database.url.expose().to_owned(),
             Target::Replica(i) => match database.replicas.get(i) {
-                Some(r) => r.url.expose().to_owned(),
-                None => return false,
+                // a replica a reload removed: its probe ends
+                Some(r) if !r.is_retired() => r.url.expose().to_owned(),
+                _ => return false,
             },
         };
         if self.conn.is_none() {
@@ -81,7 +82,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 if let Target::Replica(i) = self.target {
                     // a server that takes no connection within connect_timeout answers nothing
                     database.replicas.set_hung(i, true);
-                    database.counters.meters.up(i, false);
+                    database.replicas.meter_up(i, false);
                 }
             }
         }
@@ -105,7 +106,8 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 Target::Replica(i) => match C::probe_replica(c) {
                     Ok(Some(probe)) if probe.promoted => {
                         if database.replicas.set_promoted(i, true) {
-                            let name = database.replicas.get(i).map_or("?", |r| r.name.as_str());
+                            let replica = database.replicas.get(i);
+                            let name = replica.as_ref().map_or("?", |r| r.name.as_str());
                             tracing::error!(
                                 target: "diesel_sharding::monitor",
                                 database = %database.name,
@@ -120,7 +122,8 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                         // a timeline it cannot tell is not a failed probe
                         let timeline = C::replica_timeline(c).ok().flatten();
                         if database.replicas.set_timeline(i, timeline) {
-                            let name = database.replicas.get(i).map_or("?", |r| r.name.as_str());
+                            let replica = database.replicas.get(i);
+                            let name = replica.as_ref().map_or("?", |r| r.name.as_str());
                             tracing::error!(
                                 target: "diesel_sharding::monitor",
                                 database = %database.name,
@@ -150,7 +153,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                         let bytes = database
                             .known_primary_position()
                             .and_then(|primary| primary.bytes_ahead_of(&probe.replay));
-                        database.counters.meters.lag(i, probe.lag, bytes);
+                        database.replicas.meter_lag(i, probe.lag, bytes);
                         true
                     }
                     Ok(None) => true,
@@ -160,7 +163,7 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             drop(call);
             if let Target::Replica(i) = self.target {
                 database.replicas.set_hung(i, !ok && watch.was_cut());
-                database.counters.meters.up(
+                database.replicas.meter_up(
                     i,
                     ok && database.replicas.is_healthy(i)
                         && !database.replicas.is_promoted(i)
@@ -217,26 +220,45 @@ impl Monitor {
     pub(crate) fn watch<C: RoutedBackend>(&self, db: &Arc<PrimaryState>, interval: Duration) {
         let shared = Arc::downgrade(&self.shared);
         let weak_db = Arc::downgrade(db);
-        let replicas = db.replicas.len();
         db.set_monitor_activation(Box::new(move || {
-            let Some(shared) = shared.upgrade() else {
+            let (Some(shared), Some(db)) = (shared.upgrade(), weak_db.upgrade()) else {
                 return;
             };
+            // the replicas at activation: a reload may have added some since `watch`
             let targets =
-                std::iter::once(Target::Primary).chain((0..replicas).map(Target::Replica));
-            let probes: Vec<Box<dyn Probe>> = targets
-                .map(|target| {
-                    Box::new(ServerProbe::<C> {
-                        db: weak_db.clone(),
-                        target,
-                        interval,
-                        conn: None,
-                    }) as Box<dyn Probe>
-                })
-                .collect();
-            shared.add(probes);
+                std::iter::once(Target::Primary).chain((0..db.replicas.len()).map(Target::Replica));
+            shared.add(probes::<C>(&db, targets, interval));
         }));
     }
+
+    /// Probes replicas `indices` of `db`, which a reload added after its probes started.
+    pub(crate) fn watch_replicas<C: RoutedBackend>(
+        &self,
+        db: &Arc<PrimaryState>,
+        indices: &[usize],
+        interval: Duration,
+    ) {
+        let targets = indices.iter().map(|&i| Target::Replica(i));
+        self.shared.add(probes::<C>(db, targets, interval));
+    }
+}
+
+/// A probe of each target of `db`.
+fn probes<C: RoutedBackend>(
+    db: &Arc<PrimaryState>,
+    targets: impl Iterator<Item = Target>,
+    interval: Duration,
+) -> Vec<Box<dyn Probe>> {
+    targets
+        .map(|target| {
+            Box::new(ServerProbe::<C> {
+                db: Arc::downgrade(db),
+                target,
+                interval,
+                conn: None,
+            }) as Box<dyn Probe>
+        })
+        .collect()
 }
 
 impl Shared {

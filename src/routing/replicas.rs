@@ -1,6 +1,9 @@
 //! A primary's replicas: which one takes the next read, and which are skipped after a failure.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -31,14 +34,20 @@ impl SharedCheck {
     /// The caller's turn to check, if no check is in flight and the rate allows one at
     /// `now_ms` with checks `gap_ms` apart. The turn ends when dropped.
     pub(crate) fn begin(&self, now_ms: u64, gap_ms: u64) -> Option<CheckTurn<'_>> {
+        self.take(now_ms, gap_ms)
+            .then_some(CheckTurn(Turn::Borrowed(self)))
+    }
+
+    /// Takes the turn [`begin`](Self::begin) hands out; the caller ends it.
+    fn take(&self, now_ms: u64, gap_ms: u64) -> bool {
         if self.busy.load(Ordering::Relaxed) {
-            return None;
+            return false;
         }
         let mut next = self.next.load(Ordering::Relaxed);
         loop {
             let after = next.max(now_ms).saturating_add(gap_ms);
             if after - now_ms > REFRESH_BURST * gap_ms {
-                return None;
+                return false;
             }
             match self
                 .next
@@ -50,18 +59,28 @@ impl SharedCheck {
         }
         self.busy
             .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .ok()?;
-        Some(CheckTurn(self))
+            .is_ok()
     }
 }
 
 /// A caller's turn to check a position; the next caller's may start once it is dropped.
 #[derive(Debug)]
-pub(crate) struct CheckTurn<'a>(&'a SharedCheck);
+pub(crate) struct CheckTurn<'a>(Turn<'a>);
+
+#[derive(Debug)]
+enum Turn<'a> {
+    Borrowed(&'a SharedCheck),
+    /// A replica's: the replica set may be replaced while the turn lasts.
+    Replica(Arc<Replica>),
+}
 
 impl Drop for CheckTurn<'_> {
     fn drop(&mut self) {
-        self.0.busy.store(false, Ordering::Release);
+        let check = match &self.0 {
+            Turn::Borrowed(check) => check,
+            Turn::Replica(r) => &r.check,
+        };
+        check.busy.store(false, Ordering::Release);
     }
 }
 
@@ -71,7 +90,14 @@ pub(crate) struct Replica {
     pub(crate) name: String,
     /// The URL to open it with (read-only form).
     pub(crate) url: SecretUrl,
-    pub(crate) weight: u32,
+    weight: AtomicU32,
+    /// Removed from the settings by a reload: takes no reads, and is not probed. Its slot
+    /// stays, so that every replica keeps its index for as long as the process runs.
+    retired: AtomicBool,
+    /// Statements it ran (for [`Cluster::stats`](crate::Cluster::stats)) ...
+    statements: AtomicU64,
+    /// ... and its metric handles.
+    meters: crate::metrics::ReplicaMeters,
     /// Skipped until this many milliseconds after the set's epoch; 0 = healthy.
     down_until_ms: AtomicU64,
     /// Replay position last seen.
@@ -102,6 +128,52 @@ pub(crate) struct Replica {
     /// answer to a check started later that does not cover `replay` means the replica went
     /// back (rebuilt, or restored from an older copy), even if its identity looks the same.
     answered_ms: AtomicU64,
+}
+
+impl Replica {
+    fn new(database: &str, spec: &ReplicaSpec, replica_url: &dyn Fn(&str) -> String) -> Self {
+        Replica {
+            name: spec.name.clone(),
+            url: SecretUrl::new(replica_url(spec.url.expose())),
+            weight: AtomicU32::new(spec.weight),
+            retired: AtomicBool::new(false),
+            statements: AtomicU64::new(0),
+            meters: crate::metrics::ReplicaMeters::new(database, &spec.name),
+            down_until_ms: AtomicU64::new(0),
+            replay: PositionCell::default(),
+            check: SharedCheck::default(),
+            lag_ms: AtomicU64::new(0),
+            promoted: AtomicBool::new(false),
+            probed_ms: AtomicU64::new(0),
+            identity: AtomicU64::new(0),
+            hung: Default::default(),
+            generation: AtomicU64::new(0),
+            renewed_ms: AtomicU64::new(0),
+            answered_ms: AtomicU64::new(0),
+            timeline: AtomicU32::new(0),
+        }
+    }
+
+    /// Its weight (strategy `weighted`).
+    pub(crate) fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Was it removed from the settings?
+    pub(crate) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// Statements it ran.
+    pub(crate) fn statements(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+
+    /// Counts a statement it ran.
+    pub(crate) fn count_statement(&self) {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.meters.statement();
+    }
 }
 
 /// When a replica may take reads at all, whatever the read must see.
@@ -136,16 +208,27 @@ pub(crate) enum Usability {
     Lagging,
 }
 
+/// What a reload may change besides the replicas.
+#[derive(Debug, Clone, Copy)]
+struct Policy {
+    strategy: ReadStrategy,
+    limits: Limits,
+}
+
 /// The replicas of one primary, with the read strategy and health state shared by every
 /// connection of the primary's pool.
 #[derive(Debug)]
 pub(crate) struct ReplicaSet {
-    replicas: Vec<Replica>,
-    strategy: ReadStrategy,
+    /// Every replica the process was configured with, in the order first configured:
+    /// reloads only append (a replica removed is retired, a changed URL is a new replica),
+    /// so an index names one replica for as long as the process runs.
+    replicas: ArcSwap<Vec<Arc<Replica>>>,
+    /// The read strategy and lag limits, which reloads replace.
+    policy: ArcSwap<Policy>,
+    database: String,
     next: AtomicUsize,
     retry_after: Duration,
     epoch: Instant,
-    limits: Limits,
     /// The primary's timeline as last seen (PostgreSQL; 0: not known).
     primary_timeline: AtomicU32,
     /// The primary's timeline changed while the process ran (a failover): a replica whose
@@ -155,6 +238,7 @@ pub(crate) struct ReplicaSet {
 
 impl ReplicaSet {
     pub(crate) fn new(
+        database: &str,
         specs: &[ReplicaSpec],
         strategy: ReadStrategy,
         retry_after: Duration,
@@ -162,23 +246,7 @@ impl ReplicaSet {
     ) -> Self {
         let replicas = specs
             .iter()
-            .map(|s| Replica {
-                name: s.name.clone(),
-                url: SecretUrl::new(replica_url(s.url.expose())),
-                weight: s.weight,
-                down_until_ms: AtomicU64::new(0),
-                replay: PositionCell::default(),
-                check: SharedCheck::default(),
-                lag_ms: AtomicU64::new(0),
-                promoted: std::sync::atomic::AtomicBool::new(false),
-                probed_ms: AtomicU64::new(0),
-                identity: AtomicU64::new(0),
-                hung: Default::default(),
-                generation: AtomicU64::new(0),
-                renewed_ms: AtomicU64::new(0),
-                answered_ms: AtomicU64::new(0),
-                timeline: AtomicU32::new(0),
-            })
+            .map(|s| Arc::new(Replica::new(database, s, replica_url)))
             .collect::<Vec<_>>();
         // Round-robin starts at a random replica, so that every process does not hit the
         // first one at once (django-multidb-router shuffles for the same reason).
@@ -188,21 +256,79 @@ impl ReplicaSet {
             rand::thread_rng().gen_range(0..replicas.len())
         };
         ReplicaSet {
-            replicas,
-            strategy,
+            replicas: ArcSwap::from_pointee(replicas),
+            policy: ArcSwap::from_pointee(Policy {
+                strategy,
+                limits: Limits::default(),
+            }),
+            database: database.to_owned(),
             next: AtomicUsize::new(start),
             retry_after,
             epoch: Instant::now(),
-            limits: Limits::default(),
             primary_timeline: AtomicU32::new(0),
             timeline_changed: AtomicBool::new(false),
         }
     }
 
     /// Sets the lag limits (from `[consistency]`).
-    pub(crate) fn with_limits(mut self, limits: Limits) -> Self {
-        self.limits = limits;
+    pub(crate) fn with_limits(self, limits: Limits) -> Self {
+        self.set_policy(self.strategy(), limits);
         self
+    }
+
+    /// Replaces the read strategy and lag limits (a reload).
+    pub(crate) fn set_policy(&self, strategy: ReadStrategy, limits: Limits) {
+        self.policy.store(Arc::new(Policy { strategy, limits }));
+    }
+
+    /// The read strategy.
+    pub(crate) fn strategy(&self) -> ReadStrategy {
+        self.policy.load().strategy
+    }
+
+    /// Makes the replicas those of `specs` (a reload): a replica of the same name and URL
+    /// keeps its slot, positions and health, with the new weight; one whose URL changed, or
+    /// that is new, gets a new slot; one no longer there is retired. Returns the indices of
+    /// the new slots (their servers are to be probed).
+    pub(crate) fn reconcile(
+        &self,
+        specs: &[ReplicaSpec],
+        replica_url: &dyn Fn(&str) -> String,
+    ) -> Vec<usize> {
+        let current = self.replicas.load_full();
+        let mut next: Vec<Arc<Replica>> = current.iter().cloned().collect();
+        let mut added = Vec::new();
+        for r in current.iter().filter(|r| !r.is_retired()) {
+            let kept = specs
+                .iter()
+                .any(|s| s.name == r.name && replica_url(s.url.expose()) == r.url.expose());
+            if !kept {
+                r.retired.store(true, Ordering::Relaxed);
+                r.generation.fetch_add(1, Ordering::Relaxed);
+                r.meters.up(false);
+            }
+        }
+        for s in specs {
+            let url = replica_url(s.url.expose());
+            match current
+                .iter()
+                .find(|r| !r.is_retired() && r.name == s.name && r.url.expose() == url)
+            {
+                Some(r) => r.weight.store(s.weight, Ordering::Relaxed),
+                None => {
+                    added.push(next.len());
+                    next.push(Arc::new(Replica::new(&self.database, s, replica_url)));
+                }
+            }
+        }
+        self.replicas.store(Arc::new(next));
+        added
+    }
+
+    /// Runs `f` on replica `index` (without taking a reference count: the hot paths).
+    #[inline]
+    pub(crate) fn with<R>(&self, index: usize, f: impl FnOnce(&Replica) -> R) -> Option<R> {
+        self.replicas.load().get(index).map(|r| f(r))
     }
 
     /// A monitor probe of replica `index`, started at `asked_ms` ([`clock_ms`](Self::clock_ms)),
@@ -215,7 +341,7 @@ impl ReplicaSet {
         lag: Duration,
         identity: u64,
     ) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             self.learn(r, asked_ms, replay, identity);
             r.lag_ms.store(lag.as_millis() as u64, Ordering::Relaxed);
             r.probed_ms.store(self.now_ms(), Ordering::Relaxed);
@@ -226,7 +352,8 @@ impl ReplicaSet {
     /// whether that changed. A promoted replica takes no reads, and the connections opened to
     /// it are reopened when it replays again.
     pub(crate) fn set_promoted(&self, index: usize, promoted: bool) -> bool {
-        let Some(r) = self.replicas.get(index) else {
+        let replicas = self.replicas.load();
+        let Some(r) = replicas.get(index) else {
             return false;
         };
         let was = r.promoted.swap(promoted, Ordering::Relaxed);
@@ -247,7 +374,7 @@ impl ReplicaSet {
         }
         self.timeline_changed.store(true, Ordering::Relaxed);
         let now = self.now_ms();
-        for r in &self.replicas {
+        for r in self.replicas.load().iter() {
             r.timeline.store(0, Ordering::Relaxed);
             r.replay.clear();
             r.generation.fetch_add(1, Ordering::Relaxed);
@@ -260,7 +387,8 @@ impl ReplicaSet {
     /// Returns whether it is now found replaying another timeline than the primary's, and
     /// was not found on that one before (to report it once).
     pub(crate) fn set_timeline(&self, index: usize, timeline: Option<u32>) -> bool {
-        let Some(r) = self.replicas.get(index) else {
+        let replicas = self.replicas.load();
+        let Some(r) = replicas.get(index) else {
             return false;
         };
         let was = self.on_other_timeline(r);
@@ -277,6 +405,7 @@ impl ReplicaSet {
     /// failover) not known to replay the primary's?
     pub(crate) fn is_on_other_timeline(&self, index: usize) -> bool {
         self.replicas
+            .load()
             .get(index)
             .is_some_and(|r| self.on_other_timeline(r))
     }
@@ -295,6 +424,7 @@ impl ReplicaSet {
     /// Was replica `index` last found promoted?
     pub(crate) fn is_promoted(&self, index: usize) -> bool {
         self.replicas
+            .load()
             .get(index)
             .is_some_and(|r| r.promoted.load(Ordering::Relaxed))
     }
@@ -302,8 +432,8 @@ impl ReplicaSet {
     /// A position covering every replay position seen on a replica.
     pub(crate) fn max_replay(&self) -> Option<Position> {
         let mut max: Option<Position> = None;
-        let positions = self
-            .replicas
+        let replicas = self.replicas.load();
+        let positions = replicas
             .iter()
             .filter(|r| !self.on_other_timeline(r))
             .filter_map(|r| r.replay.get());
@@ -319,6 +449,7 @@ impl ReplicaSet {
     /// Replica `index`'s generation (see [`Replica`]).
     pub(crate) fn generation(&self, index: usize) -> u64 {
         self.replicas
+            .load()
             .get(index)
             .map_or(0, |r| r.generation.load(Ordering::Relaxed))
     }
@@ -326,6 +457,7 @@ impl ReplicaSet {
     /// The flag the monitor raises while replica `index` does not answer its probe.
     pub(crate) fn hung_flag(&self, index: usize) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
         self.replicas
+            .load()
             .get(index)
             .map(|r| r.hung.clone())
             .unwrap_or_default()
@@ -333,7 +465,7 @@ impl ReplicaSet {
 
     /// Replica `index` did not answer its probe in time (`true`), or answered again.
     pub(crate) fn set_hung(&self, index: usize, hung: bool) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             let was = r.hung.swap(hung, Ordering::Relaxed);
             if hung && !was {
                 self.mark_down(index);
@@ -348,12 +480,13 @@ impl ReplicaSet {
 
     /// The replay position last seen on replica `index`, if any.
     pub(crate) fn replay(&self, index: usize) -> Option<Position> {
-        self.replicas.get(index).and_then(|r| r.replay.get())
+        self.replicas.load().get(index).and_then(|r| r.replay.get())
     }
 
     /// Had replica `index` replayed `need`, when last seen?
     pub(crate) fn has_replayed(&self, index: usize, need: &Position) -> bool {
         self.replicas
+            .load()
             .get(index)
             .is_some_and(|r| r.replay.covers(need))
     }
@@ -361,19 +494,22 @@ impl ReplicaSet {
     /// The caller's turn to read replica `index`'s replay position for a read the cached one
     /// cannot serve: `None` while another connection does, or one started within `gap_ms`.
     pub(crate) fn begin_check(&self, index: usize, gap_ms: u64) -> Option<CheckTurn<'_>> {
-        self.replicas.get(index)?.check.begin(self.now_ms(), gap_ms)
+        let r = self.replicas.load().get(index)?.clone();
+        r.check
+            .take(self.now_ms(), gap_ms)
+            .then(|| CheckTurn(Turn::Replica(r)))
     }
 
     /// A live check of replica `index`, started at `asked_ms`, saw it at `replay`.
     pub(crate) fn saw_replay(&self, index: usize, asked_ms: u64, replay: &Position, identity: u64) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             self.learn(r, asked_ms, replay, identity);
         }
     }
 
     /// A wait on replica `index` saw it apply `replay`.
     pub(crate) fn reached(&self, index: usize, replay: &Position) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             r.answered_ms.fetch_max(self.now_ms(), Ordering::Relaxed);
             r.replay.raise(replay);
         }
@@ -412,7 +548,8 @@ impl ReplicaSet {
     /// A position of replica `index` at or past what it had replayed at `at_ms`, if the
     /// monitor has probed it since (and it is the same incarnation).
     pub(crate) fn replay_since(&self, index: usize, at_ms: u64) -> Option<Position> {
-        let r = self.replicas.get(index)?;
+        let replicas = self.replicas.load();
+        let r = replicas.get(index)?;
         let probed = r.probed_ms.load(Ordering::Relaxed);
         let renewed = r.renewed_ms.load(Ordering::Relaxed);
         (probed > at_ms && renewed <= at_ms)
@@ -423,6 +560,7 @@ impl ReplicaSet {
     /// Has another incarnation of replica `index` answered since `at_ms`?
     pub(crate) fn renewed_since(&self, index: usize, at_ms: u64) -> bool {
         self.replicas
+            .load()
             .get(index)
             .is_some_and(|r| r.renewed_ms.load(Ordering::Relaxed) > at_ms)
     }
@@ -430,10 +568,12 @@ impl ReplicaSet {
     /// May replica `index` take reads? `primary_position` is the primary's last known position
     /// (if any), for the byte lag where the backend counts one.
     pub(crate) fn usability(&self, index: usize, primary_position: Option<&Position>) -> Usability {
-        let Some(r) = self.replicas.get(index) else {
+        let replicas = self.replicas.load();
+        let Some(r) = replicas.get(index) else {
             return Usability::Down;
         };
         if !self.is_healthy(index)
+            || r.is_retired()
             || r.hung.load(Ordering::Relaxed)
             || r.promoted.load(Ordering::Relaxed)
             || self.on_other_timeline(r)
@@ -446,14 +586,15 @@ impl ReplicaSet {
             return Usability::Usable; // not probed yet: nothing known against it
         }
         let age = Duration::from_millis(self.now_ms().saturating_sub(probed));
-        if age > self.limits.stale_after {
+        if age > self.policy.load().limits.stale_after {
             return Usability::Down;
         }
         let lag = Duration::from_millis(r.lag_ms.load(Ordering::Relaxed));
         let bytes = primary_position.map_or(Some(0), |p| r.replay.bytes_behind(p));
         // Time OR bytes keeps it in: a quiet primary makes a caught-up replica look late in
         // time, and a burst of writes makes a current one look late in bytes.
-        if lag <= self.limits.max_lag || bytes.is_some_and(|b| b <= self.limits.max_lag_bytes) {
+        let limits = self.policy.load().limits;
+        if lag <= limits.max_lag || bytes.is_some_and(|b| b <= limits.max_lag_bytes) {
             Usability::Usable
         } else {
             Usability::Lagging
@@ -462,19 +603,33 @@ impl ReplicaSet {
 
     /// Does this primary read from replicas at all?
     pub(crate) fn reads_from_replicas(&self) -> bool {
-        self.strategy != ReadStrategy::PrimaryOnly && !self.replicas.is_empty()
+        self.strategy() != ReadStrategy::PrimaryOnly
+            && self.replicas.load().iter().any(|r| !r.is_retired())
     }
 
+    /// Slots, retired replicas included: indices run below it.
     pub(crate) fn len(&self) -> usize {
-        self.replicas.len()
+        self.replicas.load().len()
     }
 
-    pub(crate) fn get(&self, index: usize) -> Option<&Replica> {
-        self.replicas.get(index)
+    /// Replica `index` (a reference count taken: for paths that are not hot).
+    pub(crate) fn get(&self, index: usize) -> Option<Arc<Replica>> {
+        self.replicas.load().get(index).cloned()
     }
 
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &Replica> {
-        self.replicas.iter()
+    /// Every replica slot, retired ones included (index = position).
+    pub(crate) fn all(&self) -> Arc<Vec<Arc<Replica>>> {
+        self.replicas.load_full()
+    }
+
+    /// Reports replica `index` as taking reads or not (the `metrics` gauge).
+    pub(crate) fn meter_up(&self, index: usize, up: bool) {
+        self.with(index, |r| r.meters.up(up && !r.is_retired()));
+    }
+
+    /// Reports replica `index`'s lag at a probe (the `metrics` gauges).
+    pub(crate) fn meter_lag(&self, index: usize, lag: Duration, bytes: Option<u64>) {
+        self.with(index, |r| r.meters.lag(lag, bytes));
     }
 
     fn now_ms(&self) -> u64 {
@@ -484,8 +639,9 @@ impl ReplicaSet {
 
     /// Is the replica not being skipped after a failure?
     pub(crate) fn is_healthy(&self, index: usize) -> bool {
-        match self.replicas.get(index) {
+        match self.replicas.load().get(index) {
             None => false,
+            Some(r) if r.is_retired() => false,
             Some(r) => {
                 let until = r.down_until_ms.load(Ordering::Relaxed);
                 until == 0 || self.now_ms() >= until
@@ -495,7 +651,7 @@ impl ReplicaSet {
 
     /// Skips the replica for `retry_after`, after a failed connect or a dead connection.
     pub(crate) fn mark_down(&self, index: usize) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             r.generation.fetch_add(1, Ordering::Relaxed);
             let until = self.now_ms() + self.retry_after.as_millis() as u64;
             r.down_until_ms.store(until, Ordering::Relaxed);
@@ -504,7 +660,7 @@ impl ReplicaSet {
 
     /// Marks the replica healthy again (a connection to it opened).
     pub(crate) fn mark_up(&self, index: usize) {
-        if let Some(r) = self.replicas.get(index) {
+        if let Some(r) = self.replicas.load().get(index) {
             if r.down_until_ms.load(Ordering::Relaxed) != 0 {
                 r.down_until_ms.store(0, Ordering::Relaxed);
             }
@@ -523,11 +679,12 @@ impl ReplicaSet {
         usable: impl Fn(usize) -> bool,
         rng: &mut impl Rng,
     ) -> Option<usize> {
-        let n = self.replicas.len();
+        let replicas = self.replicas.load();
+        let n = replicas.len();
         if n == 0 {
             return None;
         }
-        match self.strategy {
+        match self.strategy() {
             ReadStrategy::PrimaryOnly => None,
             ReadStrategy::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
@@ -544,14 +701,14 @@ impl ReplicaSet {
             ReadStrategy::Weighted => {
                 let total: u64 = (0..n)
                     .filter(|&i| usable(i))
-                    .map(|i| u64::from(self.replicas[i].weight))
+                    .map(|i| u64::from(replicas[i].weight()))
                     .sum();
                 if total == 0 {
                     return None;
                 }
                 let mut ticket = rng.gen_range(0..total);
                 for i in (0..n).filter(|&i| usable(i)) {
-                    let w = u64::from(self.replicas[i].weight);
+                    let w = u64::from(replicas[i].weight());
                     if ticket < w {
                         return Some(i);
                     }
@@ -579,7 +736,7 @@ mod tests {
                 weight: *w,
             })
             .collect();
-        ReplicaSet::new(&specs, strategy, Duration::from_millis(50), &|u: &str| {
+        ReplicaSet::new("db", &specs, strategy, Duration::from_millis(50), &|u: &str| {
             u.to_owned()
         })
     }
@@ -666,6 +823,39 @@ mod tests {
         assert!(!usable(0) && usable(1));
         assert!(s.is_on_other_timeline(0) && !s.is_on_other_timeline(1));
         assert_eq!(s.saw_primary_timeline(2), None, "the same timeline again");
+    }
+
+    #[test]
+    fn a_reload_keeps_known_replicas_retires_removed_ones_and_appends_new_ones() {
+        let s = set(ReadStrategy::Weighted, &[1, 1]);
+        s.saw_replay(0, s.clock_ms(), &lsn(500), 7);
+        let spec = |name: &str, url: &str, weight: u32| ReplicaSpec {
+            name: name.to_owned(),
+            url: SecretUrl::new(url),
+            weight,
+        };
+        let same = |u: &str| u.to_owned();
+        // r0 kept with a new weight, r1's URL changed, r2 new
+        let added = s.reconcile(
+            &[
+                spec("r0", "postgres://h/r0", 5),
+                spec("r1", "postgres://h/moved", 1),
+                spec("r2", "postgres://h/r2", 1),
+            ],
+            &same,
+        );
+        assert_eq!(added, [2, 3]);
+        assert_eq!(s.len(), 4);
+        assert!(s.has_replayed(0, &lsn(500)), "the kept replica forgot its position");
+        assert_eq!(s.get(0).unwrap().weight(), 5);
+        assert!(s.get(1).unwrap().is_retired());
+        assert_eq!(s.usability(1, None), Usability::Down);
+        assert!(!s.is_healthy(1));
+        let usable = |i| s.usability(i, None) == Usability::Usable;
+        assert_eq!(counts(&s, 100, usable)[1], 0, "a retired replica was picked");
+        // everything removed: no replica reads at all
+        assert!(s.reconcile(&[], &same).is_empty());
+        assert!(!s.reads_from_replicas());
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub(crate) use self::url::secrets as url_secrets;
 pub(crate) use self::url::with_libpq_option;
 pub(crate) use self::url::{scheme, scrub_text, SecretUrl};
 pub(crate) use self::validate::{
-    PoolSpec, PrimarySpec, ReplicaSpec, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
+    PoolSpec, PrimarySpec, ReplicaSpec, Topology, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REPLICA_TIMEOUT,
 };
 
 /// The default pool size of a primary.

@@ -152,7 +152,7 @@ pub(crate) struct PrimarySpec {
 }
 
 /// A primary's r2d2 pool options.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct PoolSpec {
     pub(crate) min_idle: u32,
     pub(crate) connection_timeout: Duration,

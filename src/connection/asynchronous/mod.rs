@@ -515,6 +515,10 @@ impl<C: AsyncRoutedBackend> ReadIo for AsyncRoutedConnection<C> {
 
     async fn open_replica(&mut self, i: usize) -> bool {
         let generation = self.db.replicas.generation(i);
+        if i >= self.replicas.len() {
+            // a replica a reload added after this connection opened
+            self.replicas.resize_with(i + 1, || None);
+        }
         match self.replicas.get(i) {
             Some(Some(r)) if r.generation == generation => return true,
             Some(_) => self.replicas[i] = None,

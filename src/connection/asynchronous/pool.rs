@@ -64,12 +64,13 @@ impl<C: AsyncRoutedBackend> Cluster<C> {
                 what: "Cluster::bb8_pool",
             });
         }
+        let (size, pool) = db.pool_settings();
         Ok(bb8::Pool::builder()
-            .max_size(db.pool_size)
-            .min_idle(Some(db.pool.min_idle))
-            .connection_timeout(db.pool.connection_timeout)
-            .idle_timeout(db.pool.idle_timeout)
-            .max_lifetime(db.pool.max_lifetime)
+            .max_size(size)
+            .min_idle(Some(pool.min_idle))
+            .connection_timeout(pool.connection_timeout)
+            .idle_timeout(pool.idle_timeout)
+            .max_lifetime(pool.max_lifetime)
             .test_on_check_out(true) // the recycling check: state only, no round trip
             .build_unchecked(manager(self, name)?))
     }
@@ -88,9 +89,10 @@ impl<C: AsyncRoutedBackend> Cluster<C> {
         Manager<C>: deadpool::managed::Manager,
     {
         let db = self.primary_state(name)?;
+        let (size, pool) = db.pool_settings();
         diesel_async::pooled_connection::deadpool::Pool::builder(manager(self, name)?)
-            .max_size(db.pool_size as usize)
-            .wait_timeout(Some(db.pool.connection_timeout))
+            .max_size(size as usize)
+            .wait_timeout(Some(pool.connection_timeout))
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             // (fails only without a runtime, which is set)
