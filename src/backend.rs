@@ -1004,13 +1004,16 @@ pub(crate) mod mysql {
             let Some(replay) = applied.and_then(|text| text.parse::<Position>().ok()) else {
                 return Ok(None);
             };
+            let (lag, replicating) = replication_state(conn)?;
+            // not replicating and writable: a primary behind a replica's address (promoted
+            // by a failover, or by mistake), with a history of its own. Stopped replication
+            // on a read-only server is maintenance: `max_lag` keeps reads off it.
+            let promoted = !replicating && ReadOnly.get_result::<i64>(conn)? == 0;
             Ok(Some(ReplicaProbe {
                 replay,
-                lag: replication_lag(conn)?,
+                lag,
                 identity: identity_of(started, server_id),
-                // (MySQL: a replica whose replication was stopped and made writable is not
-                // told apart yet; its stopped replication keeps it past `max_lag`)
-                promoted: false,
+                promoted,
             }))
         }
 
@@ -1100,6 +1103,12 @@ pub(crate) mod mysql {
         /// (`NULL` while replication is stopped).
         #[diesel(sql_type = Nullable<BigInt>, column_name = Seconds_Behind_Master)]
         seconds_behind_master: Option<i64>,
+        /// `Yes` while the applier runs.
+        #[diesel(sql_type = Nullable<Text>, column_name = Slave_SQL_Running)]
+        sql_running: Option<String>,
+        /// `Yes` while the receiver runs (`Connecting` while it retries).
+        #[diesel(sql_type = Nullable<Text>, column_name = Slave_IO_Running)]
+        io_running: Option<String>,
     }
 
     /// The lag of a replica whose replication is stopped: not known, so past any limit.
@@ -1112,7 +1121,10 @@ pub(crate) mod mysql {
     /// It needs the `SLAVE MONITOR` privilege (MariaDB; `REPLICATION CLIENT` on MySQL).
     /// Without it the lag is not known: reported as 0, with one warning, so that `max_lag`
     /// does not apply (positions still decide what a replica may serve).
-    fn replication_lag(conn: &mut MysqlConnection) -> QueryResult<std::time::Duration> {
+    ///
+    /// With the lag, whether the server replicates at all: configured as a replica with its
+    /// applier or receiver running (`false`: not a replica, or both stopped).
+    fn replication_state(conn: &mut MysqlConnection) -> QueryResult<(std::time::Duration, bool)> {
         static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let rows: Vec<SlaveStatus> = match ShowSlaveStatus.load(conn) {
             Ok(rows) => rows,
@@ -1126,17 +1138,21 @@ pub(crate) mod mysql {
                          MONITOR or REPLICATION CLIENT privilege): max_lag does not apply"
                     );
                 }
-                return Ok(std::time::Duration::ZERO);
+                return Ok((std::time::Duration::ZERO, true));
             }
             Err(e) => return Err(e),
         };
+        let running = |state: &Option<String>| state.as_deref().is_some_and(|s| s != "No");
         Ok(match rows.first() {
-            Some(SlaveStatus {
-                seconds_behind_master: Some(s),
-            }) => std::time::Duration::from_secs((*s).max(0).unsigned_abs()),
-            Some(_) => STOPPED,
+            Some(status) => (
+                match status.seconds_behind_master {
+                    Some(s) => std::time::Duration::from_secs(s.max(0).unsigned_abs()),
+                    None => STOPPED,
+                },
+                running(&status.sql_running) || running(&status.io_running),
+            ),
             // not a replica: nothing to lag behind
-            None => std::time::Duration::ZERO,
+            None => (std::time::Duration::ZERO, false),
         })
     }
 
@@ -1183,6 +1199,8 @@ pub(crate) mod mysql {
         Executed: Nullable<Text> = "SELECT @@gtid_executed";
         /// MariaDB replica: what it applied.
         SlavePos: Nullable<Text> = "SELECT @@gtid_slave_pos";
+        /// Does the server refuse writes of ordinary users (`1`)?
+        ReadOnly: BigInt = "SELECT CAST(@@global.read_only AS SIGNED)";
         /// The monitor's probe of a primary (the same, spelled apart for the servers' logs).
         GlobalBinlogPos: Nullable<Text> = "SELECT @@global.gtid_binlog_pos";
         /// ... on MySQL 8.

@@ -730,3 +730,60 @@ fn a_later_read_on_another_connection_or_a_job_never_goes_back_in_time() {
         );
     }
 }
+
+#[test]
+fn a_replica_made_a_primary_takes_no_reads_and_its_positions_are_not_trusted() {
+    let m = start("INSERT INTO users (name) VALUES ('seed');");
+    let cluster = cluster_on(
+        &m,
+        "[pinning]\nseconds = 0\n\
+         [consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"",
+    );
+    let eventual = |name: &str| {
+        cluster.with_token(&ConsistencyToken::default(), || {
+            cluster.with_consistency(Consistency::Eventual, || count(&cluster, name))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while eventual("seed") != (1, RouteReason::Replica) {
+        assert!(Instant::now() < deadline, "no replica read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // promoted, as a failover does: replication stopped and forgotten, writable, and a
+    // history of its own
+    m.sql(
+        Node::Replica(0),
+        "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;",
+    );
+    m.try_sql_as(
+        Node::Replica(0),
+        "app",
+        "INSERT INTO users (name) SELECT 'diverged' FROM seq_1_to_1000",
+    )
+    .unwrap();
+    // the monitor finds it out within a few probes
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while eventual("seed").1 == RouteReason::Replica {
+        assert!(
+            Instant::now() < deadline,
+            "the promoted replica still takes reads"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let before = rows_read(&m, Node::Replica(0));
+    for i in 0..10 {
+        let (seen, reason) = eventual("diverged");
+        assert_eq!(seen, 0, "read the promoted server's history ({reason:?})");
+        let name = format!("after{i}");
+        let seen = cluster.with_token(&ConsistencyToken::default(), || {
+            add_user(&cluster, &name);
+            count(&cluster, &name).0
+        });
+        assert_eq!(seen, 1, "the writer's read missed its row");
+    }
+    assert_eq!(
+        rows_read(&m, Node::Replica(0)),
+        before,
+        "the promoted server ran a routed read"
+    );
+}

@@ -736,9 +736,13 @@ mod tests {
                 weight: *w,
             })
             .collect();
-        ReplicaSet::new("db", &specs, strategy, Duration::from_millis(50), &|u: &str| {
-            u.to_owned()
-        })
+        ReplicaSet::new(
+            "db",
+            &specs,
+            strategy,
+            Duration::from_millis(50),
+            &|u: &str| u.to_owned(),
+        )
     }
 
     fn counts(s: &ReplicaSet, picks: usize, usable: impl Fn(usize) -> bool) -> Vec<usize> {
@@ -846,13 +850,20 @@ mod tests {
         );
         assert_eq!(added, [2, 3]);
         assert_eq!(s.len(), 4);
-        assert!(s.has_replayed(0, &lsn(500)), "the kept replica forgot its position");
+        assert!(
+            s.has_replayed(0, &lsn(500)),
+            "the kept replica forgot its position"
+        );
         assert_eq!(s.get(0).unwrap().weight(), 5);
         assert!(s.get(1).unwrap().is_retired());
         assert_eq!(s.usability(1, None), Usability::Down);
         assert!(!s.is_healthy(1));
         let usable = |i| s.usability(i, None) == Usability::Usable;
-        assert_eq!(counts(&s, 100, usable)[1], 0, "a retired replica was picked");
+        assert_eq!(
+            counts(&s, 100, usable)[1],
+            0,
+            "a retired replica was picked"
+        );
         // everything removed: no replica reads at all
         assert!(s.reconcile(&[], &same).is_empty());
         assert!(!s.reads_from_replicas());
