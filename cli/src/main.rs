@@ -151,6 +151,10 @@ fn run(cli: &Cli) -> Result<bool, Failed> {
         Ok(cluster) => return command(cli, &cluster),
         Err(e) => e,
     };
+    #[cfg(feature = "mysql")]
+    if let Ok(cluster) = Cluster::<diesel::mysql::MysqlConnection>::new(settings.clone()) {
+        return command(cli, &cluster);
+    }
     if let Ok(cluster) = Cluster::<diesel::sqlite::SqliteConnection>::new(settings) {
         return command(cli, &cluster);
     }

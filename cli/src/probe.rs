@@ -174,3 +174,109 @@ impl Probe for diesel::sqlite::SqliteConnection {
         })
     }
 }
+
+/// `SHOW SLAVE STATUS`, as far as the command line reads it.
+#[cfg(feature = "mysql")]
+#[derive(QueryableByName)]
+struct SlaveStatus {
+    #[diesel(sql_type = Nullable<Text>, column_name = Slave_IO_Running)]
+    io_running: Option<String>,
+    #[diesel(sql_type = Nullable<Text>, column_name = Slave_SQL_Running)]
+    sql_running: Option<String>,
+    #[diesel(sql_type = Nullable<BigInt>, column_name = Seconds_Behind_Master)]
+    seconds_behind: Option<i64>,
+}
+
+#[cfg(feature = "mysql")]
+#[derive(QueryableByName)]
+struct SlaveHost {
+    #[diesel(sql_type = BigInt, column_name = Server_id)]
+    _server_id: i64,
+}
+
+#[cfg(feature = "mysql")]
+#[derive(QueryableByName)]
+struct MysqlDescribed {
+    #[diesel(sql_type = Text)]
+    version: String,
+    #[diesel(sql_type = BigInt)]
+    read_only: i64,
+    #[diesel(sql_type = BigInt)]
+    attached: i64,
+}
+
+#[cfg(feature = "mysql")]
+fn slave_status(conn: &mut diesel::mysql::MysqlConnection) -> QueryResult<Option<SlaveStatus>> {
+    Ok(diesel::sql_query("SHOW SLAVE STATUS")
+        .load::<SlaveStatus>(conn)?
+        .into_iter()
+        .next())
+}
+
+#[cfg(feature = "mysql")]
+impl Probe for diesel::mysql::MysqlConnection {
+    const BACKEND: &'static str = "MySQL";
+
+    fn describe(conn: &mut Self) -> QueryResult<Described> {
+        let d: MysqlDescribed = diesel::sql_query(
+            "SELECT VERSION() AS version, \
+                    CAST(@@global.read_only AS SIGNED) AS read_only, \
+                    (SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+                     WHERE COMMAND LIKE 'Binlog Dump%') AS attached",
+        )
+        .get_result(conn)?;
+        // replicas registered with the primary (`SHOW SLAVE HOSTS` needs REPLICATION MASTER
+        // ADMIN on MariaDB, REPLICATION SLAVE on MySQL): else the dump threads this user sees
+        let attached = diesel::sql_query("SHOW SLAVE HOSTS")
+            .load::<SlaveHost>(conn)
+            .map_or(d.attached, |hosts| hosts.len() as i64);
+        let status = slave_status(conn)?;
+        // `10.11.6-MariaDB-0+deb12u1-log`, `8.0.36`: the product and the number
+        let number = d.version.split(['-', ' ']).next().unwrap_or_default();
+        let product = if d.version.contains("MariaDB") {
+            "MariaDB"
+        } else {
+            Self::BACKEND
+        };
+        let replicating = status.as_ref().is_some_and(|s| {
+            [&s.io_running, &s.sql_running]
+                .iter()
+                .any(|r| r.as_deref().is_some_and(|r| r != "No"))
+        });
+        let replication = match &status {
+            Some(s) => format!(
+                "replica, IO {}, SQL {}",
+                s.io_running.as_deref().unwrap_or("?"),
+                s.sql_running.as_deref().unwrap_or("?")
+            ),
+            None if attached > 0 => format!("primary, {attached} replica(s) attached"),
+            None => "primary, no replica visible to this user".to_owned(),
+        };
+        Ok(Described {
+            version: format!("{product} {number}"),
+            read_only: d.read_only != 0,
+            in_recovery: replicating,
+            replication,
+        })
+    }
+
+    fn written_bytes(_conn: &mut Self) -> QueryResult<Option<i64>> {
+        // GTIDs count transactions, not bytes
+        Ok(None)
+    }
+
+    fn lag(conn: &mut Self, _primary_position: Option<i64>) -> QueryResult<Lag> {
+        let status = slave_status(conn)?;
+        Ok(Lag {
+            lag_ms: status
+                .as_ref()
+                .and_then(|s| s.seconds_behind)
+                .map(|s| s.max(0) * 1000),
+            lag_bytes: None,
+            // the applier stopped while the receiver runs: replay paused
+            paused: status
+                .as_ref()
+                .is_some_and(|s| s.sql_running.as_deref() == Some("No")),
+        })
+    }
+}

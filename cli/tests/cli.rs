@@ -277,3 +277,75 @@ fn shard_and_id_decode_answer_as_the_library_does() {
         stderr(&out)
     );
 }
+
+#[cfg(feature = "mysql")]
+#[test]
+fn check_and_status_on_mariadb_report_roles_lag_and_a_replica_made_writable() {
+    use diesel_sharding_testing::mariadb::{MariaCluster, Node as MariaNode};
+    let m = MariaCluster::start(1);
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("sharding.toml");
+    std::fs::write(
+        &settings,
+        format!(
+            "[databases.default]\nurl = \"{}\"\n\
+             [databases.default_replica]\nurl = \"{}\"\nprimary = \"default\"\n",
+            m.url(MariaNode::Primary),
+            m.url(MariaNode::Replica(0)),
+        ),
+    )
+    .unwrap();
+    let out = run(&settings, &["check"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(
+        lines[0].starts_with("default ")
+            && lines[0].contains("MariaDB 10.")
+            && lines[0].contains("read-write")
+            && lines[0].contains("primary,"),
+        "{text}"
+    );
+    assert!(
+        lines[1].contains(" replica ")
+            && lines[1].contains("read-only")
+            && lines[1].contains("replica, IO Yes, SQL Yes"),
+        "{text}"
+    );
+    assert!(!text.contains("app:app"), "a password was printed: {text}");
+
+    let out = run(&settings, &["status", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json = stdout(&out);
+    assert!(
+        json.contains("\"replica\":\"default_replica\"")
+            && json.contains("\"up\":true")
+            && json.contains("\"paused\":false"),
+        "{json}"
+    );
+    // the applier stopped: replay paused
+    m.pause(0);
+    let out = run(&settings, &["status"]);
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .nth(1)
+            .is_some_and(|l| l.trim_end().ends_with("yes")),
+        "{text}"
+    );
+    // a replica made writable with its replication gone: a problem `check` names
+    m.sql(
+        MariaNode::Replica(0),
+        "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;",
+    );
+    let out = run(&settings, &["check"]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("default_replica")
+            && text.contains("PROBLEM: declared a replica, but it is not in recovery"),
+        "{text}"
+    );
+}
