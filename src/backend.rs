@@ -226,6 +226,14 @@ pub(crate) mod private {
             flush: bool,
         ) -> futures_util::future::BoxFuture<'_, QueryResult<Option<Position>>>;
 
+        /// Has the server closed this idle connection (a restart, a failover)? Known
+        /// without a round trip where the driver tracks it (PostgreSQL, with a pool
+        /// feature); `false` where it cannot tell.
+        fn closed(conn: &mut Self::Async) -> bool {
+            let _ = conn;
+            false
+        }
+
         /// On the primary: [`Backend::primary_timeline`].
         fn primary_timeline_async(
             conn: &mut Self::Async,

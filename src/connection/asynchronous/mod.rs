@@ -192,6 +192,12 @@ impl<C: AsyncRoutedBackend> AsyncRoutedConnection<C> {
         if std::mem::take(&mut self.dead_primary) {
             self.primary = None;
         }
+        if self.primary.as_mut().is_some_and(|p| C::closed(p)) && !self.in_transaction() {
+            // closed by the server while idle (a restart, a failover): reopened, to
+            // whatever the address reaches now, instead of failing this statement; no
+            // transaction was open on it
+            self.primary = None;
+        }
         if self.primary.is_none() {
             let url = self.db.url.expose().to_owned();
             let conn = connect::<C>(&url, self.db.connect_timeout)

@@ -130,6 +130,12 @@ impl AsyncBackend for PgConnection {
         })
     }
 
+    #[cfg(any(feature = "bb8", feature = "deadpool"))]
+    fn closed(conn: &mut AsyncPgConnection) -> bool {
+        // its connection task ended: the server closed the socket
+        diesel_async::pooled_connection::PoolableConnection::is_broken(conn)
+    }
+
     fn primary_timeline_async(
         conn: &mut AsyncPgConnection,
     ) -> BoxFuture<'_, QueryResult<Option<u32>>> {
