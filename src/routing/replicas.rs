@@ -1,9 +1,8 @@
 //! A primary's replicas: which one takes the next read, and which are skipped after a failure.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-
-use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicPtr, AtomicU8};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -208,11 +207,68 @@ pub(crate) enum Usability {
     Lagging,
 }
 
-/// What a reload may change besides the replicas.
-#[derive(Debug, Clone, Copy)]
-struct Policy {
-    strategy: ReadStrategy,
-    limits: Limits,
+/// The replica list every routed read looks at, which a reload replaces: reading it is one
+/// atomic load. Replaced lists are kept until the set drops (a reload leaves a few pointers
+/// behind), so that a list a reader holds is never freed under it: no reference count or
+/// epoch on the read path.
+#[derive(Debug)]
+struct Slots {
+    current: AtomicPtr<Vec<Arc<Replica>>>,
+    /// Every list ever current, the current one included; only ever grows. Boxed: `current`
+    /// points at a list itself, which must not move when this grows.
+    #[allow(clippy::vec_box)]
+    kept: Mutex<Vec<Box<Vec<Arc<Replica>>>>>,
+}
+
+impl Slots {
+    fn new(list: Vec<Arc<Replica>>) -> Slots {
+        let mut boxed = Box::new(list);
+        let current = AtomicPtr::new(&mut *boxed);
+        Slots {
+            current,
+            kept: Mutex::new(vec![boxed]),
+        }
+    }
+
+    #[inline]
+    #[allow(unsafe_code)]
+    fn load(&self) -> &[Arc<Replica>] {
+        // SAFETY: `current` points into a box in `kept`, stored there before the pointer was
+        // published (Release/Acquire). Boxes are never removed from `kept` nor mutated, and
+        // the heap allocation does not move when `kept` grows; they are freed only when
+        // `self` drops, which the returned borrow of `self` outlives not.
+        unsafe { &*self.current.load(Ordering::Acquire) }
+    }
+
+    fn store(&self, list: Vec<Arc<Replica>>) {
+        let mut kept = self
+            .kept
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut boxed = Box::new(list);
+        let pointer: *mut Vec<Arc<Replica>> = &mut *boxed;
+        kept.push(boxed);
+        self.current.store(pointer, Ordering::Release);
+    }
+}
+
+/// A read strategy as a number, and back.
+fn strategy_code(strategy: ReadStrategy) -> u8 {
+    match strategy {
+        ReadStrategy::PrimaryOnly => 0,
+        ReadStrategy::RoundRobin => 1,
+        ReadStrategy::Random => 2,
+        ReadStrategy::Weighted => 3,
+    }
+}
+
+fn strategy_of(code: u8) -> ReadStrategy {
+    match code {
+        0 => ReadStrategy::PrimaryOnly,
+        2 => ReadStrategy::Random,
+        3 => ReadStrategy::Weighted,
+        _ => ReadStrategy::RoundRobin,
+    }
 }
 
 /// The replicas of one primary, with the read strategy and health state shared by every
@@ -222,9 +278,13 @@ pub(crate) struct ReplicaSet {
     /// Every replica the process was configured with, in the order first configured:
     /// reloads only append (a replica removed is retired, a changed URL is a new replica),
     /// so an index names one replica for as long as the process runs.
-    replicas: ArcSwap<Vec<Arc<Replica>>>,
-    /// The read strategy and lag limits, which reloads replace.
-    policy: ArcSwap<Policy>,
+    replicas: Slots,
+    /// The read strategy and the lag limits (in milliseconds and bytes), which reloads
+    /// replace; a read that sees one new and one old limit during a reload is harmless.
+    strategy: AtomicU8,
+    max_lag_ms: AtomicU64,
+    max_lag_bytes: AtomicU64,
+    stale_after_ms: AtomicU64,
     database: String,
     next: AtomicUsize,
     retry_after: Duration,
@@ -256,11 +316,11 @@ impl ReplicaSet {
             rand::thread_rng().gen_range(0..replicas.len())
         };
         ReplicaSet {
-            replicas: ArcSwap::from_pointee(replicas),
-            policy: ArcSwap::from_pointee(Policy {
-                strategy,
-                limits: Limits::default(),
-            }),
+            replicas: Slots::new(replicas),
+            strategy: AtomicU8::new(strategy_code(strategy)),
+            max_lag_ms: AtomicU64::new(u64::MAX),
+            max_lag_bytes: AtomicU64::new(u64::MAX),
+            stale_after_ms: AtomicU64::new(u64::MAX),
             database: database.to_owned(),
             next: AtomicUsize::new(start),
             retry_after,
@@ -278,12 +338,19 @@ impl ReplicaSet {
 
     /// Replaces the read strategy and lag limits (a reload).
     pub(crate) fn set_policy(&self, strategy: ReadStrategy, limits: Limits) {
-        self.policy.store(Arc::new(Policy { strategy, limits }));
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.max_lag_ms.store(ms(limits.max_lag), Ordering::Relaxed);
+        self.max_lag_bytes
+            .store(limits.max_lag_bytes, Ordering::Relaxed);
+        self.stale_after_ms
+            .store(ms(limits.stale_after), Ordering::Relaxed);
+        self.strategy
+            .store(strategy_code(strategy), Ordering::Relaxed);
     }
 
     /// The read strategy.
     pub(crate) fn strategy(&self) -> ReadStrategy {
-        self.policy.load().strategy
+        strategy_of(self.strategy.load(Ordering::Relaxed))
     }
 
     /// Makes the replicas those of `specs` (a reload): a replica of the same name and URL
@@ -295,8 +362,8 @@ impl ReplicaSet {
         specs: &[ReplicaSpec],
         replica_url: &dyn Fn(&str) -> String,
     ) -> Vec<usize> {
-        let current = self.replicas.load_full();
-        let mut next: Vec<Arc<Replica>> = current.iter().cloned().collect();
+        let current = self.replicas.load();
+        let mut next: Vec<Arc<Replica>> = current.to_vec();
         let mut added = Vec::new();
         for r in current.iter().filter(|r| !r.is_retired()) {
             let kept = specs
@@ -321,7 +388,7 @@ impl ReplicaSet {
                 }
             }
         }
-        self.replicas.store(Arc::new(next));
+        self.replicas.store(next);
         added
     }
 
@@ -586,15 +653,16 @@ impl ReplicaSet {
             return Usability::Usable; // not probed yet: nothing known against it
         }
         let age = Duration::from_millis(self.now_ms().saturating_sub(probed));
-        if age > self.policy.load().limits.stale_after {
+        if age.as_millis() > u128::from(self.stale_after_ms.load(Ordering::Relaxed)) {
             return Usability::Down;
         }
         let lag = Duration::from_millis(r.lag_ms.load(Ordering::Relaxed));
         let bytes = primary_position.map_or(Some(0), |p| r.replay.bytes_behind(p));
         // Time OR bytes keeps it in: a quiet primary makes a caught-up replica look late in
         // time, and a burst of writes makes a current one look late in bytes.
-        let limits = self.policy.load().limits;
-        if lag <= limits.max_lag || bytes.is_some_and(|b| b <= limits.max_lag_bytes) {
+        let max_lag = Duration::from_millis(self.max_lag_ms.load(Ordering::Relaxed));
+        let max_bytes = self.max_lag_bytes.load(Ordering::Relaxed);
+        if lag <= max_lag || bytes.is_some_and(|b| b <= max_bytes) {
             Usability::Usable
         } else {
             Usability::Lagging
@@ -618,8 +686,8 @@ impl ReplicaSet {
     }
 
     /// Every replica slot, retired ones included (index = position).
-    pub(crate) fn all(&self) -> Arc<Vec<Arc<Replica>>> {
-        self.replicas.load_full()
+    pub(crate) fn all(&self) -> &[Arc<Replica>] {
+        self.replicas.load()
     }
 
     /// Reports replica `index` as taking reads or not (the `metrics` gauge).
