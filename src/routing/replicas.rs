@@ -938,6 +938,49 @@ mod tests {
     }
 
     #[test]
+    fn readers_see_whole_lists_while_reloads_replace_them() {
+        let s = std::sync::Arc::new(set(ReadStrategy::RoundRobin, &[1]));
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, stop) = (s.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut seen = 0;
+                    while !stop.load(Ordering::Relaxed) {
+                        let list = s.all();
+                        // an index once seen names the same replica for good
+                        for (i, r) in list.iter().enumerate() {
+                            assert_eq!(s.get(i).unwrap().name, r.name);
+                        }
+                        seen = seen.max(list.len());
+                    }
+                    seen
+                })
+            })
+            .collect();
+        for k in 0..200 {
+            let spec = ReplicaSpec {
+                name: format!("r{k}"),
+                url: SecretUrl::new(format!("postgres://h/r{k}")),
+                weight: 1,
+            };
+            s.reconcile(&[spec], &|u: &str| u.to_owned());
+        }
+        stop.store(true, Ordering::Relaxed);
+        for r in readers {
+            assert!(r.join().unwrap() <= 200);
+        }
+        // (the first reload keeps r0)
+        assert_eq!(s.len(), 200, "one slot per replica ever configured");
+        assert_eq!(
+            (0..200)
+                .filter(|&i| !s.get(i).unwrap().is_retired())
+                .count(),
+            1
+        );
+    }
+
+    #[test]
     fn round_robin_visits_replicas_in_turn() {
         let s = set(ReadStrategy::RoundRobin, &[1, 1, 1]);
         let mut rng = StdRng::seed_from_u64(1);
