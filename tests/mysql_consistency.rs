@@ -15,7 +15,8 @@ use diesel::prelude::*;
 use diesel::result::QueryResult;
 use diesel::sql_types::{BigInt, Nullable};
 use diesel_sharding::{
-    Consistency, ConsistencyToken, DataConsistency, PooledConnection, RouteReason,
+    Cluster, Consistency, ConsistencyToken, DataConsistency, PooledConnection, RouteReason,
+    Settings,
 };
 use support::mariadb_cluster::{MariaCluster, Node};
 use support::mysql_users::*;
@@ -785,5 +786,100 @@ fn a_replica_made_a_primary_takes_no_reads_and_its_positions_are_not_trusted() {
         rows_read(&m, Node::Replica(0)),
         before,
         "the promoted server ran a routed read"
+    );
+}
+
+#[test]
+fn after_a_failover_pooled_connections_reconnect_and_no_read_sees_the_old_primarys_history() {
+    let mut m = MariaCluster::start(2);
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        "CREATE TABLE users (id INT AUTO_INCREMENT PRIMARY KEY, name VARCHAR(100) NOT NULL); \
+         INSERT INTO users (name) VALUES ('seed');",
+    )
+    .unwrap();
+    m.wait_all_caught_up();
+    // replica 0 becomes the new primary; the router reads replica 1
+    let cluster = Cluster::<MysqlConnection>::new(
+        Settings::from_toml_str(&format!(
+            "[pinning]\nseconds = 0\n\
+             [consistency]\nmode = \"read_your_writes\"\nmonitor_interval = \"50ms\"\n\
+             [databases.default]\nurl = \"{}\"\npool_size = 2\n\
+             [databases.r1]\nurl = \"{}\"\nprimary = \"default\"\n",
+            m.url(Node::Primary),
+            m.url(Node::Replica(1)),
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let eventual = |name: &str| {
+        cluster.with_token(&ConsistencyToken::default(), || {
+            cluster.with_consistency(Consistency::Eventual, || count(&cluster, name))
+        })
+    };
+    let until = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    until("a replica read", &|| {
+        eventual("seed") == (1, RouteReason::Replica)
+    });
+    // every pooled connection has the primary open when it fails over
+    let held: Vec<_> = (0..2)
+        .map(|i| {
+            let mut conn = cluster.get("default").unwrap();
+            diesel::insert_into(users::table)
+                .values(users::name.eq(format!("before{i}")))
+                .execute(&mut conn)
+                .unwrap();
+            conn
+        })
+        .collect();
+    drop(held);
+
+    // replica 0 stops replicating; a write only replica 1 gets (the failover loses it)
+    m.sql(Node::Replica(0), "STOP SLAVE");
+    m.try_sql_as(
+        Node::Primary,
+        "app",
+        "INSERT INTO users (name) SELECT 'lost' FROM seq_1_to_1000",
+    )
+    .unwrap();
+    let position = m.primary_position();
+    m.wait_applied(1, &position);
+    until("replica 1 to show the write", &|| {
+        eventual("lost") == (1000, RouteReason::Replica)
+    });
+
+    // the primary dies; replica 0 is promoted at its address; replica 1, ahead of it,
+    // cannot follow it
+    m.fail_over(0);
+    let before = rows_read(&m, Node::Replica(1));
+    for i in 0..10 {
+        let name = format!("after{i}");
+        let seen = cluster.with_token(&ConsistencyToken::default(), || {
+            add_user(&cluster, &name);
+            count(&cluster, &name)
+        });
+        assert_eq!(
+            seen.0, 1,
+            "write {i}: the writer's read missed its row ({:?})",
+            seen.1
+        );
+        let (lost, reason) = eventual("lost");
+        assert_eq!(
+            lost, 0,
+            "read {i} saw the old primary's lost rows ({reason:?})"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(
+        rows_read(&m, Node::Replica(1)),
+        before,
+        "the replica left with the old history ran a routed read"
     );
 }

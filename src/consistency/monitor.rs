@@ -91,10 +91,14 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             let started_ms = database.replicas.clock_ms();
             let call = watch.call(Some(database.replica_timeout));
             let ok = match self.target {
-                Target::Primary => match C::primary_timeline(c)
-                    .map(|t| t.map(|t| database.saw_primary_timeline(t)))
-                    .and_then(|_| C::probe_primary(c))
-                {
+                Target::Primary => match {
+                    // first the history it writes, so that a position of a new one is not
+                    // taken for the old one's (a timeline it cannot tell fails nothing)
+                    if let Ok(Some(t)) = C::primary_timeline(c) {
+                        database.saw_primary_timeline(t);
+                    }
+                    C::probe_primary(c)
+                } {
                     Ok(Some(pos)) => {
                         // covers every write that returned before the probe started
                         database.primary_probed(started_ms, &pos);

@@ -43,6 +43,10 @@ struct NodeProcess {
     dir: PathBuf,
     port: u16,
     child: Child,
+    /// Its server id (`--server-id`), for good: it moves with the server on a failover.
+    server_id: usize,
+    /// Started with `--read-only=1` (a replica).
+    read_only: bool,
 }
 
 /// A primary and its GTID replicas; see the module docs.
@@ -170,9 +174,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-/// Starts `mariadbd` for node `i` (0: the primary) on `dir` and `port`, with `extra`
+/// Starts `mariadbd` with `server_id` on `dir` and `port`, read-only or not, with `extra`
 /// arguments.
-fn spawn_server(dir: &Path, port: u16, i: usize, extra: &[&str]) -> Child {
+fn spawn_server(dir: &Path, port: u16, server_id: usize, read_only: bool, extra: &[&str]) -> Child {
     let mut cmd = Command::new("mariadbd");
     cmd.arg("--no-defaults")
         .arg(format!("--datadir={}", dir.display()))
@@ -181,7 +185,7 @@ fn spawn_server(dir: &Path, port: u16, i: usize, extra: &[&str]) -> Child {
         .arg(format!("--socket={}", dir.join("sock").display()))
         .arg(format!("--pid-file={}", dir.join("pid").display()))
         .arg(format!("--log-error={}", dir.join("error.log").display()))
-        .arg(format!("--server-id={}", i + 1))
+        .arg(format!("--server-id={server_id}"))
         .arg(format!("--log-bin={}", dir.join("bin").display()))
         .args(SMALL)
         .args([
@@ -200,7 +204,7 @@ fn spawn_server(dir: &Path, port: u16, i: usize, extra: &[&str]) -> Child {
     if running_as_root() {
         cmd.arg("--user=mysql");
     }
-    if i > 0 {
+    if read_only {
         cmd.arg("--read-only=1");
     }
     cmd.spawn().unwrap_or_else(|e| {
@@ -235,11 +239,13 @@ impl MariaCluster {
                 .unwrap();
             assert!(status.success(), "cannot copy the install cache");
             let port = free_port();
-            let child = spawn_server(&node_dir, port, i, &[]);
+            let child = spawn_server(&node_dir, port, i + 1, i > 0, &[]);
             nodes.push(NodeProcess {
                 dir: node_dir,
                 port,
                 child,
+                server_id: i + 1,
+                read_only: i > 0,
             });
         }
         let cluster = MariaCluster { dir, nodes };
@@ -486,11 +492,39 @@ impl MariaCluster {
     /// `--skip-slave-start`).
     pub fn restart(&mut self, node: Node, extra: &[&str]) {
         let i = self.index(node);
-        let (dir, port) = (self.nodes[i].dir.clone(), self.nodes[i].port);
-        self.nodes[i].child = spawn_server(&dir, port, i, extra);
+        let n = &self.nodes[i];
+        let (dir, port, id, read_only) = (n.dir.clone(), n.port, n.server_id, n.read_only);
+        self.nodes[i].child = spawn_server(&dir, port, id, read_only, extra);
         wait_until(&format!("{node:?} to accept connections again"), || {
             self.try_sql(node, "SELECT 1").is_ok()
         });
+    }
+
+    /// Fails over to replica `i`, as an orchestrator (MaxScale, Orchestrator, a managed
+    /// service) does: kills the primary, stops replica `i`'s replication for good (`STOP
+    /// SLAVE; RESET SLAVE ALL`), makes it writable and restarts it on the primary's port, so
+    /// that every URL of the primary now reaches it (with its own server id).
+    ///
+    /// Afterwards [`Node::Primary`] is the promoted server and `Node::Replica(i)` the former
+    /// primary's data, stopped, on replica `i`'s old port. The other replicas reconnect to
+    /// the primary's address: one that has applied no transaction the new primary lacks
+    /// replicates from it (GTID); one that has cannot (`gtid_strict_mode`), and stops with
+    /// an error, a history of its own.
+    pub fn fail_over(&mut self, i: usize) {
+        let k = self.index(Node::Replica(i));
+        self.kill(Node::Primary);
+        self.sql(
+            Node::Replica(i),
+            "STOP SLAVE; RESET SLAVE ALL; SET GLOBAL read_only = 0;",
+        );
+        self.kill(Node::Replica(i));
+        let (primary_port, replica_port) = (self.nodes[0].port, self.nodes[k].port);
+        self.nodes.swap(0, k);
+        self.nodes[0].port = primary_port;
+        self.nodes[0].read_only = false;
+        self.nodes[k].port = replica_port;
+        self.nodes[k].read_only = true;
+        self.restart(Node::Primary, &[]);
     }
 
     /// Copies a killed node's data directory aside, as `name` (a backup to restore later).
