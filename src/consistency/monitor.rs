@@ -90,15 +90,15 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
             // a probe unanswered within replica_timeout: the server counts as hung
             let started_ms = database.replicas.clock_ms();
             let call = watch.call(Some(database.replica_timeout));
+            if let Target::Primary = self.target {
+                // first the history it writes, so that a position of a new one is not taken
+                // for the old one's (a timeline it cannot tell fails nothing)
+                if let Ok(Some(t)) = C::primary_timeline(c) {
+                    database.saw_primary_timeline(t);
+                }
+            }
             let ok = match self.target {
-                Target::Primary => match {
-                    // first the history it writes, so that a position of a new one is not
-                    // taken for the old one's (a timeline it cannot tell fails nothing)
-                    if let Ok(Some(t)) = C::primary_timeline(c) {
-                        database.saw_primary_timeline(t);
-                    }
-                    C::probe_primary(c)
-                } {
+                Target::Primary => match C::probe_primary(c) {
                     Ok(Some(pos)) => {
                         // covers every write that returned before the probe started
                         database.primary_probed(started_ms, &pos);
