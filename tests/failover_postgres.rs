@@ -5,57 +5,22 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_sharding::{Cluster, Consistency, ConsistencyToken, RouteReason, Settings};
 use support::pg_cluster::{Node, PgCluster};
+use support::pg_users::*;
 
 const DB: &str = "app";
-const COUNT: &str = "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"name\" = $1)";
 /// Rows only the replica left on the old timeline has.
 const LOST: i64 = 20_000;
-
-mod schema {
-    diesel::table! {
-        users (id) {
-            id -> Int8,
-            name -> Text,
-        }
-    }
-}
-use schema::users;
-
-fn count(cluster: &Cluster<PgConnection>, name: &str) -> (i64, RouteReason) {
-    let mut conn = cluster.get("default").unwrap();
-    let n = users::table
-        .filter(users::name.eq(name))
-        .count()
-        .get_result(&mut conn)
-        .unwrap();
-    (n, conn.last_route().unwrap().reason)
-}
-
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 #[test]
 fn after_a_failover_no_read_sees_the_old_timeline_and_a_following_replica_reads_again() {
     let mut pg = PgCluster::start(3);
-    pg.create_database(DB);
-    pg.execute(
-        Node::Primary,
-        DB,
-        "CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL);
-         INSERT INTO users (name) VALUES ('seed');",
-    );
-    pg.wait_all_caught_up();
+    create_users(&pg, DB);
     // replica 0 becomes the new primary; the router reads replicas 1 and 2
     let cluster: Cluster<PgConnection> = Cluster::new(
         Settings::from_toml_str(&format!(

@@ -5,36 +5,14 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
-
 use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_sharding::{Cluster, Consistency, ConsistencyToken, Error, RouteReason, Settings};
 use support::pg_cluster::{Node, PgCluster};
+use support::pg_users::*;
 
 const DB: &str = "app";
-const COUNT: &str = "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"name\" = $1)";
 const REPLAY_PROBE: &str = "%pg_last_wal_replay_lsn%";
-
-mod schema {
-    diesel::table! {
-        users (id) {
-            id -> Int8,
-            name -> Text,
-        }
-    }
-}
-use schema::users;
-
-fn count(cluster: &Cluster<PgConnection>, name: &str) -> (i64, RouteReason) {
-    let mut conn = cluster.get("default").unwrap();
-    let n = users::table
-        .filter(users::name.eq(name))
-        .count()
-        .get_result(&mut conn)
-        .unwrap();
-    (n, conn.last_route().unwrap().reason)
-}
 
 /// A read in mode `eventual`, in a scope of its own (as a new request): nothing it must see.
 fn eventual_count(cluster: &Cluster<PgConnection>, name: &str) -> (i64, RouteReason) {
@@ -60,14 +38,6 @@ fn settings(pg: &PgCluster, replicas: &[(&str, usize)], pool_size: u32, mode: &s
     Settings::from_toml_str(&toml).unwrap()
 }
 
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn server_names(cluster: &Cluster<PgConnection>) -> Vec<String> {
     cluster.servers().into_iter().map(|s| s.name).collect()
 }
@@ -75,14 +45,7 @@ fn server_names(cluster: &Cluster<PgConnection>) -> Vec<String> {
 #[test]
 fn a_reload_moves_reads_to_new_replicas_resizes_the_pool_and_keeps_every_position() {
     let pg = PgCluster::start(2);
-    pg.create_database(DB);
-    pg.execute(
-        Node::Primary,
-        DB,
-        "CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL);
-         INSERT INTO users (name) VALUES ('seed');",
-    );
-    pg.wait_all_caught_up();
+    create_users(&pg, DB);
     let cluster: Cluster<PgConnection> =
         Cluster::new(settings(&pg, &[("r0", 0)], 4, "read_your_writes")).unwrap();
     eventually("a read on replica 0", || {

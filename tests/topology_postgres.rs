@@ -10,41 +10,14 @@ use diesel::pg::PgConnection;
 use diesel::prelude::*;
 use diesel_sharding::{Cluster, ConsistencyToken, RouteReason, Settings};
 use support::pg_cluster::{Node, PgCluster};
+use support::pg_users::*;
 
 const DB: &str = "app";
-const COUNT: &str = "SELECT COUNT(*) FROM \"users\" WHERE (\"users\".\"name\" = $1)";
-
-mod schema {
-    diesel::table! {
-        users (id) {
-            id -> Int8,
-            name -> Text,
-        }
-    }
-}
-use schema::users;
-
-fn count(cluster: &Cluster<PgConnection>, name: &str) -> (i64, RouteReason) {
-    let mut conn = cluster.get("default").unwrap();
-    let n = users::table
-        .filter(users::name.eq(name))
-        .count()
-        .get_result(&mut conn)
-        .unwrap();
-    (n, conn.last_route().unwrap().reason)
-}
 
 #[test]
 fn a_promoted_replica_takes_no_reads_and_its_positions_are_not_trusted() {
     let pg = PgCluster::start(1);
-    pg.create_database(DB);
-    pg.execute(
-        Node::Primary,
-        DB,
-        "CREATE TABLE users (id BIGSERIAL PRIMARY KEY, name TEXT NOT NULL);
-         INSERT INTO users (name) VALUES ('seed');",
-    );
-    pg.wait_all_caught_up();
+    create_users(&pg, DB);
     let cluster: Cluster<PgConnection> = Cluster::new(
         Settings::from_toml_str(&format!(
             "[pinning]\nseconds = 0\n\

@@ -110,12 +110,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                 Target::Replica(i) => match C::probe_replica(c) {
                     Ok(Some(probe)) if probe.promoted => {
                         if database.replicas.set_promoted(i, true) {
-                            let replica = database.replicas.get(i);
-                            let name = replica.as_ref().map_or("?", |r| r.name.as_str());
                             tracing::error!(
                                 target: "diesel_sharding::monitor",
                                 database = %database.name,
-                                replica = name,
+                                replica = %replica_name(&database, i),
                                 "a replica is not replaying (promoted?): it takes no reads, and \
                                  its positions are not trusted, until it replays again"
                             );
@@ -126,12 +124,10 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
                         // a timeline it cannot tell is not a failed probe
                         let timeline = C::replica_timeline(c).ok().flatten();
                         if database.replicas.set_timeline(i, timeline) {
-                            let replica = database.replicas.get(i);
-                            let name = replica.as_ref().map_or("?", |r| r.name.as_str());
                             tracing::error!(
                                 target: "diesel_sharding::monitor",
                                 database = %database.name,
-                                replica = name,
+                                replica = %replica_name(&database, i),
                                 timeline,
                                 "a replica replays another timeline than the primary's (it \
                                  follows a former primary): it takes no reads until it \
@@ -180,6 +176,14 @@ impl<C: RoutedBackend> Probe for ServerProbe<C> {
         }
         true
     }
+}
+
+/// Replica `i`'s name, for events.
+fn replica_name(database: &PrimaryState, i: usize) -> String {
+    database
+        .replicas
+        .get(i)
+        .map_or_else(|| "?".to_owned(), |r| r.name.clone())
 }
 
 /// Stops and joins the monitor's workers when dropped.

@@ -4,4 +4,5 @@ pub(crate) mod mariadb_cluster;
 #[cfg(feature = "mysql")]
 pub(crate) mod mysql_users;
 pub(crate) mod pg_cluster;
+pub(crate) mod pg_users;
 pub(crate) mod redis_server;
