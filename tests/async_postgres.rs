@@ -741,3 +741,49 @@ fn writes_locking_reads_write_functions_ctes_and_session_state_run_on_the_primar
         );
     }
 }
+
+#[test]
+fn a_reload_that_removes_the_replica_takes_it_from_a_bb8_pool_built_before() {
+    let s = setup(
+        "[consistency]\nmode = \"eventual\"\nmonitor_interval = \"50ms\"",
+        false,
+    );
+    let rt = runtime();
+    let cluster = s.cluster.clone();
+    let pool = rt.block_on(async move { cluster.bb8_pool("default").unwrap() });
+    let read = |pool: &diesel_async::pooled_connection::bb8::Pool<AsyncRoutedPgConnection>| {
+        let pool = pool.clone();
+        rt.block_on(async move {
+            let mut conn = pool.get().await.unwrap();
+            count(&mut conn, "seed").await
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while read(&pool) != (1, RouteReason::Replica) {
+        assert!(Instant::now() < deadline, "no replica read");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // the same settings without the replica
+    s.cluster
+        .reload(
+            Settings::from_toml_str(&format!(
+                "[consistency]\nmode = \"eventual\"\nmonitor_interval = \"50ms\"\n\
+                 [databases.default]\nurl = \"{}\"\npool_size = 10\n",
+                s.pg.primary_url(DB),
+            ))
+            .unwrap(),
+        )
+        .unwrap();
+    s.pg.reset_all_statement_stats();
+    for _ in 0..10 {
+        let (n, reason) = read(&pool);
+        assert_eq!(n, 1);
+        assert_ne!(reason, RouteReason::Replica);
+    }
+    assert_eq!(
+        s.pg.statement_calls(Node::Replica(0), COUNT_NAMED),
+        0,
+        "the removed replica ran a routed read"
+    );
+    assert_eq!(s.pg.statement_calls(Node::Primary, COUNT_NAMED), 10);
+}
