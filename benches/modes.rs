@@ -20,7 +20,8 @@
 //! round, default 3), `BENCH_ROUNDS` (default 2), `BENCH_THREADS` (default 4),
 //! `BENCH_DELAY_MS` (default 200), `BENCH_ONLY` (`lagging` or `read-mostly`: one workload),
 //! `BENCH_REPLICA_CPU` (move the replica's server to that CPU: a machine of its own, as in
-//! production; the default keeps everything on the bench's CPU), `BENCH_EXTRA_MODE` (one more, such as `eventual+primary:0.4`: `eventual` with 40 % of the
+//! production; the default keeps everything on the bench's CPU), `BENCH_EXTRA_MODE` (one more, such as `read_your_writes+wait:2ms`, with that
+//! `replica_wait`, or `eventual+primary:0.4`: `eventual` with 40 % of the
 //! reads sent to the primary, which shows what mixing servers costs on the machine itself).
 
 #![allow(missing_docs)]
@@ -79,12 +80,17 @@ struct Figures {
 fn run(pg: &PgCluster, mode: &str, seconds: u64, threads: u64, write_share: f64) -> Figures {
     // `eventual+primary:0.4`: eventual, with that share of reads sent to the primary (what
     // mixing servers costs on this machine, without any position logic)
+    // `read_your_writes+wait:2ms`: the mode with that `replica_wait`
+    let (mode, wait) = match mode.split_once("+wait:") {
+        Some((m, wait)) => (m, format!("replica_wait = \"{wait}\"\n")),
+        None => (mode, String::new()),
+    };
     let (mode, mix) = match mode.split_once("+primary:") {
         Some((m, share)) => (m, share.parse::<f64>().unwrap_or(0.0)),
         None => (mode, 0.0),
     };
     let settings = Settings::from_toml_str(&format!(
-        "[consistency]\nmode = \"{mode}\"\n\
+        "[consistency]\nmode = \"{mode}\"\n{wait}\
          [databases.default]\nurl = \"{}\"\npool_size = {threads}\n\
          [databases.r1]\nurl = \"{}\"\nprimary = \"default\"\n",
         pg.primary_url("bench"),
