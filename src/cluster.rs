@@ -51,7 +51,7 @@ struct Inner<C: RoutedBackend> {
     /// Shard groups by name.
     groups: BTreeMap<String, Group>,
     /// Stops the replica monitor when the cluster goes away.
-    _monitor: Monitor,
+    monitor: Monitor,
     /// Tokens are signed with it and must carry its signature.
     token_secret: Option<crate::consistency::TokenSecret>,
     /// Retired secrets whose signatures are still accepted.
@@ -202,7 +202,7 @@ impl<C: RoutedBackend> Cluster<C> {
                     .iter()
                     .map(|g| (g.name.clone(), Group::new(g)))
                     .collect(),
-                _monitor: monitor,
+                monitor,
                 token_secret: topology.consistency.token_secret.clone(),
                 previous_secrets: topology.consistency.previous_secrets.clone(),
                 reloading: Mutex::new(Reloading {
@@ -809,14 +809,12 @@ impl<C: RoutedBackend> Cluster<C> {
             db.replicas.set_policy(spec.read_strategy, limits);
             if C::HAS_POSITIONS && !added.is_empty() {
                 if !had_replicas {
-                    self.inner._monitor.watch::<C>(db, interval);
+                    self.inner.monitor.watch::<C>(db, interval);
                     if db.in_use() {
                         db.activate_monitor();
                     }
                 } else if db.in_use() {
-                    self.inner
-                        ._monitor
-                        .watch_replicas::<C>(db, &added, interval);
+                    self.inner.monitor.watch_replicas::<C>(db, &added, interval);
                 }
             }
             if db.pool_settings() != (spec.pool_size, spec.pool) {

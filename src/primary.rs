@@ -90,15 +90,8 @@ pub(crate) struct PrimaryState {
     /// ... per table (with `granularity = "table"`).
     table_written: RwLock<HashMap<TableId, Position>>,
     pub(crate) counters: Counters,
-    /// The pool's size and options (for the async pools, which the cluster builds on demand).
-    #[cfg_attr(
-        not(all(
-            feature = "async",
-            any(feature = "postgres", feature = "mysql"),
-            any(feature = "bb8", feature = "deadpool")
-        )),
-        allow(dead_code)
-    )]
+    /// The pool's size and options as last configured (a reload compares them; the async
+    /// pools, which the cluster builds on demand, take them).
     pool_settings: RwLock<(u32, crate::settings::PoolSpec)>,
     /// The async connections' custom types resolved so far.
     #[cfg(all(feature = "async", any(feature = "postgres", feature = "mysql")))]

@@ -800,7 +800,7 @@ fn open_primary<'a, C: RoutedBackend>(
 /// On a new connection to the primary of a database with replicas, before anything else
 /// runs on it: which timeline the primary writes, so that after a failover no position of
 /// the old history is trusted for what this connection writes (see
-/// [`PrimaryState::saw_primary_timeline`]). Bounded by `primary_timeline`; a primary that
+/// [`PrimaryState::saw_primary_timeline`]). Bounded by `primary_timeout`; a primary that
 /// does not answer is an error, a failed query only leaves the timeline to the monitor.
 fn learn_primary_timeline<C: RoutedBackend>(
     conn: &mut C,
