@@ -17,6 +17,11 @@
 //! [`stick`], in job payloads with [`JobPayload`]). Models spread over shard groups with
 //! `#[derive(ShardedModel)]` ([`sharding`]).
 //!
+//! The topology may change under a running process: a replica that is promoted takes no
+//! reads, a primary that fails over is reconnected to (and, on PostgreSQL, positions of
+//! the old timeline no longer let a replica serve a read), and [`Cluster::reload`] applies
+//! new replicas, weights, lag limits and pool sizes. Counters go to the [`metrics`] facade.
+//!
 //! ```
 //! use diesel::prelude::*;
 //! use diesel::sqlite::SqliteConnection;
