@@ -13,7 +13,7 @@ use diesel::prelude::*;
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 use diesel_sharding::{task, AsyncRoutedMysqlConnection, Cluster, RouteReason, Settings};
 use support::mariadb_cluster::{MariaCluster, Node};
-use support::mysql_users::{cluster_on, rows_changed, rows_read, start, users};
+use support::mysql_users::{cluster_on, rows_changed, rows_read, start, users, WAITING};
 
 /// Slack for a loaded 2-core machine on a bound the router promises.
 const MARGIN: Duration = Duration::from_millis(1500);
@@ -154,12 +154,11 @@ fn a_read_returns_to_the_replica_once_it_has_replayed_the_write() {
 #[test]
 fn a_read_waits_on_the_replica_server_with_replica_wait() {
     let m = start("");
-    let cluster = cluster_on(
-        &m,
-        "[consistency]\nmode = \"read_your_writes\"\nreplica_wait = \"5s\"\nmonitor_interval = \"50ms\"",
-    );
-    // the replica applies each transaction about 2 s after its commit
+    // the replica applies each transaction about 2 s after its commit (set before the
+    // cluster watches it, with generous timeouts: this test is about waiting, and a loaded
+    // machine must not make the replica look hung or stopped meanwhile)
     m.set_delay(0, 2);
+    let cluster = cluster_on(&m, WAITING);
     let waits_before = status(&m, Node::Replica(0), "MASTER_GTID_WAIT_COUNT");
     let primary_before = rows_read(&m, Node::Primary);
     let rt = runtime();

@@ -48,12 +48,11 @@ where
 #[test]
 fn a_read_waits_on_the_replica_server_up_to_replica_wait_and_not_at_all_without_it() {
     let m = start("");
-    let waiting = cluster_on(
-        &m,
-        "[consistency]\nmode = \"read_your_writes\"\nreplica_wait = \"5s\"\nmonitor_interval = \"50ms\"",
-    );
-    // the replica applies each transaction about 2 s after its commit
+    // the replica applies each transaction about 2 s after its commit (set before the
+    // cluster watches it, with generous timeouts: this test is about waiting, and a loaded
+    // machine must not make the replica look hung or stopped meanwhile)
     m.set_delay(0, 2);
+    let waiting = cluster_on(&m, WAITING);
     let waits_before = status(&m, Node::Replica(0), "MASTER_GTID_WAIT_COUNT");
     let primary_before = rows_read(&m, Node::Primary);
     let replica_before = rows_read(&m, Node::Replica(0));

@@ -216,6 +216,11 @@ impl MariaCluster {
     /// A primary and `replicas` replicas, replicating, with the database `test` and the
     /// users `repl` and `app` (all privileges on `test`).
     pub fn start(replicas: usize) -> MariaCluster {
+        Self::start_on(replicas, free_port)
+    }
+
+    /// [`start`](Self::start), taking each node's first port from `first_port`.
+    fn start_on(replicas: usize, mut first_port: impl FnMut() -> u16) -> MariaCluster {
         reap_orphans();
         let cache = install_cache();
         let dir = tempfile::Builder::new()
@@ -238,7 +243,7 @@ impl MariaCluster {
                 .status()
                 .unwrap();
             assert!(status.success(), "cannot copy the install cache");
-            let port = free_port();
+            let port = first_port();
             let child = spawn_server(&node_dir, port, i + 1, i > 0, &[]);
             nodes.push(NodeProcess {
                 dir: node_dir,
@@ -248,16 +253,11 @@ impl MariaCluster {
                 read_only: i > 0,
             });
         }
-        let cluster = MariaCluster { dir, nodes };
-        for i in 0..=replicas {
-            let node = if i == 0 {
-                Node::Primary
-            } else {
-                Node::Replica(i - 1)
-            };
-            wait_until(&format!("{node:?} to accept connections"), || {
-                cluster.try_sql(node, "SELECT 1").is_ok()
-            });
+        let mut cluster = MariaCluster { dir, nodes };
+        for k in 0..=replicas {
+            // a free port may be taken between choosing it and the server binding it
+            // (another test's server, or a client's outgoing connection): move then
+            cluster.wait_started(k, true);
         }
         cluster.sql(
             Node::Primary,
@@ -399,19 +399,36 @@ impl MariaCluster {
         self.sql(Node::Replica(i), "STOP SLAVE SQL_THREAD");
     }
 
-    /// Lets replica `i` apply again.
+    /// Lets replica `i` apply again; returns once both replication threads run.
     pub fn resume(&self, i: usize) {
         self.sql(Node::Replica(i), "START SLAVE SQL_THREAD");
+        self.wait_replicating(i);
     }
 
     /// Makes replica `i` apply each transaction `seconds` after its commit on the primary
     /// (`MASTER_DELAY`, whole seconds against the binlog's 1-second timestamps: use 2 or
-    /// more for a replica that is stale for certain); its threads keep running.
+    /// more for a replica that is stale for certain). The server only takes the change with
+    /// replication stopped: it is stopped and started again, and this returns once both
+    /// threads run and the receiver is connected (a router watching the replica meanwhile
+    /// may have seen replication stopped).
     pub fn set_delay(&self, i: usize, seconds: u32) {
         self.sql(
             Node::Replica(i),
             &format!("STOP SLAVE; CHANGE MASTER TO MASTER_DELAY = {seconds}; START SLAVE;"),
         );
+        self.wait_replicating(i);
+    }
+
+    /// Waits until replica `i`'s receiver is connected to its primary and its applier runs
+    /// (`Slave_running`).
+    pub fn wait_replicating(&self, i: usize) {
+        wait_until(&format!("replica {i} to replicate"), || {
+            self.sql(
+                Node::Replica(i),
+                "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+                 WHERE VARIABLE_NAME = 'SLAVE_RUNNING'",
+            ) == "ON"
+        });
     }
 
     /// Freezes a node (SIGSTOP): it keeps its connections and answers nothing.
@@ -495,9 +512,53 @@ impl MariaCluster {
         let n = &self.nodes[i];
         let (dir, port, id, read_only) = (n.dir.clone(), n.port, n.server_id, n.read_only);
         self.nodes[i].child = spawn_server(&dir, port, id, read_only, extra);
-        wait_until(&format!("{node:?} to accept connections again"), || {
-            self.try_sql(node, "SELECT 1").is_ok()
-        });
+        // its URLs name this port: it cannot move
+        self.wait_started(i, false);
+    }
+
+    /// The node at index `k` of `nodes`.
+    fn node_at(k: usize) -> Node {
+        match k {
+            0 => Node::Primary,
+            k => Node::Replica(k - 1),
+        }
+    }
+
+    /// Waits until node `k`'s server accepts connections on its port, and checks that the
+    /// server answering there is this one (its data directory): a port taken by another
+    /// process makes the server exit, and a client would reach the other one. With
+    /// `may_move` the server is started again on another free port; else it panics.
+    fn wait_started(&mut self, k: usize, may_move: bool) {
+        let node = Self::node_at(k);
+        let ours = self.nodes[k].dir.display().to_string();
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < DEADLINE,
+                "timed out waiting for {node:?} to accept connections\n{}",
+                self.log_tail(node, 20)
+            );
+            if let Ok(Some(status)) = self.nodes[k].child.try_wait() {
+                let log = self.log_tail(node, 20);
+                let port = self.nodes[k].port;
+                assert!(
+                    may_move,
+                    "{node:?} exited ({status}) when starting on port {port}\n{log}"
+                );
+                let n = &self.nodes[k];
+                let port = free_port();
+                eprintln!("{node:?}: port {} is taken, moving to {port}", n.port);
+                let (dir, id, read_only) = (n.dir.clone(), n.server_id, n.read_only);
+                self.nodes[k].child = spawn_server(&dir, port, id, read_only, &[]);
+                self.nodes[k].port = port;
+                continue;
+            }
+            match self.try_sql(node, "SELECT @@datadir") {
+                Ok(dir) if dir.trim_end_matches('/') == ours => return,
+                // another server on this port: this one exits, see above
+                Ok(_) | Err(_) => thread::sleep(POLL),
+            }
+        }
     }
 
     /// Fails over to replica `i`, as an orchestrator (MaxScale, Orchestrator, a managed
@@ -572,5 +633,34 @@ impl Drop for MariaCluster {
         for node in &mut self.nodes {
             let _ = node.child.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node whose port another process holds starts on another one, and the cluster's
+    /// URLs reach its own servers (not the process on the taken port).
+    #[test]
+    fn a_taken_port_moves_the_node_and_no_client_reaches_the_other_process() {
+        // another MariaDB server on the port the primary is given first
+        let other = MariaCluster::start(0);
+        let taken = other.port(Node::Primary);
+        let mut first = Some(taken);
+        let m = MariaCluster::start_on(1, || first.take().unwrap_or_else(free_port));
+        assert_ne!(m.port(Node::Primary), taken);
+        let dir = |c: &MariaCluster, node| c.sql(node, "SELECT @@datadir");
+        assert_ne!(dir(&m, Node::Primary), dir(&other, Node::Primary));
+        // and it replicates: its replica follows this primary, not the other one
+        m.sql(
+            Node::Primary,
+            "CREATE TABLE test.t (id INT PRIMARY KEY); INSERT INTO test.t VALUES (7);",
+        );
+        m.wait_all_caught_up();
+        assert_eq!(m.sql(Node::Replica(0), "SELECT id FROM test.t"), "7");
+        assert!(other
+            .try_sql(Node::Primary, "SELECT id FROM test.t")
+            .is_err());
     }
 }

@@ -114,3 +114,8 @@ pub(crate) fn rows_changed(m: &MariaCluster, node: Node) -> i64 {
     );
     text.parse().unwrap()
 }
+
+/// Settings of the tests of `replica_wait`: reads wait up to 5 s for the replica, whose
+/// probes and connections get generous bounds (the tests are about waiting, not hangs).
+pub(crate) const WAITING: &str = "[routing]\nreplica_timeout = \"10s\"\nconnect_timeout = \"10s\"\n\
+     [consistency]\nmode = \"read_your_writes\"\nreplica_wait = \"5s\"\nmonitor_interval = \"50ms\"";
