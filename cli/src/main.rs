@@ -257,12 +257,12 @@ fn check<C: Probe>(cluster: &Cluster<C>) -> bool {
             Ok(d) => {
                 let problem = match (server.replica, d.in_recovery, d.read_only) {
                     (false, true, _) => {
-                        Some("declared a primary, but it is in recovery (a replica)")
+                        Some("declared a primary, but it replays another server (a replica)")
                     }
                     (false, false, true) => Some("declared a primary, but it is read-only"),
-                    (true, false, false) if C::BACKEND != "SQLite" => {
-                        Some("declared a replica, but it is not in recovery (a primary?)")
-                    }
+                    (true, false, false) if C::BACKEND != "SQLite" => Some(
+                        "declared a replica, but it takes writes and replays nothing (a primary?)",
+                    ),
                     _ => None,
                 };
                 println!(

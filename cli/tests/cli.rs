@@ -97,7 +97,7 @@ fn check_reports_each_server_and_fails_when_one_is_down_or_misdeclared() {
     let out = run(&bad, &["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stdout(&out).contains("PROBLEM: declared a primary, but it is in recovery"),
+        stdout(&out).contains("PROBLEM: declared a primary, but it replays another server"),
         "{}",
         stdout(&out)
     );
@@ -345,7 +345,123 @@ fn check_and_status_on_mariadb_report_roles_lag_and_a_replica_made_writable() {
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         text.contains("default_replica")
-            && text.contains("PROBLEM: declared a replica, but it is not in recovery"),
+            && text
+                .contains("PROBLEM: declared a replica, but it takes writes and replays nothing"),
         "{text}"
     );
+}
+
+#[cfg(feature = "mysql")]
+#[test]
+fn migrate_on_mariadb_runs_on_every_shard_primary_never_on_the_replica_and_stops_at_a_failure() {
+    use diesel_sharding_testing::mariadb::{MariaCluster, Node as MariaNode};
+    let m = MariaCluster::start(1);
+    let mut toml = String::from(
+        "[shard_groups.users]\nbucketing = \"mod\"\nepoch = \"2024-01-01T00:00:00Z\"\n\
+         [databases.default]\n",
+    );
+    toml += &format!("url = \"{}\"\n", m.url(MariaNode::Primary));
+    for (db, id) in [("users_0", 0), ("users_1", 1)] {
+        m.create_database(db);
+        toml += &format!(
+            "[databases.{db}]\nurl = \"{}\"\nshard_group = \"users\"\nshard_id = {id}\n\
+             [databases.{db}_replica]\nurl = \"{}\"\nprimary = \"{db}\"\n",
+            m.url_of(MariaNode::Primary, db),
+            m.url_of(MariaNode::Replica(0), db),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join("sharding.toml");
+    std::fs::write(&settings, toml).unwrap();
+    let tables = |node, db: &str| {
+        m.sql(
+            node,
+            &format!(
+                "SELECT COUNT(*) FROM information_schema.TABLES \
+                 WHERE TABLE_SCHEMA = '{db}' AND TABLE_NAME = 'notes'"
+            ),
+        )
+    };
+    m.log_statements(MariaNode::Replica(0));
+    let dir_ok = migrations("mysql_migrations");
+
+    let out = run(
+        &settings,
+        &[
+            "migrate",
+            "--group",
+            "users",
+            "--dir",
+            &dir_ok,
+            "--dry-run",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).matches("2 pending").count(),
+        2,
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        tables(MariaNode::Primary, "users_0"),
+        "0",
+        "the dry run ran nothing"
+    );
+
+    let out = run(
+        &settings,
+        &["migrate", "--group", "users", "--dir", &dir_ok],
+    );
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    assert!(
+        stdout(&out).contains("4 migration(s) on 2 database(s)"),
+        "{}",
+        stdout(&out)
+    );
+    assert_eq!(
+        (
+            tables(MariaNode::Primary, "users_0"),
+            tables(MariaNode::Primary, "users_1"),
+            tables(MariaNode::Primary, "test"),
+        ),
+        ("1".into(), "1".into(), "0".into())
+    );
+    // the replica has the tables by replication, and the tool sent it no statement
+    m.wait_all_caught_up();
+    assert_eq!(tables(MariaNode::Replica(0), "users_1"), "1");
+    // the log sees the tool's statements there (`check` reads the replica's state); of
+    // them, none writes
+    assert!(run(&settings, &["check"]).status.success());
+    assert!(m.logged(MariaNode::Replica(0), "app", "SELECT") > 0);
+    for write in ["CREATE", "ALTER", "INSERT", "DELETE", "DROP"] {
+        assert_eq!(
+            m.logged(MariaNode::Replica(0), "app", write),
+            0,
+            "{write} on a replica"
+        );
+    }
+
+    // a failing migration: exit 1, the database named, the next one untouched
+    let bad = migrations("bad_migrations");
+    let out = run(&settings, &["migrate", "--group", "users", "--dir", &bad]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("failed on `users_0`") && err.contains("2024-02-02-000000_broken"),
+        "{err}"
+    );
+    let fine_on_1 = m.sql(
+        MariaNode::Primary,
+        "SELECT COUNT(*) FROM information_schema.TABLES \
+         WHERE TABLE_SCHEMA = 'users_1' AND TABLE_NAME = 'fine'",
+    );
+    assert_eq!(fine_on_1, "0", "stopped at the first failure");
+    assert!(!err.contains("app:app") && !stdout(&out).contains("app:app"));
 }
