@@ -387,14 +387,7 @@ fn migrate_on_mariadb_runs_on_every_shard_primary_never_on_the_replica_and_stops
 
     let out = run(
         &settings,
-        &[
-            "migrate",
-            "--group",
-            "users",
-            "--dir",
-            &dir_ok,
-            "--dry-run",
-        ],
+        &["migrate", "--group", "users", "--dir", &dir_ok, "--dry-run"],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
