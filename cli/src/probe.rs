@@ -144,15 +144,32 @@ impl Probe for diesel::sqlite::SqliteConnection {
     fn describe(conn: &mut Self) -> QueryResult<Described> {
         let v: SqliteVersion =
             diesel::sql_query("SELECT sqlite_version() AS version").get_result(conn)?;
-        // a replica's file is opened read-only: taking the write lock (and letting it go at
-        // once, writing nothing) tells
+        // a replica's connection reads only (`PRAGMA query_only`, as the router opens it),
+        // or its file is opened read-only: rewriting the schema's user version in a
+        // transaction rolled back (nothing written) tells
         let read_only = {
             use diesel::connection::SimpleConnection;
-            let refused = conn.batch_execute("BEGIN IMMEDIATE").is_err();
-            if !refused {
-                conn.batch_execute("ROLLBACK")?;
+            let query_only: QueryOnly = diesel::sql_query("PRAGMA query_only").get_result(conn)?;
+            let version: UserVersion = diesel::sql_query("PRAGMA user_version").get_result(conn)?;
+            if query_only.query_only != 0 {
+                true
+            } else {
+                match conn.batch_execute("BEGIN IMMEDIATE") {
+                    // another connection holds the write lock: writable, only busy
+                    Err(e) if busy(&e) => false,
+                    Err(_) => true,
+                    Ok(()) => {
+                        let refused = conn
+                            .batch_execute(&format!(
+                                "PRAGMA user_version = {}",
+                                version.user_version
+                            ))
+                            .is_err();
+                        conn.batch_execute("ROLLBACK")?;
+                        refused
+                    }
+                }
             }
-            refused
         };
         Ok(Described {
             version: format!("{} {}", Self::BACKEND, v.version),
@@ -173,6 +190,26 @@ impl Probe for diesel::sqlite::SqliteConnection {
             paused: false,
         })
     }
+}
+
+/// `PRAGMA query_only`.
+#[derive(QueryableByName)]
+struct QueryOnly {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    query_only: i32,
+}
+
+/// `PRAGMA user_version`.
+#[derive(QueryableByName)]
+struct UserVersion {
+    #[diesel(sql_type = diesel::sql_types::Integer)]
+    user_version: i32,
+}
+
+/// Is this SQLite's "another connection holds the lock" (`SQLITE_BUSY`)?
+fn busy(e: &diesel::result::Error) -> bool {
+    matches!(e, diesel::result::Error::DatabaseError(_, info)
+        if info.message().contains("database is locked"))
 }
 
 /// `SHOW SLAVE STATUS`, as far as the command line reads it.
@@ -278,5 +315,45 @@ impl Probe for diesel::mysql::MysqlConnection {
                 .as_ref()
                 .is_some_and(|s| s.sql_running.as_deref() == Some("No")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+
+    /// A SQLite file another connection is writing to is writable, only busy; a file
+    /// opened read-only is read-only.
+    #[test]
+    fn sqlite_read_only_is_told_from_a_locked_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.db");
+        let url = path.to_str().unwrap().to_owned();
+        let mut writer = diesel::sqlite::SqliteConnection::establish(&url).unwrap();
+        writer
+            .batch_execute(
+                "CREATE TABLE t (id INTEGER); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);",
+            )
+            .unwrap();
+        let mut other = diesel::sqlite::SqliteConnection::establish(&url).unwrap();
+        let d = diesel::sqlite::SqliteConnection::describe(&mut other).unwrap();
+        assert!(!d.read_only, "a locked file was reported read-only");
+        writer.batch_execute("COMMIT").unwrap();
+        let mut ro =
+            diesel::sqlite::SqliteConnection::establish(&format!("file:{url}?mode=ro")).unwrap();
+        let d = diesel::sqlite::SqliteConnection::describe(&mut ro).unwrap();
+        assert!(d.read_only, "a read-only file was reported writable");
+        let mut query_only = diesel::sqlite::SqliteConnection::establish(&url).unwrap();
+        query_only.batch_execute("PRAGMA query_only = ON").unwrap();
+        let d = diesel::sqlite::SqliteConnection::describe(&mut query_only).unwrap();
+        assert!(d.read_only, "a query-only connection was reported writable");
+        let mut plain = diesel::sqlite::SqliteConnection::establish(&url).unwrap();
+        assert!(
+            !diesel::sqlite::SqliteConnection::describe(&mut plain)
+                .unwrap()
+                .read_only
+        );
     }
 }

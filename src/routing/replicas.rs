@@ -939,38 +939,49 @@ mod tests {
 
     #[test]
     fn readers_see_whole_lists_while_reloads_replace_them() {
-        let s = std::sync::Arc::new(set(ReadStrategy::RoundRobin, &[1]));
-        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        // slot i is named r{i} for good: reloads replace the list under two readers, who
+        // must find every index they see naming the same replica, also in the lists
+        // published after it; each reload waits until both readers have read its list
+        use std::sync::atomic::AtomicUsize;
+        use std::sync::Arc;
+        let s = Arc::new(set(ReadStrategy::RoundRobin, &[1]));
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<[AtomicUsize; 2]> = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0)]);
         let readers: Vec<_> = (0..2)
-            .map(|_| {
-                let (s, stop) = (s.clone(), stop.clone());
+            .map(|me| {
+                let (s, stop, seen) = (s.clone(), stop.clone(), seen.clone());
                 std::thread::spawn(move || {
-                    let mut seen = 0;
+                    let mut reads = 0u64;
                     while !stop.load(Ordering::Relaxed) {
                         let list = s.all();
-                        // an index once seen names the same replica for good
                         for (i, r) in list.iter().enumerate() {
+                            assert_eq!(r.name, format!("r{i}"));
                             assert_eq!(s.get(i).unwrap().name, r.name);
                         }
-                        seen = seen.max(list.len());
+                        seen[me].fetch_max(list.len(), Ordering::Relaxed);
+                        reads += 1;
                     }
-                    seen
+                    reads
                 })
             })
             .collect();
-        for k in 0..200 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        for k in 1..200 {
             let spec = ReplicaSpec {
                 name: format!("r{k}"),
                 url: SecretUrl::new(format!("postgres://h/r{k}")),
                 weight: 1,
             };
             s.reconcile(&[spec], &|u: &str| u.to_owned());
+            while seen.iter().any(|n| n.load(Ordering::Relaxed) < k + 1) {
+                assert!(std::time::Instant::now() < deadline, "the readers stopped");
+                std::thread::yield_now();
+            }
         }
         stop.store(true, Ordering::Relaxed);
         for r in readers {
-            assert!(r.join().unwrap() <= 200);
+            assert!(r.join().unwrap() >= 199, "each reader read every list");
         }
-        // (the first reload keeps r0)
         assert_eq!(s.len(), 200, "one slot per replica ever configured");
         assert_eq!(
             (0..200)
