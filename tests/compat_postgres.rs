@@ -1,6 +1,7 @@
 //! Diesel's own PostgreSQL API through the routed pooled connection, called as Diesel's docs
 //! show it, against a real primary and streaming replica. Each test checks the result and,
 //! in the servers' `pg_stat_statements`, the server that ran it.
+#![cfg(feature = "postgres")]
 
 mod support;
 

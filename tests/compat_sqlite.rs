@@ -1,6 +1,7 @@
 //! Diesel's own SQLite API through the routed pooled connection, called as Diesel's docs
 //! show it. The replica is a stale copy of the primary file, so what a read returns shows
 //! which file served it.
+#![cfg(feature = "sqlite")]
 
 use diesel::connection::{LoadConnection, SimpleConnection};
 use diesel::prelude::*;

@@ -2,6 +2,7 @@
 //! with `recovery_min_apply_delay`, one paused with `pg_wal_replay_pause()`. Where every read
 //! ran is checked in each server's `pg_stat_statements`; what it returned is checked against
 //! what it had to see (zero stale reads).
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! address reaches, and no position of the old timeline lets a replica that stayed on it
 //! (with a history the new primary does not have) take a read, while a replica that follows
 //! the new timeline takes reads again. Checked on the servers (`pg_stat_statements`).
+#![cfg(feature = "postgres")]
 
 mod support;
 

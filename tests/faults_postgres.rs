@@ -1,6 +1,7 @@
 //! Faults and hostile input against a real primary and streaming replica: forged and signed
 //! tokens, a primary that dies after a commit, clusters that come and go. Where statements
 //! ran is checked in the servers' `pg_stat_statements`.
+#![cfg(feature = "postgres")]
 
 mod support;
 

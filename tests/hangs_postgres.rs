@@ -2,6 +2,7 @@
 //! with SIGSTOP: their kernel still accepts and acknowledges TCP, so nothing but the crate's
 //! watchdog can end a call to them. The bounds checked here are the documented ones (with a
 //! margin for a loaded 2-core machine), not timing benchmarks.
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! replica monitors) has ended when `drop` returns, or within about a second, so that a
 //! process can build and drop clusters all day, and exit right after dropping one. Counted
 //! in `/proc/self/task`; this binary holds this one test, so nothing else starts threads.
+#![cfg(all(feature = "postgres", feature = "sqlite"))]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! PostgreSQL integration tests against a real primary and streaming replica that each test
 //! starts itself (see `support/pg_cluster.rs`). Where a statement ran is checked on the
 //! servers, in `pg_stat_statements`, not only through the crate's own counters.
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! restart, with every position recorded before still honoured; settings that change what
 //! cannot change at run time are refused whole. Reads are counted on the servers
 //! (`pg_stat_statements`).
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -2,6 +2,7 @@
 //! some it rejects), the password never appears in `Debug` of the settings, the cluster, its
 //! pools and stats, in any error, or in any tracing event down to TRACE. The servers named
 //! are closed loopback ports, so every connection attempt fails and its error is checked too.
+#![cfg(feature = "postgres")]
 
 use std::io::Write;
 use std::sync::{Arc, Mutex};

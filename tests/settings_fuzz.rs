@@ -2,6 +2,7 @@
 //! times and feeds each result through `Settings::from_toml_str` and `Cluster::new` (SQLite
 //! files in a temporary directory, no server). Nothing may panic or abort; every error must
 //! name a key or a line; a cluster that builds must survive a write and a read.
+#![cfg(feature = "sqlite")]
 
 use std::panic::AssertUnwindSafe;
 

@@ -1,5 +1,6 @@
 //! Sharding on PostgreSQL: shards are databases on a test cluster with a streaming replica.
 //! Where statements ran is checked in `pg_stat_statements`.
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Sharding on SQLite: shards are files. Ports of django-sharding-library's router, bucketing,
 //! storage and id scenarios, plus work over all shards and migrations on every primary.
+#![cfg(feature = "sqlite")]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;

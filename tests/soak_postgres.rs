@@ -3,6 +3,7 @@
 //! while the replicas are killed, restarted behind what they had replayed, frozen and paused.
 //! The primary answers throughout, so: no stale read, no lost write, no failed read, and the
 //! worst read during a replica freeze within the documented bound.
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! SQLite integration tests. The replica is a separate file, a copy of the primary taken at a
 //! known moment, so what a read returns shows which file served it: the evidence comes from
 //! the data, not from the crate's counters.
+#![cfg(feature = "sqlite")]
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -581,6 +582,7 @@ fn every_routed_statement_emits_a_tracing_event_with_database_server_and_reason(
     );
 }
 
+#[cfg(feature = "postgres")]
 #[test]
 fn passwords_appear_in_no_debug_output_error_or_log() {
     let settings = Settings::from_toml_str(

@@ -1,6 +1,7 @@
 //! Topology that changes under the router (PostgreSQL): a replica that is promoted stops
 //! taking reads, and nothing it reports is trusted, even though it now answers with positions
 //! of its own that look far ahead. Checked on the servers (`pg_stat_statements`).
+#![cfg(feature = "postgres")]
 
 mod support;
 

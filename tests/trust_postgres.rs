@@ -2,6 +2,7 @@
 //! get from one server. Each test runs a real primary with streaming replicas (started by
 //! the suite), tries an entry point or a spelling that once gave stale or wrong rows, and
 //! checks both the answer and, in each server's `pg_stat_statements`, where it ran.
+#![cfg(feature = "postgres")]
 
 mod support;
 

@@ -36,7 +36,7 @@ pub(crate) use self::classify::{SessionChange, StatementInfo, TxControl};
 pub(crate) use self::replicas::{
     CheckTurn, Limits, ReplicaSet, SharedCheck, Usability, REFRESH_GAP_MS, WAITING_REFRESH_GAP_MS,
 };
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 pub(crate) use self::tables::interned_count;
 pub(crate) use self::tables::{lookup, table_name, tables, TableId, TableUse};
 

@@ -63,7 +63,7 @@ pub(crate) fn lookup(name: &str) -> Option<TableId> {
 }
 
 /// How many table names the process knows.
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 pub(crate) fn interned_count() -> usize {
     interner().read().map(|n| n.names.len()).unwrap_or(0)
 }
