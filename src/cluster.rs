@@ -25,16 +25,19 @@ pub type PooledConnection<C> = r2d2::PooledConnection<RoutedConnectionManager<C>
 /// Cheap to clone (the state is shared) and `Send + Sync`: threads share one.
 ///
 /// ```no_run
+/// # #[cfg(feature = "postgres")]
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use diesel::prelude::*;
 /// use diesel::pg::PgConnection;
 /// use diesel_sharding::{Cluster, Settings};
 ///
-/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let settings = Settings::from_file("databases.toml")?;
 /// let cluster = Cluster::<PgConnection>::new(settings)?;
 /// let mut conn = cluster.pool("default")?.get()?;
 /// let n: i64 = diesel::select(diesel::dsl::sql::<diesel::sql_types::BigInt>("1")).get_result(&mut conn)?;
 /// # Ok(()) }
+/// # #[cfg(not(feature = "postgres"))]
+/// # fn main() {}
 /// ```
 pub struct Cluster<C: RoutedBackend> {
     inner: Arc<Inner<C>>,
@@ -120,6 +123,7 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// ```no_run
     /// # use diesel_sharding::{Cluster, Settings};
+    /// # #[cfg(feature = "postgres")]
     /// # fn f(settings: Settings) -> diesel_sharding::Result<()> {
     /// let cluster = Cluster::<diesel::pg::PgConnection>::with_pools(settings, |_name, builder| {
     ///     builder.error_handler(Box::new(diesel_sharding::r2d2::LoggingErrorHandler))
@@ -436,6 +440,7 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// ```no_run
     /// # use diesel_sharding::{Cluster, ConsistencyToken};
+    /// # #[cfg(feature = "postgres")]
     /// # fn handle(cluster: &Cluster<diesel::pg::PgConnection>, cookie: &str) -> String {
     /// // a web request: the user's last token comes back in a cookie
     /// let token = cluster.parse_token(cookie).unwrap_or_default();
@@ -780,6 +785,7 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// ```no_run
     /// # use diesel_sharding::{Cluster, Settings};
+    /// # #[cfg(feature = "postgres")]
     /// # fn f(cluster: &Cluster<diesel::pg::PgConnection>) -> diesel_sharding::Result<()> {
     /// // on SIGHUP, say
     /// cluster.reload(Settings::from_file("databases.toml")?)?;

@@ -105,6 +105,7 @@ impl<C: RoutedBackend> Cluster<C> {
     ///
     /// ```no_run
     /// # use diesel_sharding::{Cluster, DataConsistency};
+    /// # #[cfg(feature = "postgres")]
     /// # fn work(cluster: &Cluster<diesel::pg::PgConnection>, payload_token: &str) {
     /// // the enqueuer stored `cluster.token().to_string()` in the job's payload
     /// let token = cluster.parse_token(payload_token).unwrap_or_default();

@@ -23,11 +23,12 @@
 //! new replicas, weights, lag limits and pool sizes. Counters go to the [`metrics`] facade.
 //!
 //! ```
+//! # #[cfg(feature = "sqlite")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use diesel::prelude::*;
 //! use diesel::sqlite::SqliteConnection;
 //! use diesel_sharding::{Cluster, RouteReason, Settings};
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! # let dir = tempfile::tempdir()?;
 //! # let app = dir.path().join("app.sqlite");
 //! # let app = app.display();
@@ -52,6 +53,8 @@
 //! assert_eq!(ids, [1]);
 //! assert_eq!(conn.last_route().unwrap().reason, RouteReason::Replica);
 //! # Ok(()) }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -108,6 +108,7 @@ impl<C: RoutedBackend> Cluster<C> {
     ///     user_id: i64,
     /// }
     ///
+    /// # #[cfg(feature = "postgres")]
     /// # fn f(cluster: &diesel_sharding::Cluster<diesel::pg::PgConnection>) -> diesel_sharding::Result<()> {
     /// let shard = cluster.shard_for::<Post>(&42)?;      // which shard holds user 42's posts
     /// let mut conn = cluster.get_shard(&shard)?;         // a routed connection to it
