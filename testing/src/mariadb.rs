@@ -316,11 +316,23 @@ impl MariaCluster {
     }
 
     /// The node's error log (its last `lines` lines), for failure messages.
+    /// A server that crashed logs its backtrace and the statement it ran: that part is
+    /// shown whole (from `got signal` to the statement) before the tail.
     pub fn log_tail(&self, node: Node, lines: usize) -> String {
         let text = fs::read_to_string(self.nodes[self.index(node)].dir.join("error.log"))
             .unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
-        all[all.len().saturating_sub(lines)..].join("\n")
+        let tail = all[all.len().saturating_sub(lines)..].join("\n");
+        match all.iter().position(|l| l.contains("got signal")) {
+            Some(start) => {
+                let end = all[start..]
+                    .iter()
+                    .position(|l| l.starts_with("Query ("))
+                    .map_or(all.len(), |q| (start + q + 2).min(all.len()));
+                format!("{}\n...\n{tail}", all[start..end].join("\n"))
+            }
+            None => tail,
+        }
     }
 
     /// Runs `sql` on a node as `user` (`root`, or `app` with its password) through the
