@@ -520,7 +520,7 @@ fn a_routed_statement_is_one_command_on_the_server_and_prepared_once() {
         let per_connection = [
             "SET ",
             "SELECT @@max_allowed_packet",
-            "SELECT (SELECT HOST FROM information_schema.PROCESSLIST",
+            "SELECT @diesel_sharding_client",
             "SHOW SLAVE STATUS",
             "SELECT @@global.",
         ];

@@ -255,11 +255,19 @@ impl Probe for diesel::mysql::MysqlConnection {
     const BACKEND: &'static str = "MySQL";
 
     fn describe(conn: &mut Self) -> QueryResult<Described> {
+        // the processlist through the text protocol: as a prepared statement (how Diesel
+        // sends queries) an information_schema subquery crashed MariaDB 10.11 now and then
+        {
+            use diesel::connection::SimpleConnection;
+            conn.batch_execute(
+                "SET @diesel_sharding_attached = (SELECT COUNT(*) FROM \
+                 information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%')",
+            )?;
+        }
         let d: MysqlDescribed = diesel::sql_query(
             "SELECT VERSION() AS version, \
                     CAST(@@global.read_only AS SIGNED) AS read_only, \
-                    (SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-                     WHERE COMMAND LIKE 'Binlog Dump%') AS attached",
+                    CAST(@diesel_sharding_attached AS SIGNED) AS attached",
         )
         .get_result(conn)?;
         // replicas registered with the primary (`SHOW SLAVE HOSTS` needs REPLICATION MASTER
