@@ -150,7 +150,6 @@ impl Probe for diesel::sqlite::SqliteConnection {
         let read_only = {
             use diesel::connection::SimpleConnection;
             let query_only: QueryOnly = diesel::sql_query("PRAGMA query_only").get_result(conn)?;
-            let version: UserVersion = diesel::sql_query("PRAGMA user_version").get_result(conn)?;
             if query_only.query_only != 0 {
                 true
             } else {
@@ -159,6 +158,8 @@ impl Probe for diesel::sqlite::SqliteConnection {
                     Err(e) if busy(&e) => false,
                     Err(_) => true,
                     Ok(()) => {
+                        let version: UserVersion =
+                            diesel::sql_query("PRAGMA user_version").get_result(conn)?;
                         let refused = conn
                             .batch_execute(&format!(
                                 "PRAGMA user_version = {}",

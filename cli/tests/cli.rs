@@ -64,6 +64,24 @@ fn migrations(name: &str) -> String {
     format!("{}/tests/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `bad_migrations` on the `users` group: exit 1, naming the first shard and the
+/// broken migration. Returns the output and its stderr.
+fn migrate_stops_at_the_broken_migration(settings: &Path) -> (Output, String) {
+    let bad = migrations("bad_migrations");
+    let out = run(settings, &["migrate", "--group", "users", "--dir", &bad]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let err = stderr(&out);
+    assert!(err.contains("failed on `users_0`"), "{err}");
+    assert!(err.contains("2024-02-02-000000_broken"), "{err}");
+    (out, err)
+}
+
 #[test]
 fn check_reports_each_server_and_fails_when_one_is_down_or_misdeclared() {
     let s = setup();
@@ -208,18 +226,7 @@ fn migrate_runs_on_every_primary_of_a_group_never_on_replicas_and_stops_at_a_fai
     assert!(out.status.success());
     assert_eq!(tables("app"), 1);
     // a failing migration: exit 1, the database named, the next databases untouched
-    let bad = migrations("bad_migrations");
-    let out = run(&s.settings, &["migrate", "--group", "users", "--dir", &bad]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let err = stderr(&out);
-    assert!(err.contains("failed on `users_0`"), "{err}");
-    assert!(err.contains("2024-02-02-000000_broken"), "{err}");
+    migrate_stops_at_the_broken_migration(&s.settings);
     let fine_on_1 = s.pg.query_i64(
         Node::Primary,
         "users_1",
@@ -436,20 +443,7 @@ fn migrate_on_mariadb_runs_on_every_shard_primary_never_on_the_replica_and_stops
     }
 
     // a failing migration: exit 1, the database named, the next one untouched
-    let bad = migrations("bad_migrations");
-    let out = run(&settings, &["migrate", "--group", "users", "--dir", &bad]);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    let err = stderr(&out);
-    assert!(
-        err.contains("failed on `users_0`") && err.contains("2024-02-02-000000_broken"),
-        "{err}"
-    );
+    let (out, err) = migrate_stops_at_the_broken_migration(&settings);
     let fine_on_1 = m.sql(
         MariaNode::Primary,
         "SELECT COUNT(*) FROM information_schema.TABLES \

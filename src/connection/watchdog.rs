@@ -268,7 +268,7 @@ pub(crate) fn find_socket(local_port: u16, remote_port: u16) -> Option<i32> {
                     .and_then(|p| u16::from_str_radix(p, 16).ok())
             };
             // (a closed connection with the same ports, in TIME_WAIT, owns no socket: its
-            // inode is 0, and the live one is further on)
+            // inode is 0; the live one is the other entry)
             if port(fields[1]) == Some(local_port)
                 && port(fields[2]) == Some(remote_port)
                 && fields[9] != "0"
